@@ -1,0 +1,47 @@
+"""Numerically safe building blocks shared by every loss.
+
+Every term of the form ``base ** exponent`` whose base can reach 0 (``(1 - Tv)^(1/γ)``,
+``(-log Tv)^(1/γ)``, ``(-log p)^γ_CE``) goes through :func:`safe_pow`, and every ratio of
+soft counts goes through :func:`safe_div`, so one fix covers all losses.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def tiny(dtype: jnp.dtype) -> float:
+    """Smallest base :func:`safe_pow` differentiates through: ``eps(dtype)**2``.
+
+    For float32 this is about 1.4e-14: ``tiny ** (1/γ - 1)`` stays far below the float32
+    range for every γ up to 100, so gradients stay finite at perfect predictions.
+    """
+    return float(jnp.finfo(dtype).eps) ** 2
+
+
+def safe_pow(base: jax.Array, exponent: jax.Array | float) -> jax.Array:
+    """``base ** exponent`` for ``base >= 0`` with a finite value and gradient everywhere.
+
+    Bases below :func:`tiny` are replaced by ``tiny`` (double-``where``), so the gradient
+    with respect to ``base`` is 0 there instead of ``inf`` or ``nan`` (the derivative of
+    ``b^e`` with ``0 < e < 1`` is infinite at ``b = 0``), and the gradient with respect to a
+    traced exponent stays finite too.
+    """
+    t = tiny(base.dtype)
+    return jnp.power(jnp.where(base > t, base, t), exponent)
+
+
+def safe_div(num: jax.Array, den: jax.Array) -> jax.Array:
+    """``num / den`` for ``den >= 0``, with ``0 / 0 = 0`` and a finite gradient.
+
+    Denominators below :func:`tiny` are clamped to ``tiny``; the numerators this is used with
+    are bounded by their denominators, so a vanishing denominator means an empty region.
+    """
+    t = tiny(den.dtype)
+    return num / jnp.where(den > t, den, t)
+
+
+def log_sigmoids(logits: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``(log p, log(1 - p))`` with ``p = sigmoid(logits)``, both computed in log space."""
+    return jax.nn.log_sigmoid(logits), jax.nn.log_sigmoid(-logits)
