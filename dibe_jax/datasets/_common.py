@@ -1,0 +1,275 @@
+"""Shared pieces of the defect-segmentation TFDS builders.
+
+Every builder in :mod:`dibe_jax.datasets` writes the same three features:
+
+* ``image``: ``uint8 [H, W, C]`` (``C = 3`` for RGB sources, ``1`` for grayscale),
+* ``mask``: ``uint8 [H, W, 1]``, ``{0, 1}`` for binary configs, class ids for
+  multi-class ones (``0`` is background),
+* ``file_name``: the source file (and tile) the example comes from.
+
+Images are stored losslessly as PNG, and the files are written as ``array_record``
+by default so that :meth:`builder.as_data_source` gives random access without
+TensorFlow. Input files are decoded and checked here, at build time: unreadable or
+truncated images, image/mask size mismatches, unexpected mask values and unpaired
+files raise :class:`DatasetFileError` naming the file, and TFDS removes its
+temporary directory, so nothing half-written is left in ``data_dir``.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tensorflow_datasets as tfds
+from PIL import Image
+
+__all__ = [
+    "DatasetFileError",
+    "DefectBuilder",
+    "binarize",
+    "encode_png",
+    "features",
+    "find_root",
+    "pair_files",
+    "read_image",
+    "read_mask",
+    "tile_image",
+]
+
+
+class DatasetFileError(ValueError):
+    """A source file of a dataset is missing, unreadable or inconsistent.
+
+    The message always starts with the offending path (or the folder that lacks it)
+    and says what is wrong.
+    """
+
+
+def features(*, channels: int, size: int | None = None) -> tfds.features.FeaturesDict:
+    """The common feature dict: ``image [H, W, channels]``, ``mask [H, W, 1]``, ``file_name``.
+
+    Args:
+      channels: image channels (1 or 3).
+      size: fixed square size of every example, or ``None`` for variable sizes.
+    """
+    hw = (size, size)
+    return tfds.features.FeaturesDict(
+        {
+            "image": tfds.features.Image(shape=(*hw, channels), encoding_format="png"),
+            "mask": tfds.features.Image(shape=(*hw, 1), encoding_format="png"),
+            "file_name": tfds.features.Text(),
+        }
+    )
+
+
+def encode_png(array: np.ndarray) -> bytes:
+    """PNG bytes of a ``uint8 [H, W]``, ``[H, W, 1]`` or ``[H, W, 3]`` array (PIL, no TF)."""
+    array = np.asarray(array)
+    if array.dtype != np.uint8:
+        raise ValueError(f"encode_png expects uint8, got {array.dtype}")
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(array)).save(buf, format="png", compress_level=1)
+    return buf.getvalue()
+
+
+def read_image(path: os.PathLike | str, *, mode: str) -> np.ndarray:
+    """Decode an image file fully and return ``uint8 [H, W, C]``.
+
+    Args:
+      path: image file.
+      mode: PIL mode to convert to: ``"RGB"`` (C = 3) or ``"L"`` (C = 1).
+
+    Raises:
+      DatasetFileError: the file is missing, not an image, or truncated.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetFileError(f"{path}: file is missing")
+    try:
+        with Image.open(path) as im:
+            im.load()  # decodes everything: truncated files fail here
+            im = im.convert(mode)
+            array = np.asarray(im, dtype=np.uint8)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise DatasetFileError(f"{path}: unreadable or truncated image ({e})") from e
+    if array.ndim == 2:
+        array = array[..., None]
+    return array
+
+
+def read_mask(path: os.PathLike | str) -> np.ndarray:
+    """Decode a label image to ``uint8 [H, W]`` (grayscale; RGB labels are converted to L)."""
+    return read_image(path, mode="L")[..., 0]
+
+
+def binarize(
+    mask: np.ndarray,
+    *,
+    path: os.PathLike | str,
+    threshold: int | None,
+) -> np.ndarray:
+    """Return a ``{0, 1}`` ``uint8`` mask.
+
+    Args:
+      mask: ``uint8 [H, W]`` label image.
+      path: the label file, for error messages.
+      threshold: ``mask > threshold`` is foreground (anti-aliased masks, e.g. MTSDD
+        with 127). ``None`` means the labels must already be binary: values in
+        ``{0, 1}`` or in ``{0, 255}``.
+
+    Raises:
+      DatasetFileError: ``threshold`` is None and the values are not binary.
+    """
+    if threshold is not None:
+        return (mask > threshold).astype(np.uint8)
+    values = np.unique(mask)
+    if np.all(np.isin(values, (0, 1))):
+        return mask.astype(np.uint8)
+    if np.all(np.isin(values, (0, 255))):
+        return (mask == 255).astype(np.uint8)
+    shown = ", ".join(str(int(v)) for v in values[:10]) + (" ..." if len(values) > 10 else "")
+    raise DatasetFileError(
+        f"{path}: mask has non-binary values [{shown}]; expected {{0, 1}} or {{0, 255}}"
+    )
+
+
+def check_same_size(image: np.ndarray, mask: np.ndarray, *, image_path: Any, mask_path: Any):
+    """Raise :class:`DatasetFileError` unless ``image [H, W, C]`` and ``mask [H, W]`` agree."""
+    if image.shape[:2] != mask.shape[:2]:
+        raise DatasetFileError(
+            f"{mask_path}: mask is {mask.shape[0]}x{mask.shape[1]} (rows x cols) but image "
+            f"{image_path} is {image.shape[0]}x{image.shape[1]}"
+        )
+
+
+def tile_image(array: np.ndarray, tile: int = 448) -> list[np.ndarray]:
+    """Cut an image into non-overlapping ``tile x tile`` pieces, row by row.
+
+    This is the preprocessing of the DIBE paper (Sec. 4.1, Fig. 7): a raw
+    ``1344 x 1344`` EL image becomes 9 tiles of ``448 x 448``. CrackForest uses
+    the same function with ``tile=160`` (``320 x 480`` -> 6 tiles).
+
+    Args:
+      array: ``[H, W]`` or ``[H, W, C]`` with ``H`` and ``W`` multiples of ``tile``.
+      tile: tile side in pixels.
+
+    Returns:
+      ``(H // tile) * (W // tile)`` arrays of shape ``[tile, tile(, C)]``, row-major
+      (left to right, then top to bottom).
+
+    >>> tiles = tile_image(np.zeros((1344, 1344, 3), np.uint8))
+    >>> len(tiles), tiles[0].shape
+    (9, (448, 448, 3))
+    """
+    array = np.asarray(array)
+    h, w = array.shape[:2]
+    if tile <= 0 or h % tile or w % tile:
+        raise ValueError(f"image of {h}x{w} pixels cannot be cut into {tile}x{tile} tiles")
+    return [array[r : r + tile, c : c + tile] for r in range(0, h, tile) for c in range(0, w, tile)]
+
+
+def pair_files(
+    image_dir: Path, label_dir: Path, *, image_ext: str, label_ext: str
+) -> list[tuple[str, Path, Path]]:
+    """Pair ``image_dir/<stem><image_ext>`` with ``label_dir/<stem><label_ext>``.
+
+    Returns ``(stem, image_path, label_path)`` sorted by stem.
+
+    Raises:
+      DatasetFileError: a folder is missing, or some files have no partner (all of
+        them are named).
+    """
+    for d in (image_dir, label_dir):
+        if not d.is_dir():
+            raise DatasetFileError(f"{d}: folder is missing")
+    images = {p.name[: -len(image_ext)]: p for p in image_dir.glob(f"*{image_ext}")}
+    labels = {p.name[: -len(label_ext)]: p for p in label_dir.glob(f"*{label_ext}")}
+    lonely = [str(images[s]) + " (no label)" for s in sorted(images.keys() - labels.keys())]
+    lonely += [str(labels[s]) + " (no image)" for s in sorted(labels.keys() - images.keys())]
+    if lonely:
+        raise DatasetFileError(
+            f"{lonely[0].split(' (')[0]}: unpaired files ({len(lonely)}): " + "; ".join(lonely)
+        )
+    return [(s, images[s], labels[s]) for s in sorted(images)]
+
+
+def find_root(base: Path, is_root: Callable[[Path], bool], *, depth: int = 3) -> Path | None:
+    """Breadth-first search for the first folder under ``base`` (itself included) that
+    ``is_root`` accepts, at most ``depth`` levels down; ``None`` if there is none."""
+    level: list[Path] = [Path(base)]
+    for _ in range(depth + 1):
+        nxt: list[Path] = []
+        for d in level:
+            if not d.is_dir():
+                continue
+            if is_root(d):
+                return d
+            try:
+                nxt.extend(sorted(p for p in d.iterdir() if p.is_dir()))
+            except OSError:
+                continue
+        level = nxt
+    return None
+
+
+def split_by_rule(stems: Iterable[str], *, period: int = 5, train: int = 3) -> dict[str, list]:
+    """Deterministic interleaved split of sorted stems: the ``i``-th goes to train iff
+    ``i % period < train`` (60/40 with the defaults)."""
+    out: dict[str, list] = {"train": [], "validation": []}
+    for i, s in enumerate(sorted(stems)):
+        out["train" if i % period < train else "validation"].append(s)
+    return out
+
+
+class DefectBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    """Base of the file-backed builders: ``array_record`` by default, and a source
+    folder taken from ``manual_dir`` or downloaded from :attr:`URL`.
+
+    Subclasses set :attr:`URL`, :attr:`MANUAL_DOWNLOAD_INSTRUCTIONS` and implement
+    :meth:`_is_root` (does this folder hold the dataset?).
+    """
+
+    URL: str = ""
+
+    def __init__(self, *, file_format: str | None = None, **kwargs: Any):
+        super().__init__(file_format=file_format or "array_record", **kwargs)
+        self._user_manual_dir: str | None = None
+
+    def _download_and_prepare(self, dl_manager, download_config=None):
+        # Remember whether the user named a manual_dir: if so, never download.
+        self._user_manual_dir = download_config.manual_dir if download_config else None
+        return super()._download_and_prepare(dl_manager=dl_manager, download_config=download_config)
+
+    def _is_root(self, path: Path) -> bool:
+        raise NotImplementedError
+
+    def _source_root(self, dl_manager: tfds.download.DownloadManager) -> Path:
+        """The folder holding the raw files: ``manual_dir`` (or a folder below it) if
+        given, else the default manual folder if filled, else a download of :attr:`URL`."""
+        if self._user_manual_dir is not None:
+            base = Path(os.fspath(self._user_manual_dir))
+            root = find_root(base, self._is_root)
+            if root is None:
+                raise DatasetFileError(
+                    f"{base}: no {self.name} files found in this folder (or up to 3 levels "
+                    f"below it).\n{self.MANUAL_DOWNLOAD_INSTRUCTIONS}"
+                )
+            return root
+        default_manual = Path(os.fspath(dl_manager.download_dir)) / "manual"
+        root = find_root(default_manual, self._is_root)
+        if root is not None:
+            return root
+        extracted = Path(os.fspath(dl_manager.download_and_extract(self.URL)))
+        root = find_root(extracted, self._is_root)
+        if root is None:
+            raise DatasetFileError(
+                f"{extracted}: the download of {self.URL} does not have the expected layout.\n"
+                f"{self.MANUAL_DOWNLOAD_INSTRUCTIONS}"
+            )
+        return root
