@@ -196,6 +196,8 @@ def pair_files(
         raise DatasetFileError(
             f"{lonely[0].split(' (')[0]}: unpaired files ({len(lonely)}): " + "; ".join(lonely)
         )
+    if not images:
+        raise DatasetFileError(f"{image_dir}: no *{image_ext} files")
     return [(s, images[s], labels[s]) for s in sorted(images)]
 
 

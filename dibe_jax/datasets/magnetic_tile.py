@@ -123,6 +123,10 @@ or in a folder up to 3 levels below it (e.g. manual_dir/magnetic_tile/):
             pairs = {s: (i, m) for s, i, m in found}
             for split, stems in split_by_rule(pairs).items():
                 splits[split] += [(cls, s, *pairs[s]) for s in stems]
+        if not splits["validation"]:
+            raise DatasetFileError(
+                f"{root}: too few files for a train/validation split ({len(splits['train'])})"
+            )
         return {k: self._generate_examples(v) for k, v in splits.items()}
 
     def _generate_examples(self, items: list[tuple[str, str, Path, Path]]):

@@ -1,0 +1,377 @@
+"""Tests of the TFDS builders (dibe_jax.datasets) and dataset statistics.
+
+Real data: CrackForest and MTSDD from ``../shared/data`` (or ``$DIBE_JAX_DATA``), built
+once per session into a temporary ``data_dir``. Everything else uses small synthetic
+folders written here. Nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+from PIL import Image
+from scipy.io import savemat
+
+import dibe_jax.datasets as dd
+from dibe_jax.datasets import stats
+
+tfds.disable_progress_bar()
+
+SHARED_DATA = Path(
+    os.environ.get("DIBE_JAX_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data")
+)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not (SHARED_DATA / "crackforest").is_dir() or not (SHARED_DATA / "magnetic_tile").is_dir():
+        pytest.skip(
+            f"real data not found at {SHARED_DATA} (expected crackforest/ and magnetic_tile/; "
+            "set DIBE_JAX_DATA to the folder holding them)"
+        )
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def tfds_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("tfds")
+
+
+@pytest.fixture(scope="session")
+def cfd(shared_data, tfds_dir):
+    return dd.prepare("crackforest", data_dir=tfds_dir, manual_dir=shared_data)
+
+
+@pytest.fixture(scope="session")
+def mt_crack(shared_data, tfds_dir):
+    return dd.prepare("magnetic_tile/crack", data_dir=tfds_dir, manual_dir=shared_data)
+
+
+@pytest.fixture(scope="session")
+def synthetic(tfds_dir):
+    return dd.prepare("synthetic_cracks", data_dir=tfds_dir)
+
+
+def _scan(source):
+    """(count, shapes of images, shapes of masks, mask values, fg, total, file names)."""
+    shapes, mshapes, values, names = set(), set(), set(), []
+    fg = total = 0
+    for i in range(len(source)):
+        ex = source[i]
+        shapes.add(ex["image"].shape)
+        mshapes.add(ex["mask"].shape)
+        values |= set(np.unique(ex["mask"]).tolist())
+        fg += int(np.count_nonzero(ex["mask"]))
+        total += ex["mask"].size
+        names.append(ex["file_name"].decode())
+    return len(source), shapes, mshapes, values, fg, total, names
+
+
+# ----------------------------------------------------------------------------- real data
+
+
+def test_crackforest_counts_shapes_and_ratio(cfd):
+    ds = cfd.as_data_source()
+    n_train, shapes, mshapes, values, fg, total, names_train = _scan(ds["train"])
+    n_val, shapes_v, _, values_v, fg_v, total_v, names_val = _scan(ds["validation"])
+    assert (n_train, n_val) == (360, 348)  # DIBE Table 2
+    assert shapes | shapes_v == {(160, 160, 3)}
+    assert mshapes == {(160, 160, 1)}
+    assert values | values_v == {0, 1}
+    # Crack = label 2 only: measured 1:60 (train) and 1:62 (validation).
+    assert 50 < (total - fg) / fg < 70
+    assert 50 < (total_v - fg_v) / fg_v < 72
+    # Split by image: 001-060 train, 061-118 validation, 6 tiles each.
+    img_train = {int(n[6:9]) for n in names_train}
+    img_val = {int(n[6:9]) for n in names_val}
+    assert img_train == set(range(1, 61)) and img_val == set(range(61, 119))
+    assert len(set(names_train)) == 360
+
+
+def test_crackforest_tiles_match_source(cfd, shared_data):
+    """Tile t of image NNN is rows 160*(t//3).., cols 160*(t%3).. of the 320x480 original."""
+    src = cfd.as_data_source()["train"]
+    ex = next(src[i] for i in range(len(src)) if src[i]["file_name"] == b"image/007.jpg#t4")
+    full = np.asarray(Image.open(shared_data / "crackforest" / "image" / "007.jpg"))
+    np.testing.assert_array_equal(ex["image"], full[160:320, 160:320])
+
+
+def test_magnetic_tile_crack(mt_crack):
+    ds = mt_crack.as_data_source()
+    n_train, shapes, mshapes, values, fg, total, names = _scan(ds["train"])
+    n_val, _, _, values_v, fg_v, total_v, _ = _scan(ds["validation"])
+    assert (n_train, n_val) == (35, 22)  # 57 pairs, i % 5 < 3 -> train
+    assert {s[-1] for s in shapes} == {1} and len(shapes) > 10  # grayscale, native sizes
+    assert {s[:2] for s in shapes} == {s[:2] for s in mshapes}
+    assert values | values_v == {0, 1}
+    ratio = (total + total_v - fg - fg_v) / (fg + fg_v)
+    assert 200 < ratio < 340  # native masks > 127: about 1:269 (SPEC.md)
+    assert all(n.startswith("MT_Crack/Imgs/exp") for n in names)
+
+
+# ----------------------------------------------------------------------------- synthetic
+
+
+def test_synthetic_default_ratio_within_20_percent(synthetic):
+    cfg = synthetic.builder_config
+    for split, count in (("train", cfg.num_train), ("validation", cfg.num_validation)):
+        n, shapes, mshapes, values, fg, total, _ = _scan(synthetic.as_data_source()[split])
+        assert n == count
+        assert shapes == {(cfg.size, cfg.size, 3)} and mshapes == {(cfg.size, cfg.size, 1)}
+        assert values == {0, 1}
+        assert abs((total - fg) / fg / cfg.ratio - 1) < 0.2
+
+
+@pytest.mark.parametrize(
+    ("size", "ratio", "count"), [(160, 25, 120), (112, 190, 150), (224, 580, 80), (448, 2200, 60)]
+)
+def test_generate_example_ratio_of_paper_configs(size, ratio, count):
+    fg = total = 0
+    for i in range(count):
+        image, mask = dd.generate_example(np.random.default_rng([7, i]), size, ratio)
+        assert image.shape == (size, size, 3) and image.dtype == np.uint8
+        fg += int(mask.sum())
+        total += mask.size
+    assert abs((total - fg) / fg / ratio - 1) < 0.2
+
+
+def test_generate_example_deterministic_and_thin():
+    a_img, a_mask = dd.generate_example(3, 448, 2200)
+    b_img, b_mask = dd.generate_example(3, 448, 2200)
+    c_img, _ = dd.generate_example(4, 448, 2200)
+    np.testing.assert_array_equal(a_img, b_img)
+    np.testing.assert_array_equal(a_mask, b_mask)
+    assert not np.array_equal(a_img, c_img)
+    gray, _ = dd.generate_example(3, 64, 100, channels=1)
+    assert gray.shape == (64, 64, 1)
+    # THC-like ratios give 1-px strokes: the mask has no 2x2 full block.
+    masks = [dd.generate_example(i, 448, 2200)[1][..., 0] for i in range(5)]
+    for m in masks:
+        blocks = m[:-1, :-1] & m[1:, :-1] & m[:-1, 1:] & m[1:, 1:]
+        assert blocks.sum() <= 0.05 * max(m.sum(), 1)
+    # The crack is darker than its surroundings (low contrast, but there).
+    img, m = dd.generate_example(11, 96, 50, empty_fraction=0.0)
+    assert img[m[..., 0] == 1].mean() < img[m[..., 0] == 0].mean() - 10
+
+
+def test_custom_synthetic_config_builds(tmp_path):
+    cfg = dd.SyntheticCracksConfig(
+        name="tiny", size=32, ratio=40, num_train=6, num_validation=3, channels=1
+    )
+    b = dd.SyntheticCracks(config=cfg, data_dir=tmp_path)
+    b.download_and_prepare()
+    ds = b.as_data_source()
+    assert (len(ds["train"]), len(ds["validation"])) == (6, 3)
+    assert ds["train"][0]["image"].shape == (32, 32, 1)
+
+
+# ----------------------------------------------------------------------------- tile_image
+
+
+def test_tile_image_nine_tiles_row_major():
+    raw = np.arange(1344 * 1344, dtype=np.int64).reshape(1344, 1344)
+    tiles = dd.tile_image(raw)  # Fig. 7: 1344 x 1344 -> 9 x 448 x 448
+    assert len(tiles) == 9 and all(t.shape == (448, 448) for t in tiles)
+    np.testing.assert_array_equal(tiles[5], raw[448:896, 896:1344])
+    np.testing.assert_array_equal(np.block([tiles[0:3], tiles[3:6], tiles[6:9]]), raw)
+    assert len(dd.tile_image(np.zeros((320, 480, 3)), 160)) == 6
+    with pytest.raises(ValueError, match="cannot be cut"):
+        dd.tile_image(np.zeros((1000, 1344)))
+
+
+# ----------------------------------------------------------------------------- synthetic trees
+
+
+def _png(path: Path, array) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.asarray(array, np.uint8)).save(path)
+    return path
+
+
+def _write_thc(root: Path, r: int = 448, n_train: int = 3, n_val: int = 2, size: int = 48):
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", n_train), ("val", n_val)):
+        for i in range(n):
+            name = f"{i}_filp.png" if prefix == "train" else f"img_{i}.png"
+            _png(
+                root / f"THC{r}" / f"{prefix}_dataset_{r}" / name,
+                rng.integers(0, 255, (size, size, 3)),
+            )
+            label = np.zeros((size, size), np.uint8)
+            label[size // 2, 5 : 5 + 2 * (i + 1)] = 255
+            _png(root / f"THC{r}" / f"{prefix}_label_{r}" / name, label)
+
+
+def _write_mtsdd(root: Path, cls: str = "Crack", n: int = 5, size=(40, 60)):
+    rng = np.random.default_rng(1)
+    d = root / f"MT_{cls}" / "Imgs"
+    d.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 255, size, dtype=np.uint8)).save(d / f"exp1_num_{i}.jpg")
+        mask = np.zeros(size, np.uint8)
+        mask[10:12, 5:30] = 200
+        mask[12, 5:30] = 100  # anti-aliased edge, below the threshold
+        _png(d / f"exp1_num_{i}.png", mask)
+
+
+def _write_cfd(root: Path, stems=("001", "002", "061")):
+    rng = np.random.default_rng(2)
+    (root / "image").mkdir(parents=True, exist_ok=True)
+    (root / "groundTruth").mkdir(parents=True, exist_ok=True)
+    for s in stems:
+        Image.fromarray(rng.integers(0, 255, (320, 480, 3), dtype=np.uint8)).save(
+            root / "image" / f"{s}.jpg"
+        )
+        seg = np.ones((320, 480), np.uint8)
+        seg[100, :] = 2
+        seg[200, :] = 3
+        savemat(root / "groundTruth" / f"{s}.mat", {"groundTruth": {"Segmentation": seg}})
+
+
+def _build(builder_cls, data_dir, manual_dir, **kwargs):
+    b = builder_cls(data_dir=data_dir, **kwargs)
+    b.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+    return b
+
+
+def _nothing_written(data_dir: Path) -> bool:
+    files = [p for p in data_dir.rglob("*") if p.is_file()]
+    leftovers = [p for p in files if "array_record" in p.name or "incomplete" in str(p)]
+    return not leftovers and not any("incomplete" in p.name for p in data_dir.rglob("*"))
+
+
+def test_thc_builder_on_synthetic_tree(tmp_path):
+    _write_thc(tmp_path / "src")
+    b = _build(dd.Thc, tmp_path / "out", tmp_path / "src", config="thc448")
+    ds = b.as_data_source()
+    assert (len(ds["train"]), len(ds["validation"])) == (3, 2)
+    ex = ds["validation"][0]
+    assert ex["image"].shape == (48, 48, 3) and ex["mask"].shape == (48, 48, 1)
+    values = set()
+    for i in range(3):
+        values |= set(np.unique(ds["train"][i]["mask"]).tolist())
+    assert values == {0, 1}  # 0/255 labels -> {0, 1}
+    names = sorted(ds["train"][i]["file_name"].decode() for i in range(3))
+    assert names[0] == "THC448/train_dataset_448/0_filp.png"
+
+
+def test_thc_224_config_reads_its_own_folder(tmp_path):
+    _write_thc(tmp_path / "src", r=224, n_train=2, n_val=1, size=24)
+    b = _build(dd.Thc, tmp_path / "out", tmp_path / "src" / "THC224", config="thc224")
+    assert len(b.as_data_source()["train"]) == 2
+
+
+def test_magnetic_tile_all_is_multiclass(tmp_path):
+    for cls in ("Blowhole", "Break", "Crack", "Fray", "Uneven", "Free"):
+        _write_mtsdd(tmp_path / "src", cls, n=5)
+    b = _build(dd.MagneticTile, tmp_path / "out", tmp_path / "src", config="all")
+    ds = b.as_data_source()
+    values = set()
+    for split in ("train", "validation"):
+        for i in range(len(ds[split])):
+            values |= set(np.unique(ds[split][i]["mask"]).tolist())
+    assert values == {0, 1, 2, 3, 4, 5}
+    assert (len(ds["train"]), len(ds["validation"])) == (18, 12)  # 3/2 per class
+
+
+def test_crackforest_label_configs_on_synthetic_tree(tmp_path):
+    _write_cfd(tmp_path / "src")
+    b2 = _build(dd.Crackforest, tmp_path / "out", tmp_path / "src", config="label2")
+    b3 = _build(dd.Crackforest, tmp_path / "out", tmp_path / "src", config="label_ge2")
+    s2, s3 = b2.as_data_source(), b3.as_data_source()
+    assert (len(s2["train"]), len(s2["validation"])) == (12, 6)
+    fg2 = sum(int(s2["train"][i]["mask"].sum()) for i in range(12))
+    fg3 = sum(int(s3["train"][i]["mask"].sum()) for i in range(12))
+    assert (fg2, fg3) == (2 * 480, 2 * 2 * 480)  # one row of label 2 (+ one of label 3)
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+def _expect_build_error(builder_cls, tmp_path, manual, match, **kwargs):
+    out = tmp_path / "out"
+    with pytest.raises(dd.DatasetFileError, match=match):
+        _build(builder_cls, out, manual, **kwargs)
+    assert _nothing_written(out)
+    return out
+
+
+def test_bad_input_truncated_image_then_fixed_rebuild(tmp_path):
+    src = tmp_path / "src"
+    _write_thc(src)
+    bad = src / "THC448" / "train_dataset_448" / "1_filp.png"
+    good = bad.read_bytes()
+    bad.write_bytes(good[: len(good) // 2])
+    out = _expect_build_error(dd.Thc, tmp_path, src, r"1_filp\.png: unreadable or truncated")
+    bad.write_bytes(good)  # fix it: a rebuild in the same data_dir succeeds
+    b = _build(dd.Thc, out, src)
+    assert len(b.as_data_source()["train"]) == 3
+
+
+def test_bad_input_size_mismatch(tmp_path):
+    src = tmp_path / "src"
+    _write_mtsdd(src)
+    _png(src / "MT_Crack" / "Imgs" / "exp1_num_3.png", np.zeros((40, 59), np.uint8))
+    _expect_build_error(
+        dd.MagneticTile, tmp_path, src, r"exp1_num_3\.png: mask is 40x59.*is 40x60", config="crack"
+    )
+
+
+def test_bad_input_non_binary_mask(tmp_path):
+    src = tmp_path / "src"
+    _write_thc(src)
+    label = np.zeros((48, 48), np.uint8)
+    label[3, 3] = 128
+    _png(src / "THC448" / "val_label_448" / "img_1.png", label)
+    _expect_build_error(dd.Thc, tmp_path, src, r"img_1\.png: mask has non-binary values \[0, 128\]")
+
+
+def test_bad_input_missing_pair(tmp_path):
+    src = tmp_path / "src"
+    _write_thc(src)
+    (src / "THC448" / "train_label_448" / "2_filp.png").unlink()
+    _expect_build_error(dd.Thc, tmp_path, src, r"2_filp\.png \(no label\)")
+
+
+def test_bad_input_crackforest(tmp_path):
+    src = tmp_path / "src"
+    _write_cfd(src)
+    (src / "groundTruth" / "002.mat").unlink()
+    _expect_build_error(dd.Crackforest, tmp_path, src, r"002\.jpg \(no groundTruth/002\.mat\)")
+    _write_cfd(src)
+    seg = np.full((320, 480), 7, np.uint8)
+    savemat(src / "groundTruth" / "061.mat", {"groundTruth": {"Segmentation": seg}})
+    _expect_build_error(dd.Crackforest, tmp_path, src, r"061\.mat: Segmentation has values \[7\]")
+    (src / "groundTruth" / "061.mat").write_bytes(b"not a mat file")
+    _expect_build_error(dd.Crackforest, tmp_path, src, r"061\.mat: unreadable MATLAB file")
+
+
+def test_missing_manual_dir_says_what_to_put_where(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(
+        dd.DatasetFileError, match=r"(?s)no crackforest files.*groundTruth/001\.mat"
+    ):
+        _build(dd.Crackforest, tmp_path / "out", tmp_path / "empty")
+    _write_mtsdd(tmp_path / "mt", "Blowhole", n=1)
+    with pytest.raises(dd.DatasetFileError, match=r"(?s)MT_Crack/Imgs.*folder is missing"):
+        _build(dd.MagneticTile, tmp_path / "out", tmp_path / "mt", config="crack")
+
+
+# ----------------------------------------------------------------------------- stats
+
+
+def test_stats_table_on_crackforest(cfd, shared_data, tfds_dir):
+    table = stats.run("crackforest", data_dir=tfds_dir, manual_dir=shared_data)
+    assert "| train | 360 |" in table and "| validation | 348 |" in table
+    assert "1:25" in table and "360/348" in table  # the paper's Table 2 row
+    assert "160x160" in table
+
+
+def test_stats_on_synthetic_and_main(synthetic, tfds_dir, capsys):
+    stats.main(["synthetic_cracks/r150_96", "--data-dir", str(tfds_dir)])
+    out = capsys.readouterr().out
+    assert "| train | 384 |" in out and "96x96" in out
