@@ -23,13 +23,15 @@ def tiny(dtype: jnp.dtype) -> float:
 def safe_pow(base: jax.Array, exponent: jax.Array | float) -> jax.Array:
     """``base ** exponent`` for ``base >= 0`` with a finite value and gradient everywhere.
 
-    Bases below :func:`tiny` are replaced by ``tiny`` (double-``where``), so the gradient
-    with respect to ``base`` is 0 there instead of ``inf`` or ``nan`` (the derivative of
-    ``b^e`` with ``0 < e < 1`` is infinite at ``b = 0``), and the gradient with respect to a
-    traced exponent stays finite too.
+    Bases below :func:`tiny` give the limit at 0 (``0`` for ``e > 0``, ``1`` for ``e = 0``)
+    through a double ``where``, so the gradient with respect to ``base`` is 0 there instead
+    of ``inf`` or ``nan`` (the derivative of ``b^e`` with ``0 < e < 1`` is infinite at
+    ``b = 0``), and the gradient with respect to a traced exponent stays finite too.
     """
     t = tiny(base.dtype)
-    return jnp.power(jnp.where(base > t, base, t), exponent)
+    above = base > t
+    limit = jnp.where(jnp.asarray(exponent) == 0, 1.0, 0.0).astype(base.dtype)
+    return jnp.where(above, jnp.power(jnp.where(above, base, 1.0), exponent), limit)
 
 
 def safe_div(num: jax.Array, den: jax.Array) -> jax.Array:

@@ -235,8 +235,10 @@ def oii(tp: ArrayLike, fp: ArrayLike, fn: ArrayLike) -> jax.Array:
            = k \cdot \operatorname{sign}(FN - FP)
              \Big(1 - \frac{FP \cdot FN}{FP^2 - FP \cdot FN + FN^2}\Big)
 
-    The division-free right-hand form (SPEC.md) is used, on counts scaled by
-    ``max(FP, FN)`` so large counts cannot overflow. OII lies in (-1, 1); OII > 0 means
+    The division-free right-hand form (SPEC.md) is used, rewritten as
+    ``k·sign(FN - FP)·(FP - FN)² / (FP² - FP·FN + FN²)`` (the same value, without the
+    cancellation of ``1 - ...`` when FP ≈ FN), on counts scaled by ``max(FP, FN)`` so large
+    counts cannot overflow. OII lies in (-1, 1); OII > 0 means
     under-segmentation (FP < FN, more misses than false alarms), OII < 0 over-segmentation.
     Edge cases: FP = FN = 0 gives 0; FP = 0 < FN gives ``+k``; FN = 0 < FP gives ``-k``.
 
@@ -254,8 +256,10 @@ def oii(tp: ArrayLike, fp: ArrayLike, fn: ArrayLike) -> jax.Array:
     m = jnp.maximum(fp, fn)
     safe_m = jnp.where(m > 0, m, 1)
     a, b = fp / safe_m, fn / safe_m  # in [0, 1], max(a, b) = 1
-    balance = a * b / (a * a - a * b + b * b)  # 1 / (x + 1/x - 1); denominator >= 1/2
-    value = k * jnp.sign(fn - fp) * (1 - balance)
+    # 1 - FP·FN / (FP² - FP·FN + FN²) = (FP - FN)² / (FP² - FP·FN + FN²): no cancellation
+    # when FP ≈ FN; the denominator is >= 1/2 after scaling.
+    imbalance = (a - b) ** 2 / (a * a - a * b + b * b)
+    value = k * jnp.sign(fn - fp) * imbalance
     return jnp.where(m > 0, value, 0.0)
 
 
