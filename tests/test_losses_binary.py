@@ -67,7 +67,7 @@ def ref_counts(z, y):
 
 def ref_loss(name, z, y, **h):
     """One image: ``z``, ``y`` flat float64 arrays."""
-    mean = lambda n, **k: float(np.mean([ref_pixel(n, a, b, {**h, **k}) for a, b in zip(z, y)]))  # noqa: E731
+    mean = lambda n, **k: float(np.mean([ref_pixel(n, a, b, {**h, **k}) for a, b in zip(z, y, strict=True)]))  # noqa: E501, E731
     tp, fn, fp = ref_counts(z, y)
     eps = h.get("eps", 1.0)
     a, b = h.get("alpha", 0.3), h.get("beta", 0.7)

@@ -28,7 +28,7 @@ TABLE_1 = [
 
 
 def test_table_1_to_three_decimals():
-    tp, fp, fn = (np.array(c, np.float32) for c in zip(*[row[0] for row in TABLE_1]))
+    tp, fp, fn = (np.array(c, np.float32) for c in zip(*[row[0] for row in TABLE_1], strict=True))
     got = {
         "x": metrics.fp_fn_ratio(fp, fn),
         "iou": metrics.iou(tp, fp, fn),
