@@ -1,0 +1,107 @@
+r"""Cross dropout focal loss (CDFL), Su, Anderson & Mihaylova, Eqs. 4-6.
+
+The network is run ``T`` times with Monte Carlo dropout
+(:func:`dibe_jax.models.mc_dropout.mc_dropout_logits`); the spread of the ``T`` softmax
+probabilities replaces the focal factor ``1 - p`` as the easy/hard indicator.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax.typing import ArrayLike
+
+from dibe_jax.losses import _checks, multiclass
+from dibe_jax.losses._safe import safe_pow
+
+__all__ = ["cross_dropout_focal"]
+
+
+@functools.partial(jax.jit, static_argnames=("stop_gradient_u", "pool_batch", "axis_name"))
+def _cdfl(
+    mc_logits, labels, where, omega, gamma, alpha,
+    stop_gradient_u=False, pool_batch=False, axis_name=None,
+):  # fmt: skip
+    logp, y, w = multiclass._prepare(mc_logits, labels, where, leading=1)  # [T, B, P, C]
+    t = logp.shape[0]
+    log_mean = jax.nn.logsumexp(logp, axis=0) - jnp.log(t)  # log p̄_c, [B, P, C]
+    p = jnp.exp(logp)
+    u = jnp.mean(jnp.square(p - jnp.mean(p, axis=0)), axis=0)  # Eq. 4, two-pass variance
+    if stop_gradient_u:
+        u = jax.lax.stop_gradient(u)
+    a = jnp.broadcast_to(jnp.asarray(alpha, logp.dtype), (logp.shape[-1],))
+    ce = -y * log_mean
+    per_pixel = jnp.sum(ce + omega * a * safe_pow(u, gamma) * ce, axis=-1)
+    return multiclass._pixel_mean(per_pixel, w)
+
+
+def cross_dropout_focal(
+    mc_logits: ArrayLike,
+    labels: ArrayLike,
+    *,
+    omega: ArrayLike = 0.01,
+    gamma: ArrayLike = 2.0,
+    alpha: ArrayLike = 0.75,
+    stop_gradient_u: bool = False,
+    where: ArrayLike | None = None,
+    pool_batch: bool = False,
+    axis_name: str | None = None,
+) -> jax.Array:
+    r"""Cross dropout focal loss, CDFL Eq. 6: ``CE + ω·DF`` on ``T`` Monte Carlo dropout passes.
+
+    .. math::
+       \bar p_{ic} = \frac{1}{T}\sum_t p^{(t)}_{ic}, \quad
+       u_{ic} = \frac{1}{T}\sum_t \big(p^{(t)}_{ic}\big)^2 - \bar p_{ic}^{\,2} \ \text{(Eq. 4)}
+
+       L = \frac{1}{N}\sum_i \sum_c y_{ic}\Big(-\log \bar p_{ic}
+           - \omega\, \alpha_c\, u_{ic}^{\gamma} \log \bar p_{ic}\Big)
+           \quad \text{(Eqs. 5-6)}
+
+    ``p^(t) = softmax(mc_logits[t])``. For one-hot labels ``u`` is the variance over the T
+    passes of the probability of the true class and ``p̄`` its mean: the CE is taken on the
+    mean probability, and DF (Eq. 5) uses ``log p̄`` for the paper's ``log ŷ``. Both terms
+    are means over pixels (Eq. 6 writes the CE as a sum; the mean keeps the paper's ω = 0.01
+    balance independent of the image size). ``u`` is computed as the mean squared deviation
+    (two passes, no cancellation) and lies in ``[0, 1/4]``, so ``u^γ`` is small and ω·DF a
+    gentle correction. With T identical passes ``u = 0`` and the loss is the softmax CE.
+
+    **Gradient through u.** The paper is silent. By default (``stop_gradient_u=False``) the
+    gradient flows through ``u`` as in a literal autodiff of Eq. 6, the way the focal factor
+    ``(1 - p)^γ`` is differentiated in the focal loss; DF then also pulls the T passes
+    together (a consistency term). ``stop_gradient_u=True`` treats ``u^γ`` as a constant
+    per-pixel weight: DF becomes a re-weighted CE on ``p̄``.
+
+    Args:
+      mc_logits: float ``[T, B, *spatial, C]``, the logits of T dropout passes (T = 5 in the
+        paper), e.g. from :func:`dibe_jax.models.mc_dropout.mc_dropout_logits`.
+      labels: integer class ids ``[B, *spatial]`` in ``[0, C)``, or one-hot / soft labels
+        ``[B, *spatial, C]``.
+      omega: ω >= 0, weight of DF (0.01 in the paper).
+      gamma: γ >= 0, exponent of ``u`` (2 in the paper).
+      alpha: α >= 0, one number (0.75 in the paper) or ``[C]`` per-class weights.
+      stop_gradient_u: if True, no gradient flows through ``u`` (see above).
+      where: optional pixel mask ``[B, *spatial]``; pixels with 0 are left out.
+      pool_batch, axis_name: accepted for a uniform signature; a pixel mean needs no pooling.
+
+    Returns:
+      ``[B]`` float32 (float64 for float64 logits): one loss per image.
+
+    >>> import jax.numpy as jnp
+    >>> from dibe_jax.losses import softmax_cross_entropy
+    >>> z, y = jnp.array([[[0.5, -1.0, 2.0]]]), jnp.array([[2]])
+    >>> same = jnp.stack([z] * 5)  # five identical passes: u = 0, CDFL = CE
+    >>> bool(jnp.allclose(cross_dropout_focal(same, y), softmax_cross_entropy(z, y)))
+    True
+    """
+    multiclass.check_inputs(mc_logits, labels, where, name="mc_logits", leading=1)
+    multiclass.check_pool(pool_batch)
+    multiclass.check_choice("stop_gradient_u", stop_gradient_u, (True, False))
+    _checks.check_nonneg("omega", omega)
+    _checks.check_nonneg("gamma", gamma)
+    if jnp.ndim(alpha) == 0:
+        _checks.check_nonneg("alpha", alpha)
+    else:
+        alpha = multiclass.check_class_weights("alpha", alpha, jnp.shape(mc_logits)[-1])
+    return _cdfl(mc_logits, labels, where, omega, gamma, alpha, stop_gradient_u=stop_gradient_u)
