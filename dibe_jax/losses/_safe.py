@@ -46,4 +46,23 @@ def safe_div(num: jax.Array, den: jax.Array) -> jax.Array:
 
 def log_sigmoids(logits: jax.Array) -> tuple[jax.Array, jax.Array]:
     """``(log p, log(1 - p))`` with ``p = sigmoid(logits)``, both computed in log space."""
-    return jax.nn.log_sigmoid(logits), jax.nn.log_sigmoid(-logits)
+    _, _, log_p, log_q = sigmoid_parts(logits)
+    return log_p, log_q
+
+
+def sigmoid_parts(logits: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """``(p, 1 - p, log p, log(1 - p))`` from one ``exp`` and one ``log1p`` per element.
+
+    With ``e = exp(-|z|)`` and ``s = log1p(e)``: ``log p = min(z, 0) - s``,
+    ``log(1 - p) = min(-z, 0) - s``, ``p = [z >= 0 ? 1 : e] / (1 + e)`` and
+    ``1 - p = [z >= 0 ? e : 1] / (1 + e)``; each is accurate to float rounding for any
+    logit (no ``1 - p`` cancellation, no ``log(0)``), and sharing ``e`` and ``s`` halves the
+    transcendentals of computing them separately.
+    """
+    e = jnp.exp(-jnp.abs(logits))
+    s = jnp.log1p(e)
+    nonneg = logits >= 0
+    inv = 1 / (1 + e)
+    p = jnp.where(nonneg, 1.0, e) * inv
+    q = jnp.where(nonneg, e, 1.0) * inv
+    return p, q, jnp.minimum(logits, 0) - s, jnp.minimum(-logits, 0) - s

@@ -40,7 +40,7 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from dibe_jax.losses import _checks
-from dibe_jax.losses._safe import log_sigmoids, safe_div, safe_pow
+from dibe_jax.losses._safe import log_sigmoids, safe_div, safe_pow, sigmoid_parts
 
 __all__ = [
     "bce",
@@ -82,8 +82,7 @@ def _prepare(logits, labels, where):
 
 
 def _soft_counts(z, y, w, pool_batch: bool, axis_name) -> SoftCounts:
-    p = jax.nn.sigmoid(z)
-    q = jax.nn.sigmoid(-z)  # 1 - p without cancellation
+    p, q, _, _ = sigmoid_parts(z)  # q = 1 - p without cancellation
     pos = y if w is None else y * w
     neg = (1 - y) if w is None else (1 - y) * w
     counts = SoftCounts(
@@ -132,15 +131,19 @@ def _focal_pixels(z, y, lam, gamma):
 
 
 def _dibe_dis_pixels(z, y, lam, gamma, alpha, beta):
-    log_p, log_q = log_sigmoids(z)
-    hit = z >= 0  # ŷ = 1
-    # y = 1: ŷ = 1 -> (1-p)^γ ; ŷ = 0 (miss) -> (1+α)(1 - p^(1+α))^γ
-    miss_w = (1 + alpha) * safe_pow(-jnp.expm1((1 + alpha) * log_p), gamma)
-    pos_w = jnp.where(hit, jnp.exp(gamma * log_q), miss_w)
-    # y = 0: ŷ = 0 -> p^γ ; ŷ = 1 (false alarm) -> (1+β)(1 - (1-p)^(1+β))^γ
-    alarm_w = (1 + beta) * safe_pow(-jnp.expm1((1 + beta) * log_q), gamma)
-    neg_w = jnp.where(hit, alarm_w, jnp.exp(gamma * log_p))
-    return y * (-lam * pos_w * log_p) + (1 - y) * (-(1 - lam) * neg_w * log_q)
+    _, _, log_p, log_q = sigmoid_parts(z)
+    pos = y > 0
+    # Per pixel, the log-probability of the true class and the four cases of Eq. 18:
+    #   y = 1, ŷ = 1: (1-p)^γ                 y = 1, ŷ = 0 (miss):  (1+α)(1 - p^(1+α))^γ
+    #   y = 0, ŷ = 0: p^γ                     y = 0, ŷ = 1 (alarm): (1+β)(1 - (1-p)^(1+β))^γ
+    # Selecting the operands before the powers keeps it to a few transcendentals per pixel.
+    log_true = jnp.where(pos, log_p, log_q)
+    log_other = jnp.where(pos, log_q, log_p)
+    one_plus = jnp.where(pos, 1 + alpha, 1 + beta)
+    wrong = pos != (z >= 0)  # a miss or a false alarm
+    hard = one_plus * safe_pow(-jnp.expm1(one_plus * log_true), gamma)
+    weight = jnp.where(wrong, hard, jnp.exp(gamma * log_other))
+    return -jnp.where(pos, lam, 1 - lam) * weight * log_true
 
 
 def _exp_log_ce_pixels(z, y, lam, gamma_ce):
