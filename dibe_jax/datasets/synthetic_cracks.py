@@ -16,14 +16,18 @@ How an example is made (:func:`generate_example`):
    and cracks are drawn as meandering random walks with branches until they cover
    ``T`` pixels; the stroke width grows with ``T / size`` (1 px for THC-like
    ratios, several px for CFD-like ones);
-3. the crack pixels (and a 1-px soft halo) are darkened by ``contrast``.
+3. the crack pixels (and a 1-px soft halo) are darkened by ``contrast`` (0.15;
+   0.2 for the CPU demo config ``r150_96``: there a 5-layer dilated CNN, 16
+   channels, Adam 3e-3, Dice + weighted BCE, batch 32, reached a validation IoU of
+   0.51 after 12 epochs and 0.76 after 20, in 2.5 min on 2 busy CPU cores; with
+   contrast 0.15 it was 0.25 and 0.61).
 
 Configs (``synthetic_cracks/<name>``):
 
 =============  =====  =======  =============  ==========================
 name           size   FG:BG    train / val    mirrors
 =============  =====  =======  =============  ==========================
-``r150_96``    96     1:150    384 / 128      default, CPU demos (< 3 min)
+``r150_96``    96     1:150    384 / 128      default, CPU demos (contrast 0.2)
 ``r25_160``    160    1:25     360 / 348      CFD
 ``r190_112``   112    1:190    1334 / 1177    THC112
 ``r580_224``   224    1:580    1053 / 954     THC224
@@ -186,14 +190,16 @@ class SyntheticCracksConfig(tfds.core.BuilderConfig):
     seed: int = 0
 
 
-def _cfg(name: str, size: int, ratio: float, n_train: int, n_val: int, what: str):
+def _cfg(name: str, size: int, ratio: float, n_train: int, n_val: int, what: str, contrast=0.15):
     return SyntheticCracksConfig(
         name=name,
-        description=f"{size}x{size}, FG:BG 1:{ratio:g}, {n_train}/{n_val} images; {what}.",
+        description=f"{size}x{size}, FG:BG 1:{ratio:g}, {n_train}/{n_val} images, "
+        f"contrast {contrast:g}; {what}.",
         size=size,
         ratio=ratio,
         num_train=n_train,
         num_validation=n_val,
+        contrast=contrast,
     )
 
 
@@ -203,7 +209,7 @@ class SyntheticCracks(DefectBuilder):
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "Initial release."}
     BUILDER_CONFIGS = [
-        _cfg("r150_96", 96, 150, 384, 128, "small default for CPU demos and tests"),
+        _cfg("r150_96", 96, 150, 384, 128, "small default for CPU demos and tests", 0.2),
         _cfg("r25_160", 160, 25, 360, 348, "mirrors CFD (Table 2)"),
         _cfg("r190_112", 112, 190, 1334, 1177, "mirrors THC112 (Table 2)"),
         _cfg("r580_224", 224, 580, 1053, 954, "mirrors THC224 (Table 2)"),
