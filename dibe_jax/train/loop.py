@@ -13,6 +13,7 @@ metrics as an uninterrupted one.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -33,7 +34,15 @@ from dibe_jax.train.checkpoints import CheckpointError, Checkpoints
 from dibe_jax.train.config import Config
 from dibe_jax.train.step import make_mesh, make_steps, shard_batch, zero_totals
 
-__all__ = ["NonFiniteError", "build", "evaluate_checkpoint", "train_and_evaluate", "validate"]
+__all__ = [
+    "NonFiniteError",
+    "build",
+    "evaluate_checkpoint",
+    "load_config",
+    "make_state",
+    "train_and_evaluate",
+    "validate",
+]
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +141,25 @@ class Built:
     eval_graphdef: Any
 
 
+def make_state(config: Config, in_channels: int, steps_per_epoch: int = 1):
+    """``(train_graphdef, eval_graphdef, state)`` of a fresh model and its SGD optimiser.
+
+    ``state`` holds parameters, BatchNorm statistics, optimiser and RNG state; the two
+    graph definitions differ only in train/eval mode (BatchNorm, dropout).
+    """
+    options = dict(config.model.options)
+    options.setdefault("dtype", _DTYPES[config.dtype])
+    rngs = nnx.Rngs(params=config.seed, dropout=config.seed + 1)
+    model = models.create(config.model.name, in_channels=in_channels, num_classes=1,
+                          rngs=rngs, **options)  # fmt: skip
+    optimizer = nnx.Optimizer(model, _optimizer(config, steps_per_epoch), wrt=nnx.Param)
+    model.eval()
+    eval_graphdef, _ = nnx.split((model, optimizer))
+    model.train()
+    train_graphdef, state = nnx.split((model, optimizer))
+    return train_graphdef, eval_graphdef, state
+
+
 def build(config: Config, sources: Mapping[str, Sequence] | None = None) -> Built:
     """Validate ``config``, open the data and build model, optimiser, state and steps."""
     validate(config)
@@ -144,16 +172,7 @@ def build(config: Config, sources: Mapping[str, Sequence] | None = None) -> Buil
     if steps_per_epoch == 0:
         raise ValueError(f"batch_size {config.batch_size} exceeds the {len(train_src)} "
                          "training examples")  # fmt: skip
-    options = dict(config.model.options)
-    options.setdefault("dtype", _DTYPES[config.dtype])
-    rngs = nnx.Rngs(params=config.seed, dropout=config.seed + 1)
-    model = models.create(config.model.name, in_channels=in_channels, num_classes=1,
-                          rngs=rngs, **options)  # fmt: skip
-    optimizer = nnx.Optimizer(model, _optimizer(config, steps_per_epoch), wrt=nnx.Param)
-    model.eval()
-    eval_graphdef, _ = nnx.split((model, optimizer))
-    model.train()
-    train_graphdef, state = nnx.split((model, optimizer))
+    train_graphdef, eval_graphdef, state = make_state(config, in_channels, steps_per_epoch)
     mesh = make_mesh()
     steps = make_steps(
         train_graphdef, eval_graphdef, losses.get(config.loss.name), config.loss.params, mesh,
@@ -224,6 +243,12 @@ def train_and_evaluate(
         (workdir / "config.json").write_text(config.to_json() + "\n")
     built = build(config, sources)
     state = built.state
+    if writer:
+        sample = np.asarray(built.train_source[0]["image"])
+        final_size = pipeline.size_at(config.data.image_size, config.epochs - 1)
+        info = {"in_channels": int(sample.shape[-1]), "image_size": final_size or list(
+            sample.shape[:2])}  # fmt: skip
+        (workdir / "model.json").write_text(json.dumps(info) + "\n")
     ckpt = Checkpoints(workdir / "checkpoints", keep=config.keep_checkpoints)
     mlog = reporting.MetricsLog(workdir, enabled=writer)
     start_epoch, skip_batches, step, elapsed0 = 0, None, 0, 0.0
@@ -308,6 +333,19 @@ def train_and_evaluate(
     return record
 
 
+def load_config(workdir: str | Path) -> Config:
+    """The :class:`Config` a run in ``workdir`` was started with (``config.json``)."""
+    from dibe_jax.train.config import from_dict
+
+    path = Path(workdir) / "config.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: is {workdir} a training workdir?")
+    try:
+        return from_dict(json.loads(path.read_text()))
+    except (json.JSONDecodeError, ValueError, TypeError) as e:
+        raise ValueError(f"{path} is not a valid dibe_jax config: {e}") from e
+
+
 def evaluate_checkpoint(
     workdir: str | Path,
     *,
@@ -316,15 +354,8 @@ def evaluate_checkpoint(
     sources: Mapping[str, Sequence] | None = None,
 ) -> dict[str, Any]:
     """Evaluate the best (or latest) checkpoint of a finished run on ``split``."""
-    from dibe_jax.train.config import from_dict
-
     workdir = Path(workdir)
-    cfg_path = workdir / "config.json"
-    if not cfg_path.exists():
-        raise FileNotFoundError(f"{cfg_path} not found: is {workdir} a training workdir?")
-    import json
-
-    config = from_dict(json.loads(cfg_path.read_text()))
+    config = load_config(workdir)
     config.data.eval_split = split
     built = build(config, sources)
     ckpt = Checkpoints(workdir / "checkpoints", keep=config.keep_checkpoints)
