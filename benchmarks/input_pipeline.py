@@ -32,7 +32,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 import dibe_jax.datasets as dd
-from dibe_jax.data import AugmentConfig, make_loader
+from dibe_jax.data import AugmentConfig, Preprocess, make_loader
 
 
 def cpu_name() -> str:
@@ -94,6 +94,20 @@ def measure(source, *, worker_count: int, batch_size: int, repeats: int, crop: s
     return {"startup": float(np.median(startups)), "rate": max(rates), "rates": rates}
 
 
+def measure_parts(source, n: int = 96) -> dict:
+    """Single-thread rates of the two halves: TFDS read + PNG decode, and
+    :class:`~dibe_jax.data.Preprocess` (flip + jitter + float32) on decoded examples."""
+    t = time.perf_counter()
+    examples = [source[i] for i in range(n)]
+    read = n / (time.perf_counter() - t)
+    prep = Preprocess(size=448, augment=AugmentConfig())
+    rng = np.random.default_rng(0)
+    t = time.perf_counter()
+    for ex in examples:
+        prep(ex, rng)
+    return {"read": read, "preprocess": n / (time.perf_counter() - t)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", default=os.path.join(tempfile.gettempdir(), "dibe_bench"))
@@ -105,8 +119,14 @@ def main() -> None:
     args = parser.parse_args()
     tfds.disable_progress_bar()
 
+    load0 = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     source, build_s = build_source(args.data_dir, args.num_images)
-    rows = []
+    parts = measure_parts(source)
+    rows = [
+        f"| - | TFDS read + PNG decode only, 1 thread | {parts['read']:.0f} | | |",
+        f"| - | flip + colour jitter + float32 only, 1 thread | {parts['preprocess']:.0f} | | |",
+    ]
+    print(*rows, sep="\n", flush=True)
     for crop in ("resize", "scale"):
         for wc in args.workers:
             r = measure(
@@ -130,11 +150,12 @@ def main() -> None:
             "# Input pipeline throughput (CPU)",
             "",
             f"CPU: {cpu_name()}. Python {platform.python_version()}, numpy {np.__version__}.",
-            f"Load average at the end: {load[0]:.1f} (the cores are shared, so expect noise).",
+            f"Load average (1 min) at the start {load0:.1f}, at the end {load[0]:.1f}: the "
+            "cores are shared with other jobs, so expect noise between epochs.",
             "",
             f"Source: `synthetic_cracks`, {args.num_images} images of 448x448x3 as PNG in "
-            f"array_record (built once in {build_s:.0f} s). Pipeline: TFDS read + PNG decode "
-            f"(2 read threads per process), augmentation, float32, batches of "
+            f"array_record (prepared or reused in {build_s:.0f} s). Pipeline: TFDS read + "
+            f"PNG decode (2 read threads per process), augmentation, float32, batches of "
             f"{args.batch_size}: `make_loader(..., image_size=448, train=True)`.",
             "",
             "| workers | augmentation | images/s (steady, best epoch) | start-up s | "

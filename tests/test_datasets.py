@@ -361,6 +361,29 @@ def test_missing_manual_dir_says_what_to_put_where(tmp_path):
         _build(dd.MagneticTile, tmp_path / "out", tmp_path / "mt", config="crack")
 
 
+def test_without_manual_dir_the_public_url_goes_through_the_download_manager(tmp_path):
+    """No network: a stand-in download manager 'extracts' a local CFD tree."""
+    extracted = tmp_path / "extracted" / "CrackForest-dataset-0123abc"
+    _write_cfd(extracted, stems=("001",))
+
+    class StandInDownloadManager:
+        download_dir = tmp_path / "downloads"
+        urls: list[str] = []
+
+        def download_and_extract(self, url):
+            self.urls.append(url)
+            return tmp_path / "extracted"
+
+    builder = dd.Crackforest(data_dir=tmp_path / "out")
+    dm = StandInDownloadManager()
+    assert builder._source_root(dm) == extracted
+    assert dm.urls == ["https://github.com/cuilimeng/CrackForest-dataset/archive/HEAD.zip"]
+    # A filled default manual folder (download_dir/manual) is used without downloading.
+    _write_cfd(tmp_path / "downloads" / "manual" / "crackforest", stems=("001",))
+    assert builder._source_root(dm) == tmp_path / "downloads" / "manual" / "crackforest"
+    assert len(dm.urls) == 1
+
+
 # ----------------------------------------------------------------------------- stats
 
 

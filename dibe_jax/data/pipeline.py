@@ -262,7 +262,10 @@ def make_loader(
       epoch: epoch number (order, augmentation and scheduled size depend on it).
       worker_count: worker processes (0: in this process, with ``read_threads``
         threads reading and decoding). Worker processes need the calling script to
-        have an ``if __name__ == "__main__":`` guard.
+        have an ``if __name__ == "__main__":`` guard. Each worker batches its own
+        share of the records, so which examples share a batch depends on
+        ``worker_count`` (each example's processing does not); restore a state
+        with the same ``worker_count``.
       augment: training augmentation; default :class:`~dibe_jax.data.augment.AugmentConfig`
         (flip, brightness, contrast, saturation). Ignored when ``train`` is False.
       crop: how to reach ``image_size``: ``"resize"`` (whole image; the default),
