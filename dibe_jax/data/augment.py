@@ -35,6 +35,7 @@ __all__ = [
     "random_flip",
     "random_scale_crop",
     "resize",
+    "resize_mask",
     "to_float",
 ]
 

@@ -67,12 +67,13 @@ def size_at(image_size: ImageSize, epoch: int) -> int | tuple[int, int] | None:
 
     Args:
       image_size: ``None`` (keep), ``S``, ``(rows, cols)``, or a schedule
-        ``[(start_epoch, S), ...]`` sorted by ``start_epoch``, the first at 0.
+        ``[(start_epoch, S), ...]`` (pairs as tuples or lists, e.g. from JSON) sorted
+        by ``start_epoch``, the first at 0.
 
     >>> size_at([(0, 64), (10, 96), (20, 128)], 9), size_at([(0, 64), (10, 96)], 10)
     (64, 96)
-    >>> size_at(96, 3), size_at((64, 128), 3)
-    (96, (64, 128))
+    >>> size_at(96, 3), size_at((64, 128), 3), size_at([[0, 32], [5, 48]], 5)
+    (96, (64, 128), 48)
     """
     if image_size is None or isinstance(image_size, int):
         return image_size

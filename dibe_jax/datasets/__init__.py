@@ -31,7 +31,7 @@ import os
 
 import tensorflow_datasets as tfds
 
-from dibe_jax.datasets._common import DatasetFileError, tile_image
+from dibe_jax.datasets._common import DatasetFileError, read_image, tile_image
 from dibe_jax.datasets.crackforest import Crackforest, CrackforestConfig
 from dibe_jax.datasets.magnetic_tile import MagneticTile, MagneticTileConfig
 from dibe_jax.datasets.synthetic_cracks import (
@@ -54,6 +54,7 @@ __all__ = [
     "data_source",
     "generate_example",
     "prepare",
+    "read_image",
     "tile_image",
 ]
 
