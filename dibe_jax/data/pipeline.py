@@ -262,7 +262,9 @@ def make_loader(
         ``(seed, epoch)``.
       epoch: epoch number (order, augmentation and scheduled size depend on it).
       worker_count: worker processes (0: in this process, with ``read_threads``
-        threads reading and decoding). Worker processes need the calling script to
+        threads reading and decoding). Workers start anew for every loader (every
+        epoch), which costs seconds (imports); on a 2-core machine 0 is fastest
+        (``benchmarks/results/input_pipeline_cpu.md``). Worker processes need the calling script to
         have an ``if __name__ == "__main__":`` guard. Each worker batches its own
         share of the records, so which examples share a batch depends on
         ``worker_count`` (each example's processing does not); restore a state
@@ -278,7 +280,9 @@ def make_loader(
       mean, std: optional normalization after scaling to ``[0, 1]``.
       drop_remainder: override the default (``train``).
       shard_index, shard_count: this process's shard; default
-        ``jax.process_index()`` / ``jax.process_count()``.
+        ``jax.process_index()`` / ``jax.process_count()``. Training shards are
+        equal (the remainder is dropped); evaluation shards keep every example and
+        may differ by one, so pad the last batches (:func:`pad_batch`).
       read_threads, prefetch: grain ``ReadOptions`` (threads, records buffered).
       worker_buffer_size: batches each worker prepares ahead.
       keep_file_name: add ``file_name`` (``[B]`` strings) to the batches.
