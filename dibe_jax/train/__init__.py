@@ -14,6 +14,8 @@ from dibe_jax.train.loop import (
     NonFiniteError,
     build,
     evaluate_checkpoint,
+    load_config,
+    make_state,
     train_and_evaluate,
     validate,
 )
@@ -32,7 +34,9 @@ __all__ = [
     "build",
     "evaluate_checkpoint",
     "from_dict",
+    "load_config",
     "make_mesh",
+    "make_state",
     "make_steps",
     "shard_batch",
     "train_and_evaluate",

@@ -252,6 +252,7 @@ def train_and_evaluate(
     ckpt = Checkpoints(workdir / "checkpoints", keep=config.keep_checkpoints)
     mlog = reporting.MetricsLog(workdir, enabled=writer)
     start_epoch, skip_batches, step, elapsed0 = 0, None, 0, 0.0
+    skipped = jnp.asarray(0, jnp.int32)  # updates dropped for non-finite loss or gradients
     loss_sum0, loss_count0 = 0.0, 0
     if resume and ckpt.latest_step() is not None:
         state, meta, step = ckpt.restore(state)
@@ -261,6 +262,7 @@ def train_and_evaluate(
         start_epoch, skip_batches = meta["epoch"], meta.get("loader")
         elapsed0 = meta.get("seconds", 0.0)
         loss_sum0, loss_count0 = meta.get("loss_sum", 0.0), meta.get("loss_count", 0)
+        skipped = jnp.asarray(meta.get("skipped", 0), jnp.int32)
         mlog.truncate_after(step)
         log.info("resumed from step %d (epoch %d)", step, start_epoch)
     elif resume:
@@ -278,23 +280,28 @@ def train_and_evaluate(
         if skip_batches is not None:
             it.set_state(skip_batches.encode())
             skip_batches = None
+        # Running sums stay on the device: no host round-trip inside the epoch.
         loss_sum = jnp.asarray(loss_sum0, jnp.float32)
-        loss_count, loss_sum0, loss_count0 = loss_count0, 0.0, 0
+        loss_count = jnp.asarray(loss_count0, jnp.int32)
+        loss_sum0, loss_count0 = 0.0, 0
         bad = jnp.asarray(-1, jnp.int32)
         for batch in it:
             state, stats = built.steps.train(state, shard_batch(batch, built.mesh))
-            loss_sum = loss_sum + stats["loss"]
-            bad = jnp.where((stats["nonfinite"] > 0) & (bad < 0), step, bad)
+            ok = stats["nonfinite"] == 0
+            loss_sum = loss_sum + jnp.where(ok, stats["loss"], 0.0)
+            loss_count = loss_count + ok.astype(jnp.int32)
+            bad = jnp.where(~ok & (bad < 0), step, bad)
+            skipped = skipped + (~ok).astype(jnp.int32)
             step += 1
-            loss_count += 1
             bar.update(1)
             if config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0:
                 ckpt.save(step, state, {
                     "epoch": epoch, "loader": it.get_state().decode(), "step": step,
-                    "loss_sum": float(loss_sum), "loss_count": loss_count,
-                    "seconds": elapsed0 + time.perf_counter() - t_start,
+                    "loss_sum": float(loss_sum), "loss_count": int(loss_count),
+                    "skipped": int(skipped), "seconds": elapsed0 + time.perf_counter() - t_start,
                 })  # fmt: skip
-        train_loss = float(loss_sum) / max(1, loss_count)
+        count = int(loss_count)
+        train_loss = float(loss_sum) / count if count else float("nan")
         bad_step = int(bad)
         if bad_step >= 0 and config.nonfinite == "raise":
             ckpt.wait()
@@ -315,11 +322,12 @@ def train_and_evaluate(
         if (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs:
             summary = evaluate(built, state, epoch)
             record = {"epoch": epoch + 1, "step": step, "train_loss": train_loss, **summary,
-                      "seconds": round(seconds, 3)}  # fmt: skip
+                      "skipped_steps": int(skipped), "seconds": round(seconds, 3)}  # fmt: skip
             mlog.write(record)
             iou = summary["iou"]
             bar.set_postfix(loss=f"{train_loss:.4f}", iou=f"{iou:.3f}", oii=f"{record['oii']:+.3f}")
-        meta = {"epoch": epoch + 1, "loader": None, "step": step, "seconds": seconds}
+        meta = {"epoch": epoch + 1, "loader": None, "step": step, "seconds": seconds,
+                "skipped": int(skipped)}
         ckpt.save(step, state, meta, iou=iou)
     bar.close()
     ckpt.wait()

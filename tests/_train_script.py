@@ -1,0 +1,107 @@
+"""Subprocess entry for the training tests: a tiny deterministic run on in-memory data.
+
+    python tests/_train_script.py WORKDIR [--resume] [--kill-after N] [--devices-check]
+
+``--kill-after N`` sends SIGKILL to this process from inside the data source on its N-th
+read of a training example: a real crash in the middle of an epoch, with no hook in the
+library. ``--devices-check`` compares one data-parallel step on every (fake) device with the
+same step on one device and prints the largest parameter difference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def make_examples(n: int, seed: int, size: int = 32) -> list[dict]:
+    from dibe_jax.datasets import generate_example
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        image, mask = generate_example(rng, size, 60)
+        out.append({"image": image, "mask": mask})
+    return out
+
+
+class KillingSource(Sequence):
+    """A list of examples that SIGKILLs its own process on the N-th read."""
+
+    def __init__(self, items: list[dict], kill_after: int | None) -> None:
+        self.items, self.kill_after, self.reads = items, kill_after, 0
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i):
+        self.reads += 1
+        if self.kill_after is not None and self.reads >= self.kill_after:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return self.items[i]
+
+
+def tiny_config(**overrides):
+    from dibe_jax import train
+
+    config = train.Config()
+    train.apply_overrides(config, ["epochs=4", "batch_size=8", "eval_every=1", "model.width=4",
+                                   "model.num_stages=2", "progress=False"])  # fmt: skip
+    train.apply_overrides(config, [f"{k}={v!r}" for k, v in overrides.items()])
+    return config
+
+
+def devices_check() -> float:
+    import jax
+    from flax import nnx
+
+    from dibe_jax import losses, train
+
+    config = tiny_config()
+    batch = make_examples(8, 3)
+    batch = {
+        "image": np.stack([b["image"] for b in batch]).astype(np.float32) / 255,
+        "mask": np.stack([b["mask"] for b in batch]),
+    }
+    results = []
+    for devices in (jax.devices(), jax.devices()[:1]):
+        tg, eg, state = train.make_state(config, in_channels=3)
+        mesh = train.make_mesh(devices)
+        steps = train.make_steps(tg, eg, losses.get("dibe"), {}, mesh)
+        state = jax.device_put(state, steps.replicated)
+        state, _ = steps.train(state, train.shard_batch(batch, mesh))
+        params = nnx.state(nnx.merge(tg, state)[0], nnx.Param)  # weights after one update
+        stats = nnx.state(nnx.merge(tg, state)[0], nnx.BatchStat)  # BatchNorm statistics
+        results.append([np.asarray(x) for x in jax.tree.leaves((params, stats))])
+    return max(float(np.max(np.abs(a - b))) for a, b in zip(*results, strict=True))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("workdir", nargs="?")
+    parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--kill-after", type=int)
+    parser.add_argument("--devices-check", action="store_true")
+    args = parser.parse_args()
+    if args.devices_check:
+        import jax
+
+        print(json.dumps({"devices": jax.device_count(), "max_diff": devices_check()}))
+        return
+    from dibe_jax import train
+
+    sources = {"train": KillingSource(make_examples(16, 0), args.kill_after),
+               "validation": make_examples(8, 1)}  # fmt: skip
+    record = train.train_and_evaluate(tiny_config(), args.workdir, resume=args.resume,
+                                      sources=sources)  # fmt: skip
+    print(json.dumps(record))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,200 @@
+"""Training: config, failing loudly, one real run, resume after SIGKILL, data parallelism."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dibe_jax import train
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _train_script import make_examples, tiny_config  # noqa: E402
+
+SCRIPT = Path(__file__).parent / "_train_script.py"
+ROOT = Path(__file__).resolve().parents[1]
+KEYS = ("epoch", "step", "train_loss", "iou", "pa", "recall", "oii", "tp", "fp", "fn", "seconds")
+
+
+def _run_script(*args: str, env: dict | None = None, check: bool = True):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    out = subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True,
+                         env=env, timeout=600)  # fmt: skip
+    if check and out.returncode != 0:
+        raise AssertionError(f"script failed ({out.returncode}):\n{out.stderr[-3000:]}")
+    return out
+
+
+@pytest.fixture(scope="module")
+def sources():
+    return {"train": make_examples(16, 0), "validation": make_examples(8, 1)}
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, sources):
+    workdir = tmp_path_factory.mktemp("run")
+    record = train.train_and_evaluate(tiny_config(epochs=2), workdir, sources=sources)
+    return workdir, record
+
+
+# ---------------------------------------------------------------------------- config
+
+
+def test_config_overrides_and_round_trip():
+    c = train.apply_overrides(train.Config(), [
+        "loss.name='tversky'", "loss.alpha=0.7", "model.width=16", "optim.lr=0.05",
+        "data.image_size=[[0, 64], [10, 96]]", "optim.grad_clip=None", "epochs=3",
+    ])  # fmt: skip
+    assert (c.loss.name, c.loss.params, c.model.options) == ("tversky", {"alpha": 0.7},
+                                                             {"width": 16})  # fmt: skip
+    assert c.data.image_size == [[0, 64], [10, 96]] and c.optim.lr == 0.05 and c.epochs == 3
+    assert train.from_dict(json.loads(c.to_json())) == c
+    defaults = train.Config()  # the paper's setup (Sec. 4.3.3)
+    assert (defaults.optim.lr, defaults.optim.momentum, defaults.batch_size, defaults.epochs,
+            defaults.eval_every, defaults.data.augment) == (0.01, 0.9, 32, 50, 5, True)  # fmt: skip
+    with pytest.raises(ValueError, match="unknown config field 'optim.nope'"):
+        train.apply_overrides(train.Config(), ["optim.nope=1"])
+    with pytest.raises(ValueError, match="key=value"):
+        train.apply_overrides(train.Config(), ["epochs"])
+    with pytest.raises(ValueError, match="unknown config field"):
+        train.from_dict({"epochz": 3})
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["model.name='unett'"], "unknown model 'unett'"),
+        (["loss.name='dicee'"], "unknown loss 'dicee'"),
+        (["loss.gamma_ft=0.5"], "takes no hyperparameter 'gamma_ft'"),
+        (["model.widht=8"], "takes no option"),
+        (["data.dataset='cityscapes'"], "unknown dataset 'cityscapes'"),
+        (["batch_size=0"], "batch_size"),
+        (["nonfinite='ignore'"], "nonfinite"),
+    ],
+)
+def test_bad_config_fails_before_compiling(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        train.validate(train.apply_overrides(train.Config(), overrides))
+
+
+# ----------------------------------------------------------------------------- a run
+
+
+def test_run_writes_metrics_checkpoints_plots(finished_run):
+    workdir, record = finished_run
+    lines = [json.loads(x) for x in (workdir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in lines] == [1, 2]
+    for key in KEYS:
+        assert key in record
+    assert record == lines[-1]
+    assert record["tp"] + record["fn"] > 0 and -1 <= record["oii"] <= 1
+    assert sorted(p.name for p in (workdir / "plots").iterdir()) == ["iou.png", "oii.png",
+                                                                     "pa.png"]  # fmt: skip
+    assert list((workdir / "tensorboard").glob("events.out.tfevents.*"))
+    assert sorted(int(p.name) for p in (workdir / "checkpoints" / "latest").iterdir()) == [2, 4]
+    assert len(list((workdir / "checkpoints" / "best").iterdir())) == 1
+    assert train.from_dict(json.loads((workdir / "config.json").read_text())).epochs == 2
+
+
+def test_eval_and_predict_from_checkpoint(finished_run, sources, tmp_path):
+    from PIL import Image
+
+    from dibe_jax.train.predict import predict
+
+    workdir, record = finished_run
+    out = train.evaluate_checkpoint(workdir, best=False, sources=sources)
+    assert out["step"] == record["step"]
+    for key in ("iou", "pa", "oii", "tp", "fp", "fn"):
+        assert out[key] == pytest.approx(record[key])
+    images = tmp_path / "in"
+    images.mkdir()
+    for i, ex in enumerate(sources["validation"][:2]):
+        Image.fromarray(ex["image"]).save(images / f"img{i}.png")
+    results = predict(workdir, images, tmp_path / "out")
+    assert len(results) == 2
+    for _, mask_path, overlay_path, frac in results:
+        mask = np.asarray(Image.open(mask_path))
+        assert mask.shape == (32, 32) and set(np.unique(mask)) <= {0, 255}
+        assert np.asarray(Image.open(overlay_path)).shape == (32, 32, 3)
+        assert 0 <= frac <= 1
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        predict(workdir, tmp_path / "missing.png", tmp_path / "out")
+
+
+def test_nonfinite_raises_naming_the_step_or_skips(tmp_path, sources):
+    config = tiny_config(epochs=1)
+    config.optim.lr = 1e30  # parameters overflow after the first update
+    with pytest.raises(train.NonFiniteError, match=r"not finite at step \d+"):
+        train.train_and_evaluate(config, tmp_path / "raise", sources=sources)
+    config.nonfinite = "skip"
+    record = train.train_and_evaluate(config, tmp_path / "skip", sources=sources)
+    assert record["skipped_steps"] >= 1  # the run went on, dropping the bad updates
+    assert record["train_loss"] is None or np.isfinite(record["train_loss"])
+
+
+# ----------------------------------------------- resume after SIGKILL, corrupt checkpoint
+
+
+def _comparable(record: dict) -> dict:
+    return {k: v for k, v in record.items() if k != "seconds"}
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_and_corrupt_checkpoint_matches_uninterrupted_run(tmp_path):
+    whole = json.loads(_run_script(str(tmp_path / "whole")).stdout.splitlines()[-1])
+    crashed = tmp_path / "crashed"
+    # 16 training reads per epoch: the 56th read is in the middle of epoch 4 (of 4)
+    out = _run_script(str(crashed), "--kill-after", "56", check=False)
+    assert out.returncode == -9, out.stderr[-2000:]
+    latest = crashed / "checkpoints" / "latest"
+    saved = sorted(int(p.name) for p in latest.iterdir() if p.name.isdigit())
+    assert len(saved) >= 2 and max(saved) < whole["step"]
+    # corrupt the newest checkpoint: it must be reported and the previous one used
+    for f in (latest / str(saved[-1])).rglob("*"):
+        if f.is_file():
+            f.write_bytes(b"garbage")
+    resumed = _run_script(str(crashed), "--resume")
+    assert "unreadable" in resumed.stderr and str(saved[-1]) in resumed.stderr
+    assert _comparable(json.loads(resumed.stdout.splitlines()[-1])) == _comparable(whole)
+    lines = [json.loads(x) for x in (crashed / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in lines] == [1, 2, 3, 4]  # no duplicate after the resume
+
+
+# ------------------------------------------------------------------- data parallelism
+
+
+@pytest.mark.slow
+def test_four_device_step_equals_single_device_step():
+    env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
+    out = json.loads(_run_script("--devices-check", env=env).stdout.splitlines()[-1])
+    assert out["devices"] == 4
+    assert out["max_diff"] < 1e-5
+
+
+def test_batch_not_divisible_by_devices(monkeypatch):
+    import jax
+
+    monkeypatch.setattr(jax, "device_count", lambda: 4)
+    with pytest.raises(ValueError, match="multiple of the device count 4"):
+        train.validate(train.apply_overrides(train.Config(), ["batch_size=6"]))
+
+
+def test_cli_train_help_lists_options(capsys):
+    from dibe_jax import cli
+
+    for sub in ("train", "eval", "predict", "oii-search"):
+        with pytest.raises(SystemExit):
+            cli.main([sub, "--help"])
+        assert "--workdir" in capsys.readouterr().out
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _cleanup_tmp():
+    yield
+    shutil.rmtree(ROOT / "results" / "_tmp", ignore_errors=True)
