@@ -66,6 +66,7 @@ def _add_train_options(p: argparse.ArgumentParser, *, workdir: bool = True) -> N
     if workdir:
         p.add_argument("--workdir", required=True, help="output folder")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace a previous run in --workdir")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any config field: loss.alpha=0.7, model.width=16")  # fmt: skip
     p.add_argument("--config", help="a config.json to start from (e.g. another run's)")
@@ -110,7 +111,8 @@ def _train(args: argparse.Namespace) -> int:
     _maybe_distributed(args)
     config = _config_from_args(args)
     train.validate(config)
-    record = train.train_and_evaluate(config, args.workdir, resume=args.resume)
+    record = train.train_and_evaluate(config, args.workdir, resume=args.resume,
+                                      overwrite=args.overwrite)  # fmt: skip
     import jax
 
     if jax.process_index() == 0:
@@ -160,7 +162,8 @@ def _oii_search(args: argparse.Namespace) -> int:
         if args.tie_beta and args.param == "alpha":
             config.loss.params["beta"] = round(1 - value, 6)
         train.validate(config)
-        record = train.train_and_evaluate(config, workdir / "runs" / f"{args.param}={value:g}")
+        record = train.train_and_evaluate(config, workdir / "runs" / f"{args.param}={value:g}",
+                                          resume=args.resume, overwrite=args.overwrite)
         return {k: record[k] for k in ("iou", "pa", "oii", "recall", "seconds")}
 
     kwargs = dict(interval=tuple(args.interval), bounds=tuple(args.bounds),

@@ -102,6 +102,14 @@ def test_run_writes_metrics_checkpoints_plots(finished_run):
     assert train.from_dict(json.loads((workdir / "config.json").read_text())).epochs == 2
 
 
+def test_existing_run_is_not_overwritten_by_accident(finished_run, sources):
+    workdir, _ = finished_run
+    before = (workdir / "metrics.jsonl").read_text()
+    with pytest.raises(ValueError, match="already holds a run.*--resume.*--overwrite"):
+        train.train_and_evaluate(tiny_config(epochs=2), workdir, sources=sources)
+    assert (workdir / "metrics.jsonl").read_text() == before
+
+
 def test_eval_and_predict_from_checkpoint(finished_run, sources, tmp_path):
     from PIL import Image
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import shutil
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -216,6 +217,7 @@ def train_and_evaluate(
     workdir: str | Path,
     *,
     resume: bool = False,
+    overwrite: bool = False,
     sources: Mapping[str, Sequence] | None = None,
 ) -> dict[str, Any]:
     """Train ``config`` in ``workdir``; return the last evaluation record.
@@ -225,6 +227,9 @@ def train_and_evaluate(
       workdir: output folder: ``config.json``, ``metrics.jsonl``, ``tensorboard/``,
         ``checkpoints/``, ``plots/``.
       resume: continue from the newest readable checkpoint in ``workdir``.
+      overwrite: delete a previous run's outputs in ``workdir`` first. Without it (and
+        without ``resume``) a workdir that already holds a run is an error, so nothing
+        is lost by accident.
       sources: optional in-memory splits ``{"train": seq, "validation": seq}`` of example
         dicts (``image`` uint8 ``[H, W, C]``, ``mask`` uint8 ``[H, W, 1]``) used instead of
         ``config.data.dataset`` (tests, notebooks).
@@ -238,6 +243,20 @@ def train_and_evaluate(
     t_start = time.perf_counter()
     workdir = Path(workdir)
     writer = jax.process_index() == 0
+    outputs = ("checkpoints", "metrics.jsonl", "tensorboard", "plots", "model.json")
+    existing = [n for n in outputs if (workdir / n).exists()]
+    if existing and not resume:
+        if not overwrite:
+            raise ValueError(
+                f"{workdir} already holds a run ({', '.join(existing)}); pass resume=True "
+                "(--resume) to continue it, overwrite=True (--overwrite) to replace it, or "
+                "choose another workdir"
+            )
+        validate(config)
+        if writer:
+            for n in existing:
+                p = workdir / n
+                shutil.rmtree(p) if p.is_dir() else p.unlink()
     if writer:
         workdir.mkdir(parents=True, exist_ok=True)
         (workdir / "config.json").write_text(config.to_json() + "\n")
