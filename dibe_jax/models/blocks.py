@@ -1,0 +1,213 @@
+"""Layers shared by the segmentation models: convolution + BatchNorm + ReLU, the U-Net double
+convolution, transposed convolutions with PyTorch padding, and argument checks.
+
+Conventions (the same in every model of :mod:`dibe_jax.models`):
+
+* NHWC layout, kernels ``[kh, kw, in, out]``.
+* Convolution padding is explicit and symmetric (``dilation * (k - 1) // 2`` per side), as in the
+  PyTorch reference implementations, so a stride-2 layer maps ``H`` to ``H / 2`` for even ``H``.
+* BatchNorm uses ``momentum=0.9`` and ``epsilon=1e-5`` (PyTorch's ``momentum=0.1``, ``eps=1e-5``).
+* Convolution kernels use He (Kaiming) normal initialisation with ``fan_out``, as torchvision's
+  ResNet and VGG.
+* ``dtype`` is the computation dtype (e.g. ``jnp.bfloat16``), ``param_dtype`` the storage dtype
+  of the parameters (``float32``); BatchNorm statistics are always computed in float32.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+__all__ = [
+    "BN_EPSILON",
+    "BN_MOMENTUM",
+    "ConvBN",
+    "DoubleConv",
+    "Dtype",
+    "bilinear_kernel_init",
+    "conv_transpose",
+    "he_normal",
+]
+
+Dtype = Any
+BN_MOMENTUM = 0.9
+BN_EPSILON = 1e-5
+he_normal = nnx.initializers.variance_scaling(2.0, "fan_out", "normal")
+
+
+def canonical_dtype(dtype: Dtype, name: str) -> jnp.dtype:
+    """``jnp.dtype(dtype)`` for a floating dtype, ``ValueError`` naming the argument otherwise."""
+    try:
+        out = jnp.dtype(dtype)
+    except TypeError as err:
+        raise ValueError(f"{name}={dtype!r} is not a dtype") from err
+    if not jnp.issubdtype(out, jnp.floating):
+        raise ValueError(f"{name} must be a floating dtype; got {out}")
+    return out
+
+
+def check_positive_int(value: Any, name: str) -> int:
+    """Return ``value`` if it is a positive ``int``; ``ValueError`` naming ``name`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise ValueError(f"{name} must be a positive integer; got {value!r}")
+    return int(value)
+
+
+def check_rate(value: Any, name: str = "dropout_rate") -> float:
+    """Return ``value`` as a float in ``[0, 1)``; ``ValueError`` naming ``name`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value < 1.0:
+        raise ValueError(f"{name} must be a number in [0, 1); got {value!r}")
+    return float(value)
+
+
+def check_choice(value: Any, choices: tuple[Any, ...], name: str) -> Any:
+    """Return ``value`` if it is one of ``choices``; ``ValueError`` listing them otherwise."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}; got {value!r}")
+    return value
+
+
+def scaled(channels: int, width: int) -> int:
+    """Channels of a layer that has ``channels`` at the published width 64, at ``width``."""
+    return max(1, channels * width // 64)
+
+
+class ConvBN(nnx.Module):
+    """``Conv(k x k, stride, dilation) -> BatchNorm (optional) -> ReLU (optional)``.
+
+    ``x [B, H, W, in_features] -> [B, ceil(H / strides), ceil(W / strides), out_features]``.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        kernel_size: int = 3,
+        *,
+        strides: int = 1,
+        dilation: int = 1,
+        use_bias: bool = False,
+        batch_norm: bool = True,
+        activation: bool = True,
+        dtype: Dtype = jnp.float32,
+        param_dtype: Dtype = jnp.float32,
+        rngs: nnx.Rngs,
+    ):
+        pad = dilation * (kernel_size - 1) // 2
+        self.conv = nnx.Conv(
+            in_features,
+            out_features,
+            (kernel_size, kernel_size),
+            strides=(strides, strides),
+            padding=((pad, pad), (pad, pad)),
+            kernel_dilation=(dilation, dilation),
+            use_bias=use_bias,
+            dtype=dtype,
+            param_dtype=param_dtype,
+            kernel_init=he_normal,
+            rngs=rngs,
+        )
+        self.bn = (
+            nnx.BatchNorm(
+                out_features,
+                momentum=BN_MOMENTUM,
+                epsilon=BN_EPSILON,
+                dtype=dtype,
+                param_dtype=param_dtype,
+                rngs=rngs,
+            )
+            if batch_norm
+            else None
+        )
+        self.activation = activation
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = self.conv(x)
+        if self.bn is not None:
+            x = self.bn(x)
+        return jax.nn.relu(x) if self.activation else x
+
+
+class DoubleConv(nnx.Module):
+    """The U-Net unit ``(Conv3x3 -> BN -> ReLU) x 2`` (Ronneberger et al., MICCAI 2015, Fig. 1,
+    with BatchNorm as in the common PyTorch implementation).
+
+    ``x [B, H, W, in_features] -> [B, H, W, out_features]``; the first convolution outputs
+    ``mid_features`` (default ``out_features``). Convolutions have no bias (BatchNorm follows).
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        mid_features: int | None = None,
+        *,
+        dtype: Dtype = jnp.float32,
+        param_dtype: Dtype = jnp.float32,
+        rngs: nnx.Rngs,
+    ):
+        mid_features = out_features if mid_features is None else mid_features
+        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.conv1 = ConvBN(in_features, mid_features, 3, **kw)
+        self.conv2 = ConvBN(mid_features, out_features, 3, **kw)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return self.conv2(self.conv1(x))
+
+
+def bilinear_kernel_init(key: jax.Array, shape: tuple[int, ...], dtype: Dtype = jnp.float32):
+    """Initialiser of a ``[k, k, C, C]`` transposed-convolution kernel to bilinear upsampling.
+
+    Channel ``c`` maps to channel ``c`` only, with the separable tent filter of FCN's
+    ``surgery.upsample_filt`` (Long et al., CVPR 2015); ``key`` is unused.
+    """
+    del key
+    k, _, c_in, c_out = shape
+    factor = (k + 1) // 2
+    center = factor - 1 if k % 2 == 1 else factor - 0.5
+    og = np.arange(k)
+    filt_1d = 1 - np.abs(og - center) / factor
+    filt = np.outer(filt_1d, filt_1d)
+    kernel = np.zeros(shape, dtype=np.float32)
+    for c in range(min(c_in, c_out)):
+        kernel[:, :, c, c] = filt
+    return jnp.asarray(kernel, dtype=dtype)
+
+
+def conv_transpose(
+    in_features: int,
+    out_features: int,
+    kernel_size: int,
+    strides: int,
+    *,
+    use_bias: bool = True,
+    kernel_init: Any = he_normal,
+    dtype: Dtype = jnp.float32,
+    param_dtype: Dtype = jnp.float32,
+    rngs: nnx.Rngs,
+) -> nnx.ConvTranspose:
+    """Transposed convolution that maps ``H`` to exactly ``H * strides``.
+
+    Equivalent to ``torch.nn.ConvTranspose2d(kernel_size, stride, padding=(k - s) // 2)``: in
+    ``lax.conv_transpose`` terms the dilated input is padded by ``k - 1 - (k - s) // 2`` per side.
+    Requires ``kernel_size - strides`` even.
+    """
+    if (kernel_size - strides) % 2:
+        raise ValueError(f"kernel_size - strides must be even; got {kernel_size}, {strides}")
+    pad = kernel_size - 1 - (kernel_size - strides) // 2
+    return nnx.ConvTranspose(
+        in_features,
+        out_features,
+        (kernel_size, kernel_size),
+        strides=(strides, strides),
+        padding=((pad, pad), (pad, pad)),
+        use_bias=use_bias,
+        kernel_init=kernel_init,
+        dtype=dtype,
+        param_dtype=param_dtype,
+        rngs=rngs,
+    )
