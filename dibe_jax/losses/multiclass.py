@@ -20,7 +20,8 @@ Conventions (the binary ones of :mod:`dibe_jax.losses.binary`, extended to C cla
 * Per-class soft counts of one image: ``TP_c = Σ_i p_{ic} y_{ic}``,
   ``FN_c = Σ_i (1 - p_{ic}) y_{ic}`` (misses) and ``FP_c = Σ_i p_{ic} (1 - y_{ic})`` (false
   alarms), ``N_c = Σ_i y_{ic}``. **α weights misses and β false alarms**, as in the binary
-  Tversky loss (SPEC.md). ``1 - p_c`` is computed without cancellation (:func:`log1m_softmax`).
+  Tversky loss (SPEC.md). ``log(1 - p_c)``, where a loss needs it, is computed without
+  cancellation (:func:`log1m_softmax`).
 * Distribution (pixel) losses are means over the image's pixels; region losses use the image's
   own counts. ``pool_batch=True`` sums the counts over the batch (every image then carries the
   pooled loss); ``axis_name`` also sums them over a device axis and implies pooling. Both are
@@ -91,7 +92,8 @@ def check_label_values(labels: object, num_classes: int, name: str = "labels") -
     if isinstance(labels, jax.Array):
         if not labels.is_fully_addressable or labels.size == 0:
             return
-        lo, hi = int(jnp.min(labels)), int(jnp.max(labels))
+        with jax.ensure_compile_time_eval():  # concrete even when closed over inside a trace
+            lo, hi = int(jnp.min(labels)), int(jnp.max(labels))
     else:
         arr = np.asarray(labels)
         if arr.size == 0 or not _is_numeric(arr.dtype):
@@ -275,8 +277,13 @@ class ClassCounts(NamedTuple):
 
 
 def _class_counts(logp, y, w, pool_batch: bool, axis_name, log_q=None) -> ClassCounts:
+    """Soft counts; ``1 - p`` is ``exp(log_q)`` when the caller has it, else ``1 - p``.
+
+    The subtraction loses at most one float32 ulp of 1 per pixel where ``p`` rounds to 1,
+    which a sum of counts does not notice (unlike ``log(1 - p)``, see :func:`log1m_softmax`).
+    """
     p = jnp.exp(logp)
-    q = jnp.exp(log1m_softmax(logp)[0] if log_q is None else log_q)  # 1 - p, no cancellation
+    q = 1 - p if log_q is None else jnp.exp(log_q)
     pos = y if w is None else y * w[..., None]
     neg = (1 - y) if w is None else (1 - y) * w[..., None]
     counts = ClassCounts(

@@ -105,7 +105,8 @@ def confusion_matrix(
         raise ValueError(f"`where` must have shape {l_shape}, got {tuple(jnp.shape(where))}.")
     if _is_concrete(labels) and int(np.prod(l_shape)) > 0:
         arr = labels if isinstance(labels, jax.Array) else np.asarray(labels)
-        lo, hi = int(arr.min()), int(arr.max())
+        with jax.ensure_compile_time_eval():  # concrete even when closed over inside a trace
+            lo, hi = int(arr.min()), int(arr.max())
         if lo < 0 or hi >= num_classes:
             raise ValueError(
                 f"`labels` must hold class ids in [0, {num_classes}), got values in "
@@ -171,6 +172,11 @@ def per_class_metrics(cm: ArrayLike) -> dict[str, jax.Array]:
     >>> [round(v, 3) for v in m["iou"].tolist()], [round(v, 3) for v in m["oii"].tolist()]
     ([0.625, 0.5], [-0.229, 0.25])
     """
+    return _per_class_metrics(jnp.asarray(cm))
+
+
+@jax.jit
+def _per_class_metrics(cm: jax.Array) -> dict[str, jax.Array]:
     c = class_counts(cm)
     return {
         "iou": iou(c.tp, c.fp, c.fn),
@@ -207,7 +213,12 @@ def mean_iou(cm: ArrayLike, *, include_background: bool = True) -> jax.Array:
     >>> round(float(mean_iou(jnp.array([[5, 1, 0], [2, 3, 0], [0, 0, 0]]))), 4)  # (5/8 + 1/2)/2
     0.5625
     """
-    m = per_class_metrics(cm)
+    return _mean_iou(jnp.asarray(cm), include_background)
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _mean_iou(cm: jax.Array, include_background: bool) -> jax.Array:
+    m = _per_class_metrics(cm)
     return _masked_mean(m["iou"], m["occurs"] & _class_mask(m["iou"].shape, include_background))
 
 
@@ -221,7 +232,12 @@ def mean_accuracy(cm: ArrayLike, *, include_background: bool = True) -> jax.Arra
     >>> round(float(mean_accuracy(jnp.array([[5, 1], [2, 3]]))), 4)  # (5/6 + 3/5) / 2
     0.7167
     """
-    m = per_class_metrics(cm)
+    return _mean_accuracy(jnp.asarray(cm), include_background)
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _mean_accuracy(cm: jax.Array, include_background: bool) -> jax.Array:
+    m = _per_class_metrics(cm)
     keep = (m["support"] > 0) & _class_mask(m["iou"].shape, include_background)
     return _masked_mean(m["recall"], keep)
 
