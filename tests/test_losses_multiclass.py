@@ -265,6 +265,23 @@ def test_identities():
     _close(losses.balanced_cross_entropy(z, yb), (1 - 1 / C) * losses.softmax_cross_entropy(z, yb))
 
 
+def test_binary_dibe_wrappers_dispatch_multiclass_input():
+    """``dibe`` / ``dibe_dis`` / ``dibe_reg`` take ``[B, *spatial, C]`` logits with class ids."""
+    z, y = _batch(1)
+    z, y = jnp.asarray(z, jnp.float32), jnp.asarray(y)
+    _close(losses.dibe(z, y), losses.dibe_multiclass(z, y))
+    _close(losses.dibe(z, y, theta=1.0), losses.dibe_dis(z, y))
+    _close(losses.dibe_dis(z, y), losses.dibe_dis_multiclass(z, y))
+    _close(losses.dibe_reg(z, y), losses.dibe_reg_multiclass(z, y))
+    with pytest.raises(ValueError, match="`labels`.*\\[0, 3\\)"):
+        losses.dibe(z, y.at[0, 0].set(3))
+    with pytest.raises(ValueError, match="`labels`.*integer"):
+        losses.dibe_reg(z, y.astype(jnp.float32))
+    # binary input is untouched: [B, *spatial, 1] logits still need labels of their shape
+    with pytest.raises(ValueError, match="`labels` must have the shape of `logits`"):
+        losses.dibe(z[..., :1], y)
+
+
 def test_two_classes_reduce_to_the_binary_losses():
     """C = 2, one-vs-rest: class 1 is the binary loss of z1 - z0; class 0 the mirrored one."""
     z, y = _batch(2, c=2)  # random logits: no ties z1 = z0, where argmax and ŷ = [z >= 0] differ

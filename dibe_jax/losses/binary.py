@@ -39,7 +39,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from dibe_jax.losses import _checks
+from dibe_jax.losses import _checks, multiclass
 from dibe_jax.losses._safe import log_sigmoids, safe_div, safe_pow, sigmoid_parts
 
 __all__ = [
@@ -408,7 +408,16 @@ def dibe_dis(
     >>> z, y = jnp.array([[-1.0, 1.0]]), jnp.array([[1, 0]])  # one miss, one false alarm
     >>> bool(dibe_dis(z, y, alpha=0.7)[0] > dibe_dis(z, y, alpha=0.3)[0])
     True
+
+    Multi-class logits ``[B, *spatial, C]`` with integer labels ``[B, *spatial]`` go to
+    :func:`~dibe_jax.losses.multiclass.dibe_dis_multiclass` (one-vs-rest on the softmax,
+    macro-averaged over classes).
     """
+    if multiclass.is_multiclass_call(logits, labels):
+        return multiclass.dibe_dis_multiclass(
+            logits, labels, lam=lam, gamma=gamma, alpha=alpha, beta=beta, where=where,
+            pool_batch=pool_batch, axis_name=axis_name,
+        )  # fmt: skip
     _checks.check_binary_inputs(logits, labels, where)
     _checks.check_unit("lam", lam)
     _checks.check_nonneg("gamma", gamma)
@@ -550,7 +559,16 @@ def dibe_reg(
     >>> math.isclose(float(dibe_reg(z, y, alpha=1.0, beta=0.0, gamma=1.0, eps=0.0)[0]),
     ...              math.log(2), rel_tol=1e-6)
     True
+
+    Multi-class logits ``[B, *spatial, C]`` with integer labels ``[B, *spatial]`` go to
+    :func:`~dibe_jax.losses.multiclass.dibe_reg_multiclass` (one-vs-rest on the softmax,
+    macro-averaged over classes).
     """
+    if multiclass.is_multiclass_call(logits, labels):
+        return multiclass.dibe_reg_multiclass(
+            logits, labels, alpha=alpha, beta=beta, gamma=gamma, eps=eps, where=where,
+            pool_batch=pool_batch, axis_name=axis_name,
+        )  # fmt: skip
     _checks.check_binary_inputs(logits, labels, where)
     _checks.check_nonneg("alpha", alpha)
     _checks.check_nonneg("beta", beta)
@@ -720,7 +738,16 @@ def dibe(
     >>> z, y = jnp.zeros((1, 4)), jnp.array([[1, 0, 0, 0]])
     >>> bool(jnp.allclose(dibe(z, y, theta=1.0), dibe_dis(z, y)))
     True
+
+    Multi-class logits ``[B, *spatial, C]`` with integer labels ``[B, *spatial]`` go to
+    :func:`~dibe_jax.losses.multiclass.dibe_multiclass` (one-vs-rest on the softmax,
+    macro-averaged over classes).
     """
+    if multiclass.is_multiclass_call(logits, labels):
+        return multiclass.dibe_multiclass(
+            logits, labels, theta=theta, lam=lam, gamma=gamma, alpha=alpha, beta=beta, eps=eps,
+            where=where, pool_batch=pool_batch, axis_name=axis_name,
+        )  # fmt: skip
     _checks.check_binary_inputs(logits, labels, where)
     _checks.check_unit("theta", theta)
     _checks.check_unit("lam", lam)

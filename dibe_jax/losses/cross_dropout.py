@@ -26,12 +26,16 @@ def _cdfl(
 ):  # fmt: skip
     logp, y, w = multiclass._prepare(mc_logits, labels, where, leading=1)  # [T, B, P, C]
     t = logp.shape[0]
+    a = jnp.broadcast_to(jnp.asarray(alpha, logp.dtype), (logp.shape[-1],))
+    if jnp.ndim(labels) == jnp.ndim(mc_logits) - 2:  # class ids: only the true class matters
+        logp = jnp.sum(y * logp, axis=-1, keepdims=True)  # log p_t(true class), [T, B, P, 1]
+        a = jnp.sum(y * a, axis=-1, keepdims=True)
+        y = jnp.sum(y, axis=-1, keepdims=True)  # 1, or 0 for an out-of-range id under jit
     log_mean = jax.nn.logsumexp(logp, axis=0) - jnp.log(t)  # log p̄_c, [B, P, C]
     p = jnp.exp(logp)
     u = jnp.mean(jnp.square(p - jnp.mean(p, axis=0)), axis=0)  # Eq. 4, two-pass variance
     if stop_gradient_u:
         u = jax.lax.stop_gradient(u)
-    a = jnp.broadcast_to(jnp.asarray(alpha, logp.dtype), (logp.shape[-1],))
     ce = -y * log_mean
     per_pixel = jnp.sum(ce + omega * a * safe_pow(u, gamma) * ce, axis=-1)
     return multiclass._pixel_mean(per_pixel, w)

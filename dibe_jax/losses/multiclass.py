@@ -343,7 +343,10 @@ def _balanced_ce(logits, labels, where, pool_batch=True, axis_name=None):
 @_jit
 def _softmax_focal(logits, labels, where, alpha, gamma, pool_batch=False, axis_name=None):
     logp, y, w = _prepare(logits, labels, where)
-    log_q, _ = log1m_softmax(logp)
+    if jnp.ndim(labels) == jnp.ndim(logits) - 1:  # class ids: only the labelled class's 1 - p
+        log_q = jax.nn.logsumexp(logp, axis=-1, where=y == 0, keepdims=True)  # log Σ_{k≠y} p_k
+    else:  # soft labels: every class's log(1 - p_c)
+        log_q, _ = log1m_softmax(logp)
     per = -y * jnp.exp(gamma * log_q) * logp  # -y_c (1 - p_c)^γ log p_c
     if alpha is not None:
         per = per * jnp.asarray(alpha, logp.dtype)
@@ -742,8 +745,9 @@ def softmax_focal(
     .. math:: L = \frac{1}{N}\sum_i \Big(-\sum_c \alpha_c\, y_{ic} (1 - p_{ic})^\gamma
               \log p_{ic}\Big)
 
-    ``(1 - p)^γ = exp(γ log(1 - p))`` with ``log(1 - p)`` from :func:`log1m_softmax`: finite
-    value and gradient for every γ >= 0 and logits in [-100, 100].
+    ``(1 - p)^γ = exp(γ log(1 - p))`` with ``log(1 - p_y) = log Σ_{k≠y} p_k`` summed in log
+    space (:func:`log1m_softmax` for soft labels): finite value and gradient for every γ >= 0
+    and logits in [-100, 100], exact where ``p_y`` rounds to 1.
 
     >>> import jax.numpy as jnp  # p = 1/2 for the true class: (1/2)^2 log 2
     >>> round(float(softmax_focal(jnp.zeros((1, 1, 2)), jnp.array([[1]]))[0]), 4)

@@ -1,0 +1,144 @@
+"""Forward+backward speed of the multi-class losses, side by side with softmax cross-entropy.
+
+For each loss: ``jax.value_and_grad`` of the batch mean, jitted, on float32 logits
+``[B, H, W, C]`` (Cityscapes-sized ``[8, 512, 1024, 19]`` by default) with integer labels
+whose class frequencies fall off like ``1 / (c + 1)^2`` (a long tail, as in street scenes);
+the median of ``--repeats`` runs after a warm-up (which also compiles), and the ratio to
+``softmax_cross_entropy`` timed in the same run. The cross dropout focal loss takes ``T``
+stacked passes (``--mc-passes``, 5 in the paper), so its input is ``T`` times larger. The
+Lovász-softmax loss sorts every class's pixel errors and is reported in its own table.
+
+    python benchmarks/losses_multiclass.py --out benchmarks/results/losses_multiclass_cpu.md
+    python benchmarks/losses_multiclass.py --shape 2 128 256 19 --repeats 3   # a quick run
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from dibe_jax import losses
+
+NAMES = [
+    "softmax_cross_entropy", "balanced_cross_entropy", "softmax_focal", "dice_multiclass",
+    "tversky_multiclass", "focal_tversky_multiclass", "dibe_dis_multiclass",
+    "dibe_reg_multiclass", "dibe_multiclass", "unified_focal", "pf_loss", "cross_dropout_focal",
+]  # fmt: skip
+SORTING = ["lovasz_softmax"]
+
+
+def _median_seconds(fn: Callable[[], object], repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def time_loss(name: str, z: jax.Array, y: jax.Array, repeats: int, passes: int) -> dict:
+    loss = losses.get(name)
+    if name == "cross_dropout_focal":  # T passes: the logits plus T - 1 perturbed copies
+        offsets = jnp.linspace(-0.5, 0.5, passes, dtype=z.dtype)
+        step = jax.jit(jax.value_and_grad(
+            lambda a, b: jnp.mean(loss(a[None] + offsets[:, None, None, None, None], b))
+        ))  # fmt: skip
+    else:
+        step = jax.jit(jax.value_and_grad(lambda a, b: jnp.mean(loss(a, b))))
+    t = time.perf_counter()
+    compiled = step.lower(z, y).compile()
+    compile_s = time.perf_counter() - t
+    seconds = _median_seconds(lambda: jax.block_until_ready(compiled(z, y)), repeats)
+    value, grad = compiled(z, y)
+    finite = bool(jnp.isfinite(value)) and bool(jnp.all(jnp.isfinite(grad)))
+    return {"seconds": seconds, "compile": compile_s, "value": float(value), "finite": finite}
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def main(argv: list[str] | None = None) -> str:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--shape", type=int, nargs=4, default=[8, 512, 1024, 19],
+                        metavar=("B", "H", "W", "C"))  # fmt: skip
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--mc-passes", type=int, default=5, help="T of cross_dropout_focal")
+    parser.add_argument("--losses", nargs="+", default=NAMES + SORTING, choices=NAMES + SORTING)
+    parser.add_argument("--out", type=Path, help="also write the Markdown tables here")
+    parser.add_argument("--note", default="", help="a line added under the tables")
+    args = parser.parse_args(argv)
+
+    b, h, w, c = args.shape
+    rng = np.random.default_rng(0)
+    freq = 1.0 / np.arange(1, c + 1) ** 2
+    z = jnp.asarray(rng.normal(scale=2.0, size=(b, h, w, c)).astype(np.float32))
+    y = jnp.asarray(rng.choice(c, size=(b, h, w), p=freq / freq.sum()).astype(np.int32))
+
+    base = time_loss("softmax_cross_entropy", z, y, args.repeats, args.mc_passes)
+    print(f"softmax_cross_entropy {base['seconds'] * 1e3:.0f} ms", flush=True)
+    rows = {}
+    for name in args.losses:
+        r = base if name == "softmax_cross_entropy" else time_loss(
+            name, z, y, args.repeats, args.mc_passes
+        )  # fmt: skip
+        rows[name] = r
+        print(f"{name} {r['seconds'] * 1e3:.0f} ms ({r['seconds'] / base['seconds']:.2f}x)",
+              flush=True)  # fmt: skip
+
+    dev = jax.devices()[0]
+    head = [
+        f"Forward+backward (`jax.value_and_grad` of the batch mean, jitted) on float32 logits "
+        f"{[b, h, w, c]} with integer labels (class frequency ∝ 1/(c+1)²), median of "
+        f"{args.repeats} after warm-up; JAX {jax.__version__} on {dev.platform}, CPU: "
+        f"{_cpu_name()}, {jax.local_device_count()} device(s). Ratios are to "
+        f"`softmax_cross_entropy` timed in the same run.",
+        "",
+    ]
+
+    def table(names: list[str]) -> list[str]:
+        out = [
+            "| loss | ms | × softmax CE | compile s | finite value and grad |",
+            "|---|---:|---:|---:|---|",
+        ]
+        for name in names:
+            r = rows[name]
+            label = name + (f" (T = {args.mc_passes})" if name == "cross_dropout_focal" else "")
+            out.append(
+                f"| {label} | {r['seconds'] * 1e3:.0f} | {r['seconds'] / base['seconds']:.2f} "
+                f"| {r['compile']:.1f} | {'yes' if r['finite'] else 'NO'} |"
+            )
+        return out
+
+    lines = head + table([n for n in args.losses if n in NAMES])
+    sorting = [n for n in args.losses if n in SORTING]
+    if sorting:
+        lines += ["", "Losses that sort the pixels (one sort per class and image):", ""]
+        lines += table(sorting)
+    if args.note:
+        lines += ["", args.note]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text)
+    return text
+
+
+if __name__ == "__main__":
+    main()
