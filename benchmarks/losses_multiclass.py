@@ -4,7 +4,8 @@ For each loss: ``jax.value_and_grad`` of the batch mean, jitted, on float32 logi
 ``[B, H, W, C]`` (Cityscapes-sized ``[8, 512, 1024, 19]`` by default) with integer labels
 whose class frequencies fall off like ``1 / (c + 1)^2`` (a long tail, as in street scenes);
 the median of ``--repeats`` runs after a warm-up (which also compiles), and the ratio to
-``softmax_cross_entropy`` timed in the same run. The cross dropout focal loss takes ``T``
+``softmax_cross_entropy``, whose run is paired with each run of the loss (see
+:func:`time_loss`). The cross dropout focal loss takes ``T``
 stacked passes (``--mc-passes``, 5 in the paper), so its input is ``T`` times larger. The
 Lovász-softmax loss sorts every class's pixel errors and is reported in its own table.
 
@@ -35,32 +36,50 @@ NAMES = [
 SORTING = ["lovasz_softmax"]
 
 
-def _median_seconds(fn: Callable[[], object], repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
-
-
-def time_loss(name: str, z: jax.Array, y: jax.Array, repeats: int, passes: int) -> dict:
-    loss = losses.get(name)
-    if name == "cross_dropout_focal":  # T passes: the logits plus T - 1 perturbed copies
-        offsets = jnp.linspace(-0.5, 0.5, passes, dtype=z.dtype)
-        step = jax.jit(jax.value_and_grad(
-            lambda a, b: jnp.mean(loss(a[None] + offsets[:, None, None, None, None], b))
-        ))  # fmt: skip
-    else:
-        step = jax.jit(jax.value_and_grad(lambda a, b: jnp.mean(loss(a, b))))
+def _seconds(fn: Callable[[], object]) -> float:
     t = time.perf_counter()
-    compiled = step.lower(z, y).compile()
+    fn()
+    return time.perf_counter() - t
+
+
+def _step(name: str, passes: int):
+    loss = losses.get(name)
+    if name == "cross_dropout_focal":  # T passes: the logits plus T - 1 shifted copies
+        offsets = jnp.linspace(-0.5, 0.5, passes)
+
+        def mean_loss(a, b):
+            return jnp.mean(loss(a[None] + offsets[:, None, None, None, None], b))
+    else:
+
+        def mean_loss(a, b):
+            return jnp.mean(loss(a, b))
+
+    return jax.jit(jax.value_and_grad(mean_loss))
+
+
+def time_loss(name: str, z, y, repeats: int, passes: int, base=None) -> dict:
+    """Median time of ``repeats`` runs after a warm-up; with ``base`` (a compiled softmax CE
+    step), each run of the loss is paired with a run of ``base`` right before it, and the ratio
+    is the median of the per-pair ratios, which a load that drifts during the run disturbs
+    less than a ratio of two medians taken minutes apart."""
+    t = time.perf_counter()
+    compiled = _step(name, passes).lower(z, y).compile()
     compile_s = time.perf_counter() - t
-    seconds = _median_seconds(lambda: jax.block_until_ready(compiled(z, y)), repeats)
+    run = lambda: jax.block_until_ready(compiled(z, y))  # noqa: E731
+    run()  # warm-up
+    times, ratios = [], []
+    for _ in range(repeats):
+        b = _seconds(lambda: jax.block_until_ready(base(z, y))) if base is not None else None
+        times.append(_seconds(run))
+        if b is not None:
+            ratios.append(times[-1] / b)
     value, grad = compiled(z, y)
     finite = bool(jnp.isfinite(value)) and bool(jnp.all(jnp.isfinite(grad)))
-    return {"seconds": seconds, "compile": compile_s, "value": float(value), "finite": finite}
+    return {
+        "seconds": statistics.median(times), "compile": compile_s, "value": float(value),
+        "finite": finite, "ratio": statistics.median(ratios) if ratios else 1.0,
+        "compiled": compiled,
+    }  # fmt: skip
 
 
 def _cpu_name() -> str:
@@ -95,19 +114,19 @@ def main(argv: list[str] | None = None) -> str:
     rows = {}
     for name in args.losses:
         r = base if name == "softmax_cross_entropy" else time_loss(
-            name, z, y, args.repeats, args.mc_passes
+            name, z, y, args.repeats, args.mc_passes, base=base["compiled"]
         )  # fmt: skip
         rows[name] = r
-        print(f"{name} {r['seconds'] * 1e3:.0f} ms ({r['seconds'] / base['seconds']:.2f}x)",
-              flush=True)  # fmt: skip
+        print(f"{name} {r['seconds'] * 1e3:.0f} ms ({r['ratio']:.2f}x)", flush=True)
 
     dev = jax.devices()[0]
     head = [
         f"Forward+backward (`jax.value_and_grad` of the batch mean, jitted) on float32 logits "
         f"{[b, h, w, c]} with integer labels (class frequency ∝ 1/(c+1)²), median of "
         f"{args.repeats} after warm-up; JAX {jax.__version__} on {dev.platform}, CPU: "
-        f"{_cpu_name()}, {jax.local_device_count()} device(s). Ratios are to "
-        f"`softmax_cross_entropy` timed in the same run.",
+        f"{_cpu_name()}, {jax.local_device_count()} device(s). Ratio: the median over the "
+        f"runs of (loss time / time of `softmax_cross_entropy` run just before it); "
+        f"`softmax_cross_entropy` alone took {base['seconds'] * 1e3:.0f} ms.",
         "",
     ]
 
@@ -120,7 +139,7 @@ def main(argv: list[str] | None = None) -> str:
             r = rows[name]
             label = name + (f" (T = {args.mc_passes})" if name == "cross_dropout_focal" else "")
             out.append(
-                f"| {label} | {r['seconds'] * 1e3:.0f} | {r['seconds'] / base['seconds']:.2f} "
+                f"| {label} | {r['seconds'] * 1e3:.0f} | {r['ratio']:.2f} "
                 f"| {r['compile']:.1f} | {'yes' if r['finite'] else 'NO'} |"
             )
         return out
