@@ -1,0 +1,136 @@
+"""Table 5 of the DIBE paper: U-Net with FT, DIBE_Reg, HF and DIBE on datasets of growing
+input imbalance (CFD 1:25, MTSDD Crack 1:113, MTSDD Blowhole 1:333, synthetic 1:190 / 1:580 /
+1:2200 standing in for THC112 / THC224 / THC448, which are not public).
+
+Command (full: the paper's 50 epochs, batch 32, SGD 0.01 / 0.9, 3 seeds; hours on a GPU)::
+
+    python -m experiments.losses_by_dataset
+    python -m experiments.losses_by_dataset --medium --datasets cfd crack   # 2 CPU cores
+    python -m experiments.losses_by_dataset --quick                         # seconds
+
+Runtime: ``--quick`` about 10-30 s on 2 CPU cores; the medium runs of ``EXPERIMENTS.md``
+take 2-3 min per run on 2 busy cores; full mode is a GPU job (24 cells x 3 seeds).
+
+Expected result (paper, Table 5): DIBE_Reg >= FT and DIBE >= HF in IoU on every dataset, by
+0.002-0.013; our medium runs are far shorter and smaller, so expect lower IoU and
+differences within the seed spread (see ``EXPERIMENTS.md``).
+
+Writes ``<out>/table5.md`` (ours beside the paper's numbers) and ``<out>/table5.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Sequence
+
+from experiments import common
+
+LOSSES = ("focal_tversky", "dibe_reg", "hybrid_focal", "dibe")
+LABELS = {"focal_tversky": "FT", "dibe_reg": "DIBE_Reg", "hybrid_focal": "HF", "dibe": "DIBE"}
+DATASETS = ("cfd", "blowhole", "crack", "syn190", "syn580", "syn2200")
+QUICK_DATASETS = ("cfd",)
+QUICK_LOSSES = ("focal_tversky", "dibe_reg")
+
+#: Table 5 of the paper (IoU, U-Net, one run each): dataset -> loss -> IoU.
+PAPER_TABLE5 = {
+    "THC448": {"focal_tversky": 0.639, "dibe_reg": 0.652, "hybrid_focal": 0.644, "dibe": 0.646},
+    "Blowhole": {"focal_tversky": 0.774, "dibe_reg": 0.776, "hybrid_focal": 0.776, "dibe": 0.779},
+    "Crack": {"focal_tversky": 0.708, "dibe_reg": 0.717, "hybrid_focal": 0.716, "dibe": 0.723},
+    "CFD": {"focal_tversky": 0.501, "dibe_reg": 0.510, "hybrid_focal": 0.497, "dibe": 0.512},
+}
+
+
+def run(
+    mode: common.Mode,
+    out: str,
+    *,
+    datasets: Sequence[str] = DATASETS,
+    losses: Sequence[str] = LOSSES,
+    model: str = "unet",
+) -> dict[tuple[str, str], common.CellResult]:
+    """Train every (dataset, loss) cell under ``mode``; return the results by cell."""
+    results = {}
+    for d in datasets:
+        for loss in losses:
+            results[d, loss] = common.run_cell(common.Cell(d, model, loss), mode, out)
+    return results
+
+
+def report(results: dict[tuple[str, str], common.CellResult], mode: common.Mode) -> str:
+    """Table 5 in Markdown: IoU (last-3) per dataset and loss beside the paper's, then every
+    statistic, then the paper's two claims checked on our numbers."""
+    datasets = list(dict.fromkeys(d for d, _ in results))
+    losses = list(dict.fromkeys(loss for _, loss in results))
+    rows = []
+    for d in datasets:
+        ds = common.resolve_dataset(d)
+        rows.append([f"{ds.label} (ours, last-3)",
+                     *(common.fmt(results[d, loss].last3("iou")) for loss in losses)])
+        paper = PAPER_TABLE5.get(ds.paper)
+        if paper:
+            rows.append([f"{ds.paper} (paper)",
+                         *(common.fmt(paper.get(loss)) for loss in losses)])  # fmt: skip
+    compact = common.markdown_table(["dataset", *(LABELS.get(x, x) for x in losses)], rows)
+
+    detail_rows = []
+    for (d, loss), r in results.items():
+        detail_rows.append([
+            common.resolve_dataset(d).label, LABELS.get(loss, loss),
+            common.fmt(r.last3("iou")), common.fmt(r.final("iou")), common.fmt(r.best("iou")),
+            common.fmt(r.last3("pa")), common.fmt(r.last3("oii"), signed=True),
+            ",".join(map(str, r.seeds)), f"{r.wall_seconds:.0f}",
+        ])  # fmt: skip
+    detail = common.markdown_table(
+        ["dataset", "loss", "IoU last-3", "IoU final", "IoU best", "PA last-3", "OII last-3",
+         "seeds", "train s"], detail_rows)  # fmt: skip
+
+    checks = []
+    for d in datasets:
+        for ours, base in (("dibe_reg", "focal_tversky"), ("dibe", "hybrid_focal")):
+            if (d, ours) in results and (d, base) in results:
+                a, b = results[d, ours].last3("iou"), results[d, base].last3("iou")
+                diff = a.mean - b.mean
+                noise = max(a.std, b.std)
+                verdict = ("holds" if diff >= 0 else "contradicted") + (
+                    " (within the spread)" if abs(diff) < noise else "")
+                checks.append([common.resolve_dataset(d).label,
+                               f"{LABELS[ours]} ≥ {LABELS[base]}",
+                               f"{diff:+.3f}", f"{noise:.3f}", verdict])  # fmt: skip
+    check = common.markdown_table(["dataset", "claim", "IoU difference", "larger sd", "verdict"],
+                                  checks) if checks else ""  # fmt: skip
+    return "\n\n".join([
+        common.mode_description(mode, datasets), common.stats_legend(),
+        "## IoU of U-Net (Table 5)", compact, "## Every statistic", detail,
+        "## The paper's claims on our numbers", check,
+    ])  # fmt: skip
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    common.add_common_args(parser, default_out="losses_by_dataset")
+    parser.add_argument("--datasets", nargs="+", help=f"default {' '.join(DATASETS)} "
+                        f"(quick: {' '.join(QUICK_DATASETS)})")  # fmt: skip
+    parser.add_argument("--losses", nargs="+", help=f"default {' '.join(LOSSES)} "
+                        f"(quick: {' '.join(QUICK_LOSSES)})")  # fmt: skip
+    parser.add_argument("--model", default="unet")
+    args = parser.parse_args(argv)
+    common.setup_jax()
+    mode = common.mode_from_args(args)
+    datasets = args.datasets or (QUICK_DATASETS if mode.quick else DATASETS)
+    losses = args.losses or (QUICK_LOSSES if mode.quick else LOSSES)
+    t0 = time.perf_counter()
+    results = run(mode, args.out, datasets=datasets, losses=losses, model=args.model)
+    wall = time.perf_counter() - t0
+    body = report(results, mode)
+    path = common.write_markdown(f"{args.out}/table5.md", "Table 5: U-Net, losses by dataset",
+                                 [body, f"Script wall time: {wall:.0f} s."])  # fmt: skip
+    common.write_json(f"{args.out}/table5.json",
+                      [r.summary() for r in results.values()])  # fmt: skip
+    print(path.read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,121 @@
+"""End-to-end tests of the experiment scripts: every ``--quick`` mode, in-process, on CPU.
+
+Quick mode trains U-Net of width 4 for one epoch on tiny in-memory synthetic data (no file
+needed). The scripts' quick defaults share losses and hyperparameters, so with the test
+suite's persistent compilation cache (``conftest.py``) most programs compile once.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+import pytest
+
+from experiments import (
+    common,
+    convergence,
+    losses_by_dataset,
+    losses_by_model,
+    oii_curves,
+    oii_guidance,
+    table1_oii,
+)
+
+NUMBER = re.compile(r"[-+]?\d+\.\d{3}")
+
+
+def numbers(text: str) -> list[float]:
+    return [float(x) for x in NUMBER.findall(text)]
+
+
+def test_table1_reproduces_the_paper(tmp_path: Path, capsys) -> None:
+    assert table1_oii.main(["--quick", "--out", str(tmp_path)]) == 0
+    text = (tmp_path / "table1.md").read_text()
+    assert "reproduced to three decimals" in text
+    assert "-0.667" in text and "0.292" in text  # rows 4 and 6 of Table 1
+    assert table1_oii.largest_difference() <= 5e-4
+
+
+def test_losses_by_dataset_quick(tmp_path: Path) -> None:
+    assert losses_by_dataset.main(["--quick", "--out", str(tmp_path)]) == 0
+    text = (tmp_path / "table5.md").read_text()
+    assert "| FT | DIBE_Reg |" in text and "(paper) | 0.501 | 0.510 |" in text
+    assert len(numbers(text)) >= 10
+    summary = json.loads((tmp_path / "table5.json").read_text())
+    assert len(summary) == 2 and all(0.0 <= s["iou_last3"][0] <= 1.0 for s in summary)
+    runs = list((tmp_path / "runs").rglob("metrics.jsonl"))
+    assert len(runs) == 2
+
+
+def test_convergence_quick(tmp_path: Path) -> None:
+    assert convergence.main(["--quick", "--out", str(tmp_path)]) == 0
+    text = (tmp_path / "fig11.md").read_text()
+    assert "IoU FT" in text and "IoU DIBE_Reg" in text and numbers(text)
+    png = tmp_path / "fig11_syn2200.png"
+    assert png.exists() and png.stat().st_size > 5_000
+
+
+def test_oii_curves_and_guidance_share_runs(tmp_path: Path) -> None:
+    assert oii_curves.main(["--quick", "--out", str(tmp_path)]) == 0
+    text = (tmp_path / "fig10.md").read_text()
+    assert "Kendall" in text and len(numbers(text)) >= 8
+    assert (tmp_path / "fig10_unet_syn2200.png").stat().st_size > 5_000
+    before = set((tmp_path / "runs").rglob("metrics.jsonl"))
+    assert len(before) == 2  # α = 0.3 and 0.7
+
+    # Table 6 on the same folder: the grid's two α are read back, only α = 0.5 is trained.
+    assert oii_guidance.main(["--quick", "--out", str(tmp_path)]) == 0
+    after = set((tmp_path / "runs").rglob("metrics.jsonl"))
+    assert len(after - before) == 1
+    table = (tmp_path / "table6.md").read_text()
+    for method in ("Basic", "Grid search", "OII guidance"):
+        assert method in table
+    found = json.loads((tmp_path / "table6.json").read_text())
+    (search,) = found.values()
+    assert search["grid"]["runs_needed"] == 2 and search["basic"]["runs_needed"] == 1
+    assert all(math.isfinite(r["iou"]) for r in search["grid"]["runs"])
+
+
+def test_losses_by_model_quick(tmp_path: Path) -> None:
+    assert losses_by_model.main(["--quick", "--out", str(tmp_path)]) == 0
+    t3 = (tmp_path / "table3.md").read_text()
+    t4 = (tmp_path / "table4.md").read_text()
+    assert "| CE |" in t3 and "0.577" in t3  # the paper's U-Net CE IoU beside ours
+    assert "| DIBE_Reg |" in t4 and "0.652" in t4
+    assert numbers(t3) and numbers(t4)
+
+
+def test_finished_runs_are_not_trained_again(tmp_path: Path, capsys) -> None:
+    mode = common.MODES["quick"]
+    cell = common.Cell("syn2200", "unet", "dibe_reg").with_params(alpha=0.3, beta=0.7)
+    first = common.run_cell(cell, mode, tmp_path)
+    capsys.readouterr()
+    again = common.run_cell(cell, mode, tmp_path)
+    assert "[quick]" not in capsys.readouterr().out  # nothing trained the second time
+    assert again.runs == first.runs and again.last3("iou") == first.last3("iou")
+
+
+def test_statistics_and_presets() -> None:
+    s = common.stat([0.2, 0.4, float("nan"), None])
+    assert s.n == 2 and s.mean == pytest.approx(0.3) and s.std == pytest.approx(0.1414, 1e-3)
+    assert common.fmt(s) == "0.300 ± 0.141" and common.fmt(None) == "–"
+    records = [[{"epoch": e, "iou": v} for e, v in enumerate(vals, 1)]
+               for vals in ([0.1, 0.5, 0.6, 0.7], [0.2, 0.3, 0.4, 0.2])]  # fmt: skip
+    r = common.CellResult(common.Cell("cfd", "unet", "dice"), records, 0.0, [0, 1])
+    assert r.last3().mean == pytest.approx((0.5 + 0.6 + 0.7 + 0.3 + 0.4 + 0.2) / 6)
+    assert r.final().mean == pytest.approx(0.45) and r.best().mean == pytest.approx(0.55)
+    assert common.resolve_dataset("syn2200_128").synthetic == (128, 2200.0, 384, 128)
+    with pytest.raises(ValueError, match="unknown dataset"):
+        common.resolve_dataset("thc9000")
+    medium = common.MODES["medium"]
+    config = common.make_config(common.Cell("crack", "unet", "dibe"), medium, seed=2)
+    assert (config.epochs, config.batch_size, config.seed) == (30, 8, 2)
+    assert config.data.image_size == 96 and config.data.dataset == "magnetic_tile/crack"
+    assert Path(config.data.manual_dir) == common.data_root()
+    full = common.make_config(common.Cell("cfd", "segnet", "dibe_dis").with_params(alpha=0.7),
+                              common.MODES["full"], seed=0)  # fmt: skip
+    assert (full.epochs, full.batch_size, full.eval_every, full.optim.lr) == (50, 32, 5, 0.01)
+    assert full.loss.params == {"alpha": 0.7} and "width" not in full.model.options
