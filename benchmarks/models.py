@@ -1,0 +1,299 @@
+"""Training-step speed and XLA FLOP count of the segmentation models, next to a PyTorch U-Net.
+
+For each model, width, input size and dtype: one jitted training step (forward in train mode,
+sigmoid cross-entropy, ``nnx.value_and_grad`` with respect to the parameters, BatchNorm
+statistics updated; no optimiser) on a batch of ``--batch`` random ``[H, W, 3]`` images with
+binary labels. Reported per image: the median wall time of ``--repeats`` steps after compilation
+and one warm-up step, and the FLOPs XLA counts for the compiled step
+(``jax.jit(f).lower(...).compile().cost_analysis()``). In the same run, a PyTorch eager U-Net of
+the same architecture (bilinear, BatchNorm, same channels; its parameter count is checked against
+the JAX model) does the same forward+backward, float32 or ``torch.autocast`` bfloat16, and the
+table gives JAX / PyTorch time (< 1: JAX faster). PyTorch is a benchmark-only dependency
+(``pip install torch==2.13.0``); ``--no-torch`` skips it.
+
+``--width paper`` is the published width (64); ``--width small`` is 16 (``--small-width``).
+ResNet-based models use ResNet-50 (``--depth``) at both widths.
+
+Full-width 448x448 steps take tens of seconds each on a 2-core CPU (about four times the 224x224
+cost) and several GB of memory; ``--quick`` runs 224x224 only, the small width only (plus U-Net at
+the paper's width) and 2 repeats, which takes a few minutes on two cores::
+
+    python benchmarks/models.py --quick --out benchmarks/results/models_cpu.md
+    python benchmarks/models.py --models unet --sizes 224 448 --widths paper small
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from dibe_jax import models
+
+PAPER_WIDTH = 64
+RESNET_MODELS = ("pspnet", "deeplabv3")
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def _median_seconds(fn: Callable[[], Any], repeats: int, warmup: int) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def _flops(compiled: Any) -> float:
+    """Total FLOPs of a compiled computation; ``cost_analysis()`` is a dict or a list of dicts."""
+    analysis = compiled.cost_analysis()
+    if analysis is None:
+        return float("nan")
+    if isinstance(analysis, dict):
+        analysis = [analysis]
+    return float(sum(a.get("flops", 0.0) for a in analysis if a))
+
+
+def _data(batch: int, size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(batch, size, size, 3)).astype(np.float32)
+    y = (rng.random((batch, size, size, 1)) < 0.01).astype(np.float32)
+    return x, y
+
+
+def jax_case(
+    name: str, config: dict[str, Any], size: int, batch: int, repeats: int, warmup: int = 1
+) -> dict[str, float]:
+    """Seconds per training step, FLOPs per step, parameters and compile time of one model."""
+    model = models.create(name, in_channels=3, num_classes=1, rngs=nnx.Rngs(0), **config)
+    model.train()
+    graphdef, state = nnx.split(model)
+    params = models.count_params(model)
+    del model
+    x_np, y_np = _data(batch, size)
+    x, y = jnp.asarray(x_np), jnp.asarray(y_np)
+
+    def step(state, x, y):
+        model = nnx.merge(graphdef, state)
+
+        def loss_fn(model):
+            logits = model(x)
+            return jnp.mean(jax.nn.softplus(logits) - logits * y)
+
+        loss, grads = nnx.value_and_grad(loss_fn)(model)
+        return loss, grads, nnx.state(model)
+
+    t = time.perf_counter()
+    compiled = jax.jit(step).lower(state, x, y).compile()
+    compile_s = time.perf_counter() - t
+    flops = _flops(compiled)
+    def run() -> Any:
+        return jax.block_until_ready(compiled(state, x, y))
+
+    seconds = _median_seconds(run, repeats, warmup)
+    return {"seconds": seconds, "flops": flops, "params": params, "compile": compile_s}
+
+
+def torch_unet(width: int, in_channels: int = 3, num_classes: int = 1, num_stages: int = 4):
+    """PyTorch eager U-Net with the architecture of ``dibe_jax.models.UNet`` (bilinear)."""
+    import torch
+    from torch import nn
+
+    def double_conv(c_in: int, c_out: int, mid: int | None = None) -> nn.Sequential:
+        mid = c_out if mid is None else mid
+        return nn.Sequential(
+            nn.Conv2d(c_in, mid, 3, padding=1, bias=False),
+            nn.BatchNorm2d(mid),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(mid, c_out, 3, padding=1, bias=False),
+            nn.BatchNorm2d(c_out),
+            nn.ReLU(inplace=True),
+        )
+
+    class UNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            features = [width * 2**i for i in range(num_stages)] + [width * 2**num_stages // 2]
+            inputs = [in_channels, *features[:-1]]
+            self.encoder = nn.ModuleList(
+                double_conv(a, b) for a, b in zip(inputs, features, strict=True)
+            )
+            decoder, deep = [], features[-1]
+            for i in reversed(range(num_stages)):
+                skip = features[i]
+                out = skip // 2 if i else skip
+                decoder.append(double_conv(skip + deep, out, (skip + deep) // 2))
+                deep = out
+            self.decoder = nn.ModuleList(decoder)
+            self.head = nn.Conv2d(width, num_classes, 1)
+
+        def forward(self, x):
+            skips = []
+            for i, unit in enumerate(self.encoder):
+                if i:
+                    x = nn.functional.max_pool2d(x, 2)
+                x = unit(x)
+                skips.append(x)
+            y = skips.pop()
+            for unit in self.decoder:
+                skip = skips.pop()
+                y = nn.functional.interpolate(
+                    y, size=skip.shape[-2:], mode="bilinear", align_corners=True
+                )
+                y = unit(torch.cat([skip, y], dim=1))
+            return self.head(y)
+
+    return UNet()
+
+
+def torch_case(
+    width: int, size: int, dtype: str, batch: int, repeats: int, warmup: int = 1
+) -> dict[str, float]:
+    import torch
+
+    torch.manual_seed(0)
+    model = torch_unet(width).train()
+    params = sum(p.numel() for p in model.parameters())
+    x_np, y_np = _data(batch, size)
+    x = torch.from_numpy(x_np).permute(0, 3, 1, 2).contiguous()
+    y = torch.from_numpy(y_np).permute(0, 3, 1, 2).contiguous()
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+
+    def run() -> float:
+        model.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bfloat16"):
+            logits = model(x)
+        loss = loss_fn(logits.float(), y)
+        loss.backward()
+        return float(loss.detach())
+
+    return {"seconds": _median_seconds(run, repeats, warmup), "params": params}
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _config(name: str, width: int, dtype: str, depth: int) -> dict[str, Any]:
+    config: dict[str, Any] = {"width": width, "dtype": DTYPES[dtype]}
+    if name in RESNET_MODELS:
+        config["depth"] = depth
+    return config
+
+
+def main(argv: list[str] | None = None) -> str:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", nargs="+", default=list(models.names()),
+                        choices=list(models.names()))  # fmt: skip
+    parser.add_argument("--sizes", type=int, nargs="+", default=[224, 448])
+    parser.add_argument("--widths", nargs="+", default=["paper", "small"],
+                        help="'paper' (64), 'small' (--small-width) or integers")  # fmt: skip
+    parser.add_argument("--small-width", type=int, default=16)
+    parser.add_argument("--dtypes", nargs="+", default=list(DTYPES), choices=list(DTYPES))
+    parser.add_argument("--depth", type=int, default=50, help="ResNet depth of PSPNet/DeepLabv3")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=1, help="untimed steps before timing")
+    parser.add_argument("--quick", action="store_true",
+                        help="224 only, small width (U-Net also at 64), 2 repeats")  # fmt: skip
+    parser.add_argument("--no-torch", action="store_true")
+    parser.add_argument("--out", type=Path, help="also write the Markdown table here")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.sizes, args.repeats = [224], min(args.repeats, 2)
+
+    def widths(name: str) -> list[int]:
+        if args.quick:
+            return [PAPER_WIDTH, args.small_width] if name == "unet" else [args.small_width]
+        named = {"paper": PAPER_WIDTH, "small": args.small_width}
+        return [named[w] if w in named else int(w) for w in args.widths]
+
+    if not args.no_torch:
+        import torch
+
+        torch.set_num_threads(os.cpu_count() or 1)
+    load_before = os.getloadavg()
+    rows = []
+    for name in args.models:
+        for width in widths(name):
+            for size in args.sizes:
+                for dtype in args.dtypes:
+                    config = _config(name, width, dtype, args.depth)
+                    j = jax_case(name, config, size, args.batch, args.repeats, args.warmup)
+                    t = None
+                    if name == "unet" and not args.no_torch:
+                        t = torch_case(width, size, dtype, args.batch, args.repeats, args.warmup)
+                        if t["params"] != j["params"]:
+                            raise AssertionError(f"PyTorch U-Net has {t['params']} parameters, "
+                                                 f"JAX {j['params']}")  # fmt: skip
+                    rows.append((name, width, size, dtype, j, t))
+                    gc.collect()
+                    print(f"{name} w{width} {size} {dtype}: jax "
+                          f"{j['seconds'] / args.batch * 1e3:.0f} ms/img"
+                          + ("" if t is None else f", torch {t['seconds'] / args.batch * 1e3:.0f}"
+                             " ms/img"), flush=True)  # fmt: skip
+    load_after = os.getloadavg()
+
+    dev = jax.devices()[0]
+    header = (
+        f"Training step (forward + backward + BatchNorm update, no optimiser), batch "
+        f"{args.batch}, 3 -> 1 channels, median of {args.repeats} after {args.warmup} warm-up; JAX "
+        f"{jax.__version__} on {dev.platform}, CPU: {_cpu_name()} ({os.cpu_count()} cores); "
+        f"load average {load_before[0]:.1f} at start, {load_after[0]:.1f} at end. GFLOP/img: "
+        "XLA cost analysis of the compiled step. JAX / PyTorch < 1: JAX faster."
+    )
+    lines = [
+        header,
+        "",
+        "| model | width | size | dtype | params (M) | GFLOP/img | JAX ms/img | "
+        "PyTorch ms/img | JAX / PyTorch | compile s |",
+        "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, width, size, dtype, j, t in rows:
+        name_cfg = f"{name} (ResNet-{args.depth})" if name in RESNET_MODELS else name
+        per_image = j["seconds"] / args.batch * 1e3
+        cols = [
+            name_cfg,
+            str(width),
+            f"{size}²",
+            dtype,
+            f"{j['params'] / 1e6:.2f}",
+            f"{j['flops'] / args.batch / 1e9:.1f}",
+            f"{per_image:.0f}",
+        ]
+        if t is None:
+            cols += ["–", "–"]
+        else:
+            torch_ms = t["seconds"] / args.batch * 1e3
+            cols += [f"{torch_ms:.0f}", f"{per_image / torch_ms:.2f}"]
+        cols.append(f"{j['compile']:.0f}")
+        lines.append("| " + " | ".join(cols) + " |")
+    table = "\n".join(lines)
+    print(table)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(table + "\n")
+    return table
+
+
+if __name__ == "__main__":
+    main()
