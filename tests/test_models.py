@@ -429,6 +429,32 @@ def test_bfloat16_computation_float32_logits(name):
     assert logits.dtype == jnp.float32 and logits.shape == (BATCH, *size, 1)
 
 
+@pytest.mark.parametrize(
+    ("name", "config", "size"),
+    [
+        ("unet", dict(upsampling="transposed"), (64, 48)),
+        ("unet", dict(num_stages=5, align_corners=False), (64, 96)),
+        ("segnet", dict(), (33, 47)),
+        ("fcn", dict(variant="16s"), (64, 32)),
+        ("fcn", dict(variant="32s"), (64, 32)),
+        ("pspnet", dict(output_stride=16, bins=(1, 3)), (48, 32)),
+        ("deeplabv3", dict(output_stride=8, depth=18), (40, 24)),
+        ("deeplabv3", dict(atrous_rates=(2, 4)), (32, 64)),
+        ("attention_unet", dict(), (32, 64)),
+    ],
+)
+def test_other_configurations_trace_to_the_input_size(name, config, size):
+    """Shapes of non-default configurations, by abstract evaluation (no compilation)."""
+    config = {"width": 4, **({"depth": 10} if name in ("pspnet", "deeplabv3") else {}), **config}
+    abstract = nnx.eval_shape(
+        lambda: models.create(name, in_channels=2, num_classes=3, rngs=nnx.Rngs(0), **config)
+    )
+    graphdef, state = nnx.split(abstract)
+    x = jax.ShapeDtypeStruct((1, *size, 2), jnp.float32)
+    out = jax.eval_shape(lambda state, x: nnx.merge(graphdef, state)(x), state, x)
+    assert out.shape == (1, *size, 3) and out.dtype == jnp.float32
+
+
 # --------------------------------------------------------------------------------------------
 # Registry and configuration errors.
 
