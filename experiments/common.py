@@ -344,8 +344,9 @@ class Stat:
 def stat(values: Iterable[float | None]) -> Stat:
     """:class:`Stat` of the finite values (NaN mean if there are none).
 
-    >>> stat([0.5, 0.7, None])
-    Stat(mean=0.6, std=0.1414213562373095, n=2)
+    >>> s = stat([0.5, 0.7, None])
+    >>> round(s.mean, 6), round(s.std, 6), s.n
+    (0.6, 0.141421, 2)
     """
     xs = [float(v) for v in values if v is not None and math.isfinite(float(v))]
     if not xs:
@@ -488,18 +489,29 @@ def run_cell(
 def add_common_args(parser: argparse.ArgumentParser, *, default_out: str) -> None:
     """``--quick``/``--medium`` and the overrides every script takes."""
     g = parser.add_mutually_exclusive_group()
-    g.add_argument("--quick", action="store_true",
-                   help="tiny in-memory synthetic data, width 4, 1 epoch, 1 seed (seconds)")
-    g.add_argument("--medium", action="store_true",
-                   help="reduced real-data runs that fit on 2 CPU cores (see EXPERIMENTS.md)")
+    g.add_argument(
+        "--quick",
+        action="store_true",
+        help="tiny in-memory synthetic data, width 4, 1 epoch, 1 seed (seconds)",
+    )
+    g.add_argument(
+        "--medium",
+        action="store_true",
+        help="reduced real-data runs that fit on 2 CPU cores (see EXPERIMENTS.md)",
+    )
     parser.add_argument("--epochs", type=int, help="training epochs (full: 50)")
     parser.add_argument("--seeds", type=int, help="number of seeds 0..N-1 (full: 3)")
     parser.add_argument("--width", type=int, help="model width (full: the model's default)")
     parser.add_argument("--batch-size", type=int, help="batch size (full: 32)")
     parser.add_argument("--image-size", type=int, help="image side for every dataset")
     parser.add_argument("--eval-every", type=int, help="epochs between evaluations (full: 5)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="any dibe_jax.train.Config override, e.g. optim.lr=0.05")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any dibe_jax.train.Config override, e.g. optim.lr=0.05",
+    )
     parser.add_argument("--out", default=f"results/{default_out}",
                         help=f"output folder (default results/{default_out})")  # fmt: skip
 

@@ -9,7 +9,8 @@ Command (full: the paper's 50 epochs, batch 32, SGD 0.01 / 0.9, 3 seeds; hours o
     python -m experiments.losses_by_dataset --quick                         # seconds
 
 Runtime: ``--quick`` about 10-30 s on 2 CPU cores; the medium runs of ``EXPERIMENTS.md``
-take 2-3 min per run on 2 busy cores; full mode is a GPU job (24 cells x 3 seeds).
+took 80-165 s each on 2 shared cores (8 runs, 14.8 min); full mode is a GPU job (24 cells
+x 3 seeds).
 
 Expected result (paper, Table 5): DIBE_Reg >= FT and DIBE >= HF in IoU on every dataset, by
 0.002-0.013; our medium runs are far shorter and smaller, so expect lower IoU and
@@ -65,8 +66,12 @@ def report(results: dict[tuple[str, str], common.CellResult], mode: common.Mode)
     rows = []
     for d in datasets:
         ds = common.resolve_dataset(d)
-        rows.append([f"{ds.label} (ours, last-3)",
-                     *(common.fmt(results[d, loss].last3("iou")) for loss in losses)])
+        rows.append(
+            [
+                f"{ds.label} (ours, last-3)",
+                *(common.fmt(results[d, loss].last3("iou")) for loss in losses),
+            ]
+        )
         paper = PAPER_TABLE5.get(ds.paper)
         if paper:
             rows.append([f"{ds.paper} (paper)",
@@ -83,7 +88,7 @@ def report(results: dict[tuple[str, str], common.CellResult], mode: common.Mode)
         ])  # fmt: skip
     detail = common.markdown_table(
         ["dataset", "loss", "IoU last-3", "IoU final", "IoU best", "PA last-3", "OII last-3",
-         "seeds", "train s"], detail_rows)  # fmt: skip
+         "seed ids", "train s"], detail_rows)  # fmt: skip
 
     checks = []
     for d in datasets:
@@ -93,7 +98,8 @@ def report(results: dict[tuple[str, str], common.CellResult], mode: common.Mode)
                 diff = a.mean - b.mean
                 noise = max(a.std, b.std)
                 verdict = ("holds" if diff >= 0 else "contradicted") + (
-                    " (within the spread)" if abs(diff) < noise else "")
+                    " (within the spread)" if abs(diff) < noise else ""
+                )
                 checks.append([common.resolve_dataset(d).label,
                                f"{LABELS[ours]} ≥ {LABELS[base]}",
                                f"{diff:+.3f}", f"{noise:.3f}", verdict])  # fmt: skip
@@ -107,8 +113,9 @@ def report(results: dict[tuple[str, str], common.CellResult], mode: common.Mode)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     common.add_common_args(parser, default_out="losses_by_dataset")
     parser.add_argument("--datasets", nargs="+", help=f"default {' '.join(DATASETS)} "
                         f"(quick: {' '.join(QUICK_DATASETS)})")  # fmt: skip

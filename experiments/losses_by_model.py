@@ -86,13 +86,18 @@ def table(results, losses: Sequence[str], models: Sequence[str]) -> str:
     for loss in losses:
         means = {m: results[loss, m].last3("iou").mean for m in models}
         best.append(f"{LABELS.get(loss, loss)}: {max(means, key=means.get)}")
-    return (common.markdown_table(header, rows) + "\n\nBest network by IoU (last-3): "
-            + "; ".join(best) + ".")
+    return (
+        common.markdown_table(header, rows)
+        + "\n\nBest network by IoU (last-3): "
+        + "; ".join(best)
+        + "."
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     common.add_common_args(parser, default_out="losses_by_model")
     parser.add_argument("--dataset", default="syn2200")
     parser.add_argument("--models", nargs="+")
@@ -109,13 +114,19 @@ def main(argv: Sequence[str] | None = None) -> int:
              f"Dataset: {common.resolve_dataset(args.dataset).label}; the paper's numbers are "
              "THC448. " + common.stats_legend()]  # fmt: skip
     paths = []
-    for number, family, title in ((3, DISTRIBUTION, "distribution-based losses"),
-                                  (4, REGION, "region-based and compound losses")):
+    for number, family, title in (
+        (3, DISTRIBUTION, "distribution-based losses"),
+        (4, REGION, "region-based and compound losses"),
+    ):
         chosen = [loss for loss in losses if loss in family]
         if chosen:
-            paths.append(common.write_markdown(
-                Path(args.out) / f"table{number}.md", f"Table {number}: {title} by network",
-                [*intro, table(results, chosen, models), f"Script wall time: {wall:.0f} s."]))
+            paths.append(
+                common.write_markdown(
+                    Path(args.out) / f"table{number}.md",
+                    f"Table {number}: {title} by network",
+                    [*intro, table(results, chosen, models), f"Script wall time: {wall:.0f} s."],
+                )
+            )
     common.write_json(Path(args.out) / "tables34.json", [r.summary() for r in results.values()])
     for p in paths:
         print(p.read_text())

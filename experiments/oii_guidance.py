@@ -17,11 +17,12 @@ trainings, and passing the ``--out`` of ``experiments.oii_curves`` reuses its α
 Command::
 
     python -m experiments.oii_guidance                          # full (GPU job)
-    python -m experiments.oii_guidance --medium --models unet --datasets crack \\
-        --losses dibe_dis tversky --seeds 1 --epochs 15 --eval-every 3 --out results/oii_curves
+    python -m experiments.oii_guidance --medium --models unet --datasets cfd \\
+        --losses dibe_dis tversky --seeds 1 --out results/oii_curves   # not run yet
     python -m experiments.oii_guidance --quick                  # seconds
 
-Runtime: ``--quick`` about 20-40 s on 2 CPU cores; full: up to 8 trainings per (model, loss).
+Runtime: ``--quick`` about 5-40 s on 2 CPU cores; medium about 1 min per CFD training; full:
+up to 8 trainings of 50 epochs per (model, loss).
 
 Expected result (paper, Table 6): OII guidance needs 2-3 trainings instead of 5 and reaches
 an IoU within 0.01 of the grid's best (DIBE_Dis on SegNet: 0.477 vs 0.481), often with a
@@ -71,9 +72,20 @@ PAPER_TABLE6 = {
 }
 
 
-def search(mode: common.Mode, out: str, *, model: str, dataset: str, loss: str,
-           beta: float | None = None, interval=(0.15, 0.25), bounds=(0.1, 0.9), points: int = 5,
-           resolution: float = 0.1, max_runs: int | None = None) -> dict[str, tuning.SearchResult]:
+def search(
+    mode: common.Mode,
+    out: str,
+    *,
+    model: str,
+    dataset: str,
+    loss: str,
+    beta: float | None = None,
+    interval=(0.15, 0.25),
+    bounds=(0.1, 0.9),
+    points: int = 5,
+    resolution: float = 0.1,
+    max_runs: int | None = None,
+) -> dict[str, tuning.SearchResult]:
     """Basic run, grid search and OII-guided search of α for one (model, dataset, loss)."""
 
     def train_fn(alpha: float) -> dict[str, float]:
@@ -116,8 +128,9 @@ def report(found, mode: common.Mode, *, datasets, interval) -> str:
     for (model, _dataset, loss), res in found.items():
         steps = ", ".join(f"α={run['value']:g} → OII {run['oii']:+.3f}, IoU {run['iou']:.3f}"
                           for run in res["oii"].runs)  # fmt: skip
-        trail.append(f"* {model}, {LABELS.get(loss, loss)}: {steps} "
-                     f"(stop: {res['oii'].stop_reason})")
+        trail.append(
+            f"* {model}, {LABELS.get(loss, loss)}: {steps} (stop: {res['oii'].stop_reason})"
+        )
     return "\n\n".join([
         common.mode_description(mode, datasets),
         f"Target OII interval {interval}; the paper's on THC448 is (0.15, 0.25). β = 1 - α "
@@ -128,8 +141,9 @@ def report(found, mode: common.Mode, *, datasets, interval) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     common.add_common_args(parser, default_out="oii_guidance")
     parser.add_argument("--models", nargs="+")
     parser.add_argument("--datasets", nargs="+")
@@ -138,13 +152,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--interval", nargs=2, type=float, default=(0.15, 0.25))
     parser.add_argument("--bounds", nargs=2, type=float)
     parser.add_argument("--points", type=int, help="grid points (default 5)")
-    parser.add_argument("--resolution", type=float, default=0.1,
-                        help="smallest bisection step (0.1: at most 3 trainings on [0.1, 0.9])")
+    parser.add_argument(
+        "--resolution",
+        type=float,
+        default=0.1,
+        help="smallest bisection step (0.1: at most 3 trainings on [0.1, 0.9])",
+    )
     args = parser.parse_args(argv)
     common.setup_jax()
     mode = common.mode_from_args(args)
-    preset = QUICK if mode.quick else dict(models=MODELS, datasets=(DATASET,), losses=LOSSES,
-                                           bounds=(0.1, 0.9), points=5, max_runs=None)
+    preset = (
+        QUICK
+        if mode.quick
+        else dict(
+            models=MODELS,
+            datasets=(DATASET,),
+            losses=LOSSES,
+            bounds=(0.1, 0.9),
+            points=5,
+            max_runs=None,
+        )
+    )
     models = args.models or preset["models"]
     datasets = args.datasets or preset["datasets"]
     losses = args.losses or preset["losses"]
@@ -160,8 +188,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             max_runs=preset["max_runs"])  # fmt: skip
     wall = time.perf_counter() - t0
     body = report(found, mode, datasets=datasets, interval=interval)
-    path = common.write_markdown(Path(args.out) / "table6.md", "Table 6: grid search and OII "
-                                 "guidance of α", [body, f"Script wall time: {wall:.0f} s."])
+    path = common.write_markdown(
+        Path(args.out) / "table6.md",
+        "Table 6: grid search and OII guidance of α",
+        [body, f"Script wall time: {wall:.0f} s."],
+    )
     common.write_json(Path(args.out) / "table6.json",
                       {"/".join(k): {m: r.to_dict() for m, r in v.items()}
                        for k, v in found.items()})  # fmt: skip

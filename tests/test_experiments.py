@@ -7,6 +7,7 @@ suite's persistent compilation cache (``conftest.py``) most programs compile onc
 
 from __future__ import annotations
 
+import doctest
 import json
 import math
 import re
@@ -119,3 +120,8 @@ def test_statistics_and_presets() -> None:
                               common.MODES["full"], seed=0)  # fmt: skip
     assert (full.epochs, full.batch_size, full.eval_every, full.optim.lr) == (50, 32, 5, 0.01)
     assert full.loss.params == {"alpha": 0.7} and "width" not in full.model.options
+
+
+@pytest.mark.parametrize("module", [common, oii_curves], ids=lambda m: m.__name__)
+def test_doctests(module) -> None:
+    assert doctest.testmod(module).failed == 0
