@@ -95,7 +95,7 @@ def torch_case(size: int, width: int, batch: int, steps: int) -> dict[str, Any]:
         loss = step(b)
         n += 1
     seconds = time.perf_counter() - t
-    return {"images_s": n * batch / seconds, "step_s": seconds / n, "loss": float(loss)}
+    return {"images_s": n * batch / seconds, "step_s": seconds / n, "loss": float(loss.detach())}
 
 
 def main(argv: list[str] | None = None) -> str:
