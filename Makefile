@@ -28,9 +28,11 @@ test: $(STAMP)
 	$(VENV)/bin/ruff check dibe_jax tests benchmarks experiments
 	$(PY) -m pytest -q -n 2
 
+# Benchmarks need the PyTorch CPU wheel (never a runtime dependency).
 bench: $(STAMP)
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) benchmarks/losses.py
+	$(PY) -m benchmarks.losses --out benchmarks/results/losses_cpu.md
+	$(PY) -m benchmarks.train --out benchmarks/results/train_cpu.md
 
 clean:
 	rm -rf $(VENV) results
