@@ -212,6 +212,27 @@ def evaluate(built: Built, state, epoch: int) -> dict[str, Any]:
     return summary
 
 
+def _new_epoch_sums(loss_sum: float, loss_count: int, skipped: int) -> dict[str, jax.Array]:
+    return {
+        "loss_sum": jnp.asarray(loss_sum, jnp.float32),
+        "loss_count": jnp.asarray(loss_count, jnp.int32),
+        "skipped": jnp.asarray(skipped, jnp.int32),
+        "bad": jnp.asarray(-1, jnp.int32),  # first step whose update was not finite
+    }
+
+
+@jax.jit
+def _add_step(acc: dict[str, jax.Array], stats: dict[str, jax.Array], step) -> dict:
+    """Fold one step's stats into the epoch sums (one small jitted call per step)."""
+    ok = stats["nonfinite"] == 0
+    return {
+        "loss_sum": acc["loss_sum"] + jnp.where(ok, stats["loss"], 0.0),
+        "loss_count": acc["loss_count"] + ok.astype(jnp.int32),
+        "skipped": acc["skipped"] + (~ok).astype(jnp.int32),
+        "bad": jnp.where(~ok & (acc["bad"] < 0), step, acc["bad"]),
+    }
+
+
 def train_and_evaluate(
     config: Config,
     workdir: str | Path,
@@ -271,7 +292,7 @@ def train_and_evaluate(
     ckpt = Checkpoints(workdir / "checkpoints", keep=config.keep_checkpoints)
     mlog = reporting.MetricsLog(workdir, enabled=writer)
     start_epoch, skip_batches, step, elapsed0 = 0, None, 0, 0.0
-    skipped = jnp.asarray(0, jnp.int32)  # updates dropped for non-finite loss or gradients
+    skipped = 0  # updates dropped for non-finite loss or gradients
     loss_sum0, loss_count0 = 0.0, 0
     if resume and ckpt.latest_step() is not None:
         state, meta, step = ckpt.restore(state)
@@ -281,7 +302,7 @@ def train_and_evaluate(
         start_epoch, skip_batches = meta["epoch"], meta.get("loader")
         elapsed0 = meta.get("seconds", 0.0)
         loss_sum0, loss_count0 = meta.get("loss_sum", 0.0), meta.get("loss_count", 0)
-        skipped = jnp.asarray(meta.get("skipped", 0), jnp.int32)
+        skipped = int(meta.get("skipped", 0))
         mlog.truncate_after(step)
         log.info("resumed from step %d (epoch %d)", step, start_epoch)
     elif resume:
@@ -300,28 +321,25 @@ def train_and_evaluate(
             it.set_state(skip_batches.encode())
             skip_batches = None
         # Running sums stay on the device: no host round-trip inside the epoch.
-        loss_sum = jnp.asarray(loss_sum0, jnp.float32)
-        loss_count = jnp.asarray(loss_count0, jnp.int32)
+        acc = _new_epoch_sums(loss_sum0, loss_count0, skipped)
         loss_sum0, loss_count0 = 0.0, 0
-        bad = jnp.asarray(-1, jnp.int32)
         for batch in it:
             state, stats = built.steps.train(state, shard_batch(batch, built.mesh))
-            ok = stats["nonfinite"] == 0
-            loss_sum = loss_sum + jnp.where(ok, stats["loss"], 0.0)
-            loss_count = loss_count + ok.astype(jnp.int32)
-            bad = jnp.where(~ok & (bad < 0), step, bad)
-            skipped = skipped + (~ok).astype(jnp.int32)
+            acc = _add_step(acc, stats, step)
             step += 1
             bar.update(1)
             if config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0:
                 ckpt.save(step, state, {
                     "epoch": epoch, "loader": it.get_state().decode(), "step": step,
-                    "loss_sum": float(loss_sum), "loss_count": int(loss_count),
-                    "skipped": int(skipped), "seconds": elapsed0 + time.perf_counter() - t_start,
+                    "loss_sum": float(acc["loss_sum"]), "loss_count": int(acc["loss_count"]),
+                    "skipped": int(acc["skipped"]),
+                    "seconds": elapsed0 + time.perf_counter() - t_start,
                 })  # fmt: skip
-        count = int(loss_count)
-        train_loss = float(loss_sum) / count if count else float("nan")
-        bad_step = int(bad)
+        acc = jax.device_get(acc)  # once per epoch
+        skipped = int(acc["skipped"])
+        count = int(acc["loss_count"])
+        train_loss = float(acc["loss_sum"]) / count if count else float("nan")
+        bad_step = int(acc["bad"])
         if bad_step >= 0 and config.nonfinite == "raise":
             ckpt.wait()
             last = ckpt.latest_step()
@@ -341,12 +359,12 @@ def train_and_evaluate(
         if (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs:
             summary = evaluate(built, state, epoch)
             record = {"epoch": epoch + 1, "step": step, "train_loss": train_loss, **summary,
-                      "skipped_steps": int(skipped), "seconds": round(seconds, 3)}  # fmt: skip
+                      "skipped_steps": skipped, "seconds": round(seconds, 3)}  # fmt: skip
             mlog.write(record)
             iou = summary["iou"]
             bar.set_postfix(loss=f"{train_loss:.4f}", iou=f"{iou:.3f}", oii=f"{record['oii']:+.3f}")
         meta = {"epoch": epoch + 1, "loader": None, "step": step, "seconds": seconds,
-                "skipped": int(skipped)}
+                "skipped": skipped}
         ckpt.save(step, state, meta, iou=iou)
     bar.close()
     ckpt.wait()
