@@ -13,7 +13,7 @@ Markdown file together with the CPU it ran on.
 
 Run::
 
-    .venv/bin/python benchmarks/input_pipeline.py \\
+    .venv/bin/python -m benchmarks.input_pipeline \\
         --out benchmarks/results/input_pipeline_cpu.md
 
 (about 1-2 minutes on 2 cores, half of it building the 512-image source once).
@@ -32,20 +32,13 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 import dibe_jax.datasets as dd
+from benchmarks import _common
 from dibe_jax.data import AugmentConfig, Preprocess, make_loader
 
 
 def cpu_name() -> str:
-    """The CPU model from /proc/cpuinfo (or platform), with the number of cores."""
-    name = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{name}, {os.cpu_count()} logical cores"
+    """The CPU model with the number of cores."""
+    return f"{_common.cpu_name()}, {os.cpu_count()} logical cores"
 
 
 def build_source(data_dir: str, num_images: int):
@@ -163,7 +156,7 @@ def main() -> None:
             "|---|---|---|---|---|",
             *rows,
             "",
-            "Command: `.venv/bin/python benchmarks/input_pipeline.py "
+            "Command: `.venv/bin/python -m benchmarks.input_pipeline "
             "--out benchmarks/results/input_pipeline_cpu.md`",
             "",
         ]

@@ -16,7 +16,6 @@ JAX, XLA's own temp-buffer size is shown as well.
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -26,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from benchmarks._common import cpu_name, emit
 from dibe_jax import losses
 
 NAMES = ["bce", "wbce", "focal", "dibe_dis", "dice", "tversky", "focal_tversky", "dibe_reg",
@@ -122,14 +122,7 @@ def main(argv: list[str] | None = None) -> str:
         print(name, f"jax {j['seconds'] * 1e3:.1f} ms", "" if t is None else
               f"torch {t['seconds'] * 1e3:.1f} ms", flush=True)  # fmt: skip
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_name()
     dev = jax.devices()[0]
     lines = [
         f"Forward+backward of the batch mean, logits float32 {list(shape)}, 1:{args.ratio:g} "
@@ -153,12 +146,7 @@ def main(argv: list[str] | None = None) -> str:
                 f"{abs(t['value'] - j['value']):.1e}",
             ]
         lines.append("| " + " | ".join(cols) + " |")
-    table = "\n".join(lines)
-    print(table)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(table + "\n")
-    return table
+    return emit("\n".join(lines), args.out)
 
 
 if __name__ == "__main__":

@@ -9,14 +9,13 @@ the median of ``--repeats`` runs after a warm-up (which also compiles), and the 
 stacked passes (``--mc-passes``, 5 in the paper), so its input is ``T`` times larger. The
 Lovász-softmax loss sorts every class's pixel errors and is reported in its own table.
 
-    python benchmarks/losses_multiclass.py --out benchmarks/results/losses_multiclass_cpu.md
-    python benchmarks/losses_multiclass.py --shape 2 128 256 19 --repeats 3   # a quick run
+    python -m benchmarks.losses_multiclass --out benchmarks/results/losses_multiclass_cpu.md
+    python -m benchmarks.losses_multiclass --shape 2 128 256 19 --repeats 3   # a quick run
 """
 
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -26,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from benchmarks._common import cpu_name
 from dibe_jax import losses
 
 NAMES = [
@@ -82,16 +82,6 @@ def time_loss(name: str, z, y, repeats: int, passes: int, base=None) -> dict:
     }  # fmt: skip
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def main(argv: list[str] | None = None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--shape", type=int, nargs=4, default=[8, 512, 1024, 19],
@@ -124,7 +114,7 @@ def main(argv: list[str] | None = None) -> str:
         f"Forward+backward (`jax.value_and_grad` of the batch mean, jitted) on float32 logits "
         f"{[b, h, w, c]} with integer labels (class frequency ∝ 1/(c+1)²), median of "
         f"{args.repeats} after warm-up; JAX {jax.__version__} on {dev.platform}, CPU: "
-        f"{_cpu_name()}, {jax.local_device_count()} device(s). Ratio: the median over the "
+        f"{cpu_name()}, {jax.local_device_count()} device(s). Ratio: the median over the "
         f"runs of (loss time / time of `softmax_cross_entropy` run just before it); "
         f"`softmax_cross_entropy` alone took {base['seconds'] * 1e3:.0f} ms.",
         "",

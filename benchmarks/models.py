@@ -18,8 +18,8 @@ Full-width 448x448 steps take tens of seconds each on a 2-core CPU (about four t
 cost) and several GB of memory; ``--quick`` runs 224x224 only, the small width only (plus U-Net at
 the paper's width) and 2 repeats, which takes a few minutes on two cores::
 
-    python benchmarks/models.py --quick --out benchmarks/results/models_cpu.md
-    python benchmarks/models.py --models unet --sizes 224 448 --widths paper small
+    python -m benchmarks.models --quick --out benchmarks/results/models_cpu.md
+    python -m benchmarks.models --models unet --sizes 224 448 --widths paper small
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import gc
 import os
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -39,6 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from benchmarks._common import cpu_name, emit
 from dibe_jax import models
 
 PAPER_WIDTH = 64
@@ -183,16 +183,6 @@ def torch_case(
     return {"seconds": _median_seconds(run, repeats, warmup), "params": params}
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def _config(name: str, width: int, dtype: str, depth: int) -> dict[str, Any]:
     config: dict[str, Any] = {"width": width, "dtype": DTYPES[dtype]}
     if name in RESNET_MODELS:
@@ -257,7 +247,7 @@ def main(argv: list[str] | None = None) -> str:
     header = (
         f"Training step (forward + backward + BatchNorm update, no optimiser), batch "
         f"{args.batch}, 3 -> 1 channels, median of {args.repeats} after {args.warmup} warm-up; JAX "
-        f"{jax.__version__} on {dev.platform}, CPU: {_cpu_name()} ({os.cpu_count()} cores); "
+        f"{jax.__version__} on {dev.platform}, CPU: {cpu_name()} ({os.cpu_count()} cores); "
         f"load average {load_before[0]:.1f} at start, {load_after[0]:.1f} at end. GFLOP/img: "
         "XLA cost analysis of the compiled step. JAX / PyTorch < 1: JAX faster."
     )
@@ -287,12 +277,7 @@ def main(argv: list[str] | None = None) -> str:
             cols += [f"{torch_ms:.0f}", f"{per_image / torch_ms:.2f}"]
         cols.append(f"{j['compile']:.0f}")
         lines.append("| " + " | ".join(cols) + " |")
-    table = "\n".join(lines)
-    print(table)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(table + "\n")
-    return table
+    return emit("\n".join(lines), args.out)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from benchmarks._common import cpu_name, emit
 from dibe_jax import train
 from dibe_jax.data import make_loader
 from dibe_jax.datasets import generate_example
@@ -112,8 +113,6 @@ def main(argv: list[str] | None = None) -> str:
 
     dev = jax.devices()[0]
     kind = dev.device_kind
-    from benchmarks.models import _cpu_name
-
     rows = []
     for size in args.sizes:
         t = None if args.no_torch else torch_case(size, args.width, args.batch, args.steps)
@@ -125,7 +124,7 @@ def main(argv: list[str] | None = None) -> str:
     lines = [
         f"U-Net width {args.width}, DIBE loss, SGD, batch {args.batch}, {args.steps} timed steps "
         f"after warm-up, grain loader with augmentation; JAX {jax.__version__} on {dev.platform} "
-        f"({kind}, {jax.device_count()} device(s)); host CPU: {_cpu_name()}.",
+        f"({kind}, {jax.device_count()} device(s)); host CPU: {cpu_name()}.",
         "",
         "| size | dtype | JAX img/s | GFLOP/step (XLA) | achieved TFLOP/s | MFU | "
         "PyTorch eager img/s | JAX / PyTorch |",
@@ -139,12 +138,7 @@ def main(argv: list[str] | None = None) -> str:
                                               f"{j['images_s'] / t['images_s']:.2f}×"]  # fmt: skip
         lines.append(f"| {size}² | {dtype} | {j['images_s']:.2f} | {j['flops'] / 1e9:.1f} | "
                      f"{tflops:.3f} | {mfu} | {' | '.join(tcols)} |")  # fmt: skip
-    table = "\n".join(lines)
-    print(table)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(table + "\n")
-    return table
+    return emit("\n".join(lines), args.out)
 
 
 if __name__ == "__main__":
