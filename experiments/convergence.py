@@ -4,13 +4,13 @@ most imbalanced data (THC448, 1:2228, in the paper; synthetic cracks here).
 Command (full: synthetic 1:2200 at 448 px, 50 epochs, batch 32, 3 seeds; a GPU job)::
 
     python -m experiments.convergence
-    python -m experiments.convergence --medium --seeds 1   # synthetic 1:580, 96 px, 15 epochs
+    python -m experiments.convergence --medium --seeds 3   # synthetic 1:580, 96 px, 15 epochs
     python -m experiments.convergence --quick              # seconds
 
 Every run is evaluated after every epoch (``--eval-every`` to change it).
 
 Runtime: ``--quick`` about 5-30 s; ``--medium`` (2 losses, 15 epochs of 128 images of
-96 px) took 4.3 min for one seed on 2 shared CPU cores.
+96 px) takes 85-125 s per training on 2 CPU cores, about 10 min for the 3 seeds.
 
 Expected result (paper, Sec. 4.6): FT's IoU "remains almost zero up to the twentieth epoch"
 while DIBE_Reg "achieves a convincing IoU at the sixth epoch": DIBE_Reg converges earlier.

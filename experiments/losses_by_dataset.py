@@ -5,12 +5,14 @@ input imbalance (CFD 1:25, MTSDD Crack 1:113, MTSDD Blowhole 1:333, synthetic 1:
 Command (full: the paper's 50 epochs, batch 32, SGD 0.01 / 0.9, 3 seeds; hours on a GPU)::
 
     python -m experiments.losses_by_dataset
-    python -m experiments.losses_by_dataset --medium --datasets cfd crack   # 2 CPU cores
+    python -m experiments.losses_by_dataset --medium --epochs 50 --eval-every 5 \\
+        --datasets cfd crack --out results/losses_by_dataset_e50           # 2 CPU cores
     python -m experiments.losses_by_dataset --quick                         # seconds
 
-Runtime: ``--quick`` about 10-30 s on 2 CPU cores; the medium runs of ``EXPERIMENTS.md``
-took 80-165 s each on 2 shared cores (8 runs, 14.8 min); full mode is a GPU job (24 cells
-x 3 seeds).
+Runtime: ``--quick`` about 10-30 s on 2 CPU cores; the 50-epoch medium command above (the
+paper's epochs at width 8 and 64 / 96 px) took 280-320 s per CFD training and 75-100 s per
+Crack training on 2 shared cores, 77 min for 4 losses x 2 datasets x 3 seeds; full mode is
+a GPU job (24 cells x 3 seeds).
 
 Expected result (paper, Table 5): DIBE_Reg >= FT and DIBE >= HF in IoU on every dataset, by
 0.002-0.013; our medium runs are far shorter and smaller, so expect lower IoU and

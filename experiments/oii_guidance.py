@@ -17,12 +17,14 @@ trainings, and passing the ``--out`` of ``experiments.oii_curves`` reuses its α
 Command::
 
     python -m experiments.oii_guidance                          # full (GPU job)
-    python -m experiments.oii_guidance --medium --models unet --datasets cfd \\
-        --losses dibe_dis tversky --seeds 1 --out results/oii_curves   # not run yet
+    python -m experiments.oii_guidance --medium --epochs 50 --eval-every 5 --models unet \\
+        --datasets cfd --losses tversky dibe_dis --seeds 1 \\
+        --out results/oii_curves_e50                             # what EXPERIMENTS.md ran
     python -m experiments.oii_guidance --quick                  # seconds
 
-Runtime: ``--quick`` about 5-40 s on 2 CPU cores; medium about 1 min per CFD training; full:
-up to 8 trainings of 50 epochs per (model, loss).
+Runtime: ``--quick`` about 5-40 s on 2 CPU cores; the medium command above, about 5 min per
+50-epoch CFD training (2 new ones after the α sweep of ``experiments.oii_curves``); full: up
+to 8 trainings of 50 epochs per (model, loss).
 
 Expected result (paper, Table 6): OII guidance needs 2-3 trainings instead of 5 and reaches
 an IoU within 0.01 of the grid's best (DIBE_Dis on SegNet: 0.477 vs 0.481), often with a
