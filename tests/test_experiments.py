@@ -49,6 +49,12 @@ def test_losses_by_dataset_quick(tmp_path: Path) -> None:
     assert len(summary) == 2 and all(0.0 <= s["iou_last3"][0] <= 1.0 for s in summary)
     runs = list((tmp_path / "runs").rglob("metrics.jsonl"))
     assert len(runs) == 2
+    # Each seed's final IoU is in the per-seed table, and the claim check counts seeds.
+    finals = {p.parts[-3]: json.loads(p.read_text().splitlines()[-1])["iou"] for p in runs}
+    for loss, label in (("focal_tversky", "FT"), ("dibe_reg", "DIBE_Reg")):
+        assert f"| {label} | {finals[loss]:.3f} |" in text.split("## Final IoU per seed")[1]
+    holds = int(finals["dibe_reg"] >= finals["focal_tversky"])
+    assert "| DIBE_Reg ≥ FT | " in text and f"| {holds} of 1 |" in text
 
 
 def test_convergence_quick(tmp_path: Path) -> None:
