@@ -57,6 +57,16 @@ def test_losses_by_dataset_quick(tmp_path: Path) -> None:
     assert "| DIBE_Reg ≥ FT | " in text and f"| {holds} of 1 |" in text
 
 
+def test_table5_report_without_a_claim_pair_says_so() -> None:
+    records = [[{"epoch": e, "iou": 0.1 * e, "pa": 0.5, "oii": 0.0} for e in range(1, 5)]]
+    results = {("cfd", "dibe"): common.CellResult(common.Cell("cfd", "unet", "dibe"),
+                                                  records, 1.0, [0])}  # fmt: skip
+    text = losses_by_dataset.report(results, common.MODES["medium"])
+    claims = text.split("## The paper's claims on our numbers")[1]
+    assert "None checked" in claims and "| DIBE ≥ HF |" not in claims
+    assert "| CFD (crack = label 2) | DIBE | 0.400 |" in text.split("## Final IoU per seed")[1]
+
+
 def test_convergence_quick(tmp_path: Path) -> None:
     assert convergence.main(["--quick", "--out", str(tmp_path)]) == 0
     text = (tmp_path / "fig11.md").read_text()
