@@ -13,7 +13,11 @@ Command::
     python -m experiments.losses_by_model --quick                # seconds
 
 Runtime: ``--quick`` (U-Net, CE and DIBE_Reg) about 20-40 s on 2 CPU cores; full mode is a
-GPU job of 132 trainings of 50 epochs. Not run on CPU for ``EXPERIMENTS.md`` (no budget).
+GPU job of 132 trainings of 50 epochs. Run for ``EXPERIMENTS.md`` on 2 CPU cores, reduced
+(width 8, 96 px, 30 epochs, 1 seed; 46-145 s per training, 58 min for the 44 cells)::
+
+    python -m experiments.losses_by_model --medium --dataset crack --seeds 1 \\
+        --out results/losses_by_model
 
 Expected result (paper): U-Net is the best network for every loss (Table 4); DIBE_Dis is
 comparable to Focal (Table 3: 0.585 vs 0.585 on U-Net); DIBE_Reg and DIBE are generally at

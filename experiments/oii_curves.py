@@ -14,11 +14,14 @@ Command::
     python -m experiments.oii_curves --medium --epochs 50 --eval-every 5 --models unet \\
         --datasets cfd --losses tversky dibe_dis --seeds 1 \\
         --out results/oii_curves_e50                      # what EXPERIMENTS.md ran on CPU
+    python -m experiments.oii_curves --figure 14 --medium --datasets syn580_96_128_64 \\
+        --alphas 0.1 0.5 0.9 --seeds 1 --epochs 15 --eval-every 1 \\
+        --out results/oii_curves_fig14                    # Fig. 14 as run on CPU
     python -m experiments.oii_curves --quick              # seconds
 
 Runtime: ``--quick`` about 5-40 s on 2 CPU cores (2 runs); the medium command above ran
-10 trainings of 50 epochs in 52 min on 2 shared cores; full Fig. 10 is 20 cells x 3 seeds of
-50 epochs.
+10 trainings of 50 epochs in 52 min on 2 shared cores, the Fig. 14 one 6 trainings of 15
+epochs in 9.4 min; full Fig. 10 is 20 cells x 3 seeds of 50 epochs.
 
 Expected result (paper, Sec. 4.5): "As α increases from 0.1 to 0.9, the OII curves of
 DIBE_Dis Loss are distributed from top to bottom", the same for Tversky; DIBE_Dis curves stay
