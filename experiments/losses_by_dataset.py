@@ -11,8 +11,10 @@ Command (full: the paper's 50 epochs, batch 32, SGD 0.01 / 0.9, 3 seeds; hours o
 
 Runtime: ``--quick`` about 10-30 s on 2 CPU cores; the 50-epoch medium command above (the
 paper's epochs at width 8 and 64 / 96 px) took 280-320 s per CFD training and 75-100 s per
-Crack training on 2 shared cores, 77 min for 4 losses x 2 datasets x 3 seeds; full mode is
-a GPU job (24 cells x 3 seeds).
+Crack training on 2 shared cores, 77 min for 4 losses x 2 datasets x 3 seeds. The same
+command with ``--datasets blowhole syn190_64_128_64 syn580_96_128_64 syn2200_128_128_64``
+(small synthetic stand-ins for THC112/224/448) took 60-416 s per training. Full mode is a GPU
+job (24 cells x 3 seeds).
 
 Expected result (paper, Table 5): DIBE_Reg >= FT and DIBE >= HF in IoU on every dataset, by
 0.002-0.013; our medium runs are far shorter and smaller, so expect lower IoU and
