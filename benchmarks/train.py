@@ -37,10 +37,8 @@ def _examples(n: int, size: int) -> list[dict[str, np.ndarray]]:
 
 
 def _config(size: int, width: int, batch: int, dtype: str):
-    config = train.Config()
-    train.apply_overrides(config, [f"model.width={width}", f"batch_size={batch}",
-                                   f"dtype='{dtype}'", "epochs=1", "progress=False"])  # fmt: skip
-    return config
+    values = {"model.width": width, "batch_size": batch, "dtype": dtype, "epochs": 1}
+    return train.override(train.Config(), {**values, "progress": False})
 
 
 def jax_case(size: int, width: int, batch: int, steps: int, dtype: str) -> dict[str, Any]:

@@ -13,7 +13,9 @@ Subcommands:
 from __future__ import annotations
 
 import argparse
+import copy
 import json
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -52,48 +54,109 @@ def _data_stats(args: argparse.Namespace) -> int:
 
 
 def _add_train_options(p: argparse.ArgumentParser, *, workdir: bool = True) -> None:
-    p.add_argument("--dataset", help="NAME[/CONFIG], e.g. crackforest, magnetic_tile/crack, "
-                   "synthetic_cracks/r150_96 (default)")  # fmt: skip
+    names = ", ".join(_dataset_names())
+    p.add_argument(
+        "--dataset",
+        help=f"NAME[/CONFIG] of {names}; e.g. crackforest (CFD 160x160 tiles), "
+        "magnetic_tile/crack (images of varying size, trained at 224x224 unless --image-size), "
+        "synthetic_cracks/r150_96 (default, generated, no files needed)",
+    )
     p.add_argument("--data-dir", help="TFDS data_dir (where built datasets live)")
     p.add_argument("--manual-dir", help="folder with the raw files (offline builds)")
     p.add_argument("--model", help="unet (default), segnet, pspnet, deeplabv3, fcn, ...")
-    p.add_argument("--loss", help="any name of `dibe-jax losses` (default dibe)")
-    p.add_argument("--epochs", type=int, help="default 50 (the paper)")
+    p.add_argument("--loss", help="any binary loss of `dibe-jax losses` (default dibe)")
+    p.add_argument("--epochs", type=int, help="default 50 (the paper); with --resume: extend")
     p.add_argument("--batch-size", type=int, help="global batch, default 32")
-    p.add_argument("--image-size", type=int, help="train/eval image size (default: native)")
+    p.add_argument(
+        "--image-size",
+        type=int,
+        help="train/eval image size (default: the dataset's own, or its stated default)",
+    )
     p.add_argument("--eval-every", type=int, help="evaluate every N epochs (default 5)")
     p.add_argument("--seed", type=int, help="default 0")
     if workdir:
         p.add_argument("--workdir", required=True, help="output folder")
-    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --workdir from its config.json and last checkpoint "
+        "(other flags: only --epochs, --eval-every and progress/logging options may change)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace a previous run in --workdir")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="any config field: loss.alpha=0.7, model.width=16")  # fmt: skip
-    p.add_argument("--config", help="a config.json to start from (e.g. another run's)")
-    p.add_argument("--distributed", action="store_true",
-                   help="call jax.distributed.initialize() (multi-host GPU, TPU pods)")  # fmt: skip
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any config field, typed: loss.alpha=0.7, model.width=16, optim.lr=0.05 "
+        "(also written --config.loss.alpha=0.7)",
+    )
+    p.add_argument(
+        "--config",
+        help="a config to start from: a .py file with get_config() or a run's config.json",
+    )
+    p.add_argument(
+        "--distributed",
+        action="store_true",
+        help="call jax.distributed.initialize() (multi-host GPU, TPU pods)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def _config_from_args(args: argparse.Namespace):
+def _dataset_names() -> tuple[str, ...]:
+    from dibe_jax import datasets
+
+    return datasets.names()
+
+
+_FLAG_FIELDS = {
+    "dataset": "data.dataset",
+    "data_dir": "data.data_dir",
+    "manual_dir": "data.manual_dir",
+    "model": "model.name",
+    "loss": "loss.name",
+    "epochs": "epochs",
+    "batch_size": "batch_size",
+    "image_size": "data.image_size",
+    "eval_every": "eval_every",
+    "seed": "seed",
+}
+
+
+def _apply_flags(config, args: argparse.Namespace) -> None:
     from dibe_jax import train
 
-    if args.config:
-        config = train.from_dict(json.loads(Path(args.config).read_text()))
-    else:
-        config = train.Config()
-    fields = {
-        "dataset": "data.dataset", "data_dir": "data.data_dir", "manual_dir": "data.manual_dir",
-        "model": "model.name", "loss": "loss.name", "epochs": "epochs",
-        "batch_size": "batch_size", "image_size": "data.image_size",
-        "eval_every": "eval_every", "seed": "seed",
-    }  # fmt: skip
-    overrides = [f"{key}={getattr(args, a)!r}" for a, key in fields.items()
-                 if getattr(args, a) is not None]  # fmt: skip
-    train.apply_overrides(config, overrides)
+    values = {
+        key: getattr(args, a) for a, key in _FLAG_FIELDS.items() if getattr(args, a) is not None
+    }
+    train.override(config, values)
     train.apply_overrides(config, args.set)
     if args.no_progress:
         config.progress = False
+
+
+def _config_from_args(args: argparse.Namespace, workdir: Path | None = None):
+    """The run's config: ``workdir/config.json`` when resuming it, else ``--config`` or the
+    defaults; then the flags. Checked completely (no data opened, nothing compiled)."""
+    from dibe_jax import train
+
+    stored = None
+    if args.resume and workdir is not None and (workdir / "config.json").is_file():
+        if args.config:
+            raise train.ConfigError(
+                "--config: not with --resume, which continues the run's own config.json "
+                "(give the changes a resume allows as flags: --epochs, --eval-every)"
+            )
+        stored = train.load_config(workdir)
+        config = copy.deepcopy(stored)
+    elif args.config:
+        config = train.load(args.config)
+    else:
+        config = train.Config()
+    _apply_flags(config, args)
+    if stored is not None:
+        train.check_resume(stored, config, where=str(workdir / "config.json"))
+    train.validate(config)
     return config
 
 
@@ -109,65 +172,85 @@ def _train(args: argparse.Namespace) -> int:
     from dibe_jax.train import reporting
 
     _maybe_distributed(args)
-    config = _config_from_args(args)
-    train.validate(config)
-    record = train.train_and_evaluate(config, args.workdir, resume=args.resume,
-                                      overwrite=args.overwrite)  # fmt: skip
+    workdir = Path(args.workdir)
+    config = _config_from_args(args, workdir)
+    record = train.train_and_evaluate(config, workdir, resume=args.resume, overwrite=args.overwrite)
     import jax
 
     if jax.process_index() == 0:
-        records = reporting.MetricsLog(args.workdir, enabled=False)
-        records.path = Path(args.workdir) / "metrics.jsonl"
-        print("\n" + reporting.summary_table(records.read()))
-        print(f"\nfinal: IoU {record['iou']:.4f}  PA {record['pa']:.4f}  "
-              f"OII {record['oii']:+.4f}  ({record['seconds']:.0f} s)")  # fmt: skip
-        w = Path(args.workdir)
-        print(f"metrics: {w / 'metrics.jsonl'}\nplots: {w / 'plots'}\n"
-              f"checkpoints: {w / 'checkpoints'}\ntensorboard: {w / 'tensorboard'}")
+        print("\n" + reporting.summary_table(reporting.read_metrics(workdir)))
+        print(
+            f"\nfinal: IoU {record['iou']:.4f}  PA {record['pa']:.4f}  "
+            f"OII {record['oii']:+.4f}  ({record['seconds']:.0f} s)"
+        )
+        print(
+            f"metrics: {workdir / 'metrics.jsonl'}\nplots: {workdir / 'plots'}\n"
+            f"checkpoints: {workdir / 'checkpoints'}\ntensorboard: {workdir / 'tensorboard'}"
+        )
     return 0
 
 
 def _eval(args: argparse.Namespace) -> int:
     from dibe_jax import train
+    from dibe_jax.train import reporting
 
     out = train.evaluate_checkpoint(args.workdir, split=args.split, best=not args.latest)
-    keys = ("iou", "pa", "recall", "oii", "fp_fn_ratio", "val_loss", "tp", "fp", "fn", "tn")
-    print(f"{args.workdir} step {out['step']} (epoch {out['epoch']}) on {out['split']}:")
-    for k in keys:
-        print(f"  {k:12s} {out[k]}")
+    which = "latest" if args.latest else "best"
+    print(
+        f"{args.workdir}: {which} checkpoint, step {out['step']} (epoch {out['epoch']}), "
+        f"on the {out['split']} split\n"
+    )
+    print(reporting.eval_table(out))
     return 0
 
 
 def _predict(args: argparse.Namespace) -> int:
     from dibe_jax.train.predict import predict
 
-    for src, mask, overlay, frac in predict(args.workdir, args.input, args.out):
-        print(f"{src}: {frac:.5f} defect -> {mask}, {overlay}")
-    return 0
+    window = args.window
+    report = predict(
+        args.workdir,
+        args.input,
+        args.out,
+        best=not args.latest,
+        window=window,
+        overlap=args.overlap,
+        batch_size=args.batch_size,
+        progress=not args.no_progress,
+    )
+    for w in report.written:
+        print(f"{w.input}: {w.defect_fraction:.5f} defect -> {w.mask}")
+    print(report.summary())
+    return 0 if report.written else 1
 
 
 def _oii_search(args: argparse.Namespace) -> int:
     from dibe_jax import train, tuning
 
-    base = _config_from_args(args)
-    train.validate(base)
     workdir = Path(args.workdir)
+    base = _config_from_args(args)
     direction = -1 if args.param == "alpha" else 1
 
     def run(value: float) -> dict:
-        import copy
-
         config = copy.deepcopy(base)
         config.loss.params[args.param] = value
         if args.tie_beta and args.param == "alpha":
             config.loss.params["beta"] = round(1 - value, 6)
         train.validate(config)
-        record = train.train_and_evaluate(config, workdir / "runs" / f"{args.param}={value:g}",
-                                          resume=args.resume, overwrite=args.overwrite)
+        record = train.train_and_evaluate(
+            config,
+            workdir / "runs" / f"{args.param}={value:g}",
+            resume=args.resume,
+            overwrite=args.overwrite,
+        )
         return {k: record[k] for k in ("iou", "pa", "oii", "recall", "seconds")}
 
-    kwargs = dict(interval=tuple(args.interval), bounds=tuple(args.bounds),
-                  direction=direction, parameter=args.param)  # fmt: skip
+    kwargs = dict(
+        interval=tuple(args.interval),
+        bounds=tuple(args.bounds),
+        direction=direction,
+        parameter=args.param,
+    )
     if args.max_runs:
         kwargs["max_runs"] = args.max_runs
     if args.grid:
@@ -176,8 +259,9 @@ def _oii_search(args: argparse.Namespace) -> int:
     out = {"oii_guidance": guided.to_dict()}
     grid = None
     if args.grid:
-        grid = tuning.grid_search(run, bounds=tuple(args.bounds), points=args.grid + 1,
-                                  parameter=args.param)  # fmt: skip
+        grid = tuning.grid_search(
+            run, bounds=tuple(args.bounds), points=args.grid + 1, parameter=args.param
+        )
         out["grid_search"] = grid.to_dict()
     workdir.mkdir(parents=True, exist_ok=True)
     tmp = workdir / "oii_search.json.tmp"
@@ -189,39 +273,62 @@ def _oii_search(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     parser = argparse.ArgumentParser(
         prog="dibe-jax",
         description="Losses, metrics and experiments of the DIBE paper in JAX.",
+        parents=[common],
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser(
+    def add(name: str, **kwargs) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[common], **kwargs)
+
+    p = add(
         "train",
         help="train a model with a loss on a dataset",
         description="Train with the paper's setup (SGD 0.01, momentum 0.9, batch 32, 50 epochs, "
         "validation every 5) unless overridden; writes config.json, metrics.jsonl, "
-        "tensorboard/, checkpoints/ and plots/ under --workdir.",
+        "tensorboard/, checkpoints/ and plots/ under --workdir. Ctrl-C (SIGINT) or SIGTERM "
+        "saves a checkpoint and prints the command that resumes the run.",
     )
     _add_train_options(p)
     p.set_defaults(func=_train)
 
-    p = sub.add_parser("eval", help="evaluate a run's checkpoint",
-                       description="Dataset-level IoU, PA, recall and OII of a run's best "
-                       "(or latest) checkpoint on a split.")  # fmt: skip
+    p = add(
+        "eval",
+        help="evaluate a run's checkpoint",
+        description="Dataset-level IoU, PA, recall and OII of a run's best (or latest) "
+        "checkpoint on a split; everything else comes from the run's config.json.",
+    )
     p.add_argument("--workdir", required=True)
-    p.add_argument("--split", default="validation")
+    p.add_argument("--split", default="validation", help="default validation")
     p.add_argument("--latest", action="store_true", help="use the latest, not the best")
     p.set_defaults(func=_eval)
 
-    p = sub.add_parser("predict", help="predict masks for image files",
-                       description="Write <stem>_mask.png and <stem>_overlay.png for an image "
-                       "file or every image in a folder.")  # fmt: skip
+    p = add(
+        "predict",
+        help="predict masks for image files",
+        description="Write <stem>_mask.png and <stem>_overlay.png for an image file or every "
+        "image in a folder, at each image's own resolution (sliding windows of the training "
+        "size, blended, for larger images).",
+    )
     p.add_argument("--workdir", required=True)
     p.add_argument("--input", required=True, help="an image file or a folder of images")
     p.add_argument("--out", required=True, help="output folder (created)")
+    p.add_argument(
+        "--window", type=int, help="sliding-window size (default: the run's training size)"
+    )
+    p.add_argument(
+        "--overlap", type=float, default=0.25, help="window overlap in [0, 1) (default 0.25)"
+    )
+    p.add_argument("--batch-size", type=int, default=8, help="windows per forward pass")
+    p.add_argument("--latest", action="store_true", help="use the latest, not the best")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_predict)
 
-    p = sub.add_parser(
+    p = add(
         "oii-search",
         help="OII-guided search of alpha or beta (Appendix C)",
         description="Bisection on a loss hyperparameter until the validation OII falls inside "
@@ -237,7 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_options(p)
     p.set_defaults(func=_oii_search)
 
-    p = sub.add_parser(
+    p = add(
         "analyze",
         help="write Table 1 and Figs. 4, 5, 12, 13, 15 of the paper",
         description="Print Table 1 (OII) and draw Figs. 4, 5, 12, 13 and 15 as PNG files.",
@@ -245,17 +352,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="results/analysis", help="output folder (created)")
     p.set_defaults(func=_analyze)
 
-    p = sub.add_parser(
+    p = add(
         "losses",
         help="list the registered losses",
         description="List every registered loss and its hyperparameters.",
     )
     p.set_defaults(func=_losses)
 
-    data = sub.add_parser("data", help="dataset tools", description="Dataset tools.")
+    data = add("data", help="dataset tools", description="Dataset tools.")
     data_sub = data.add_subparsers(dest="data_command", required=True, metavar="COMMAND")
     p = data_sub.add_parser(
         "stats",
+        parents=[common],
         help="images per split, sizes and FG:BG ratios",
         description="Images per split, sizes and FG:BG ratios, next to the paper's Table 2.",
     )
@@ -266,10 +374,95 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _config_dot_flags(argv: Sequence[str]) -> list[str]:
+    """``--config.loss.alpha=0.7`` / ``--config.loss.alpha 0.7`` -> ``--set loss.alpha=0.7``
+    (the Flax-examples and big_vision spelling of an override)."""
+    out, i = [], 0
+    argv = list(argv)
+    while i < len(argv):
+        a = argv[i]
+        if a.startswith("--config."):
+            key, eq, value = a[len("--config.") :].partition("=")
+            if not eq:
+                if i + 1 >= len(argv):
+                    out.append(a)  # argparse reports it
+                    break
+                value, i = argv[i + 1], i + 1
+            out += ["--set", f"{key}={value}"]
+        else:
+            out.append(a)
+        i += 1
+    return out
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that mean the user asked for something wrong (exit status 2)."""
+    from dibe_jax.datasets import DatasetFileError
+    from dibe_jax.train import CheckpointError, ConfigError
+
+    return (ConfigError, CheckpointError, DatasetFileError, FileNotFoundError, ValueError)
+
+
+def _one_line(e: BaseException) -> str:
+    lines = [x for x in str(e).strip().splitlines() if x.strip()]
+    return lines[0] if lines else type(e).__name__
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time (it may be replaced, e.g. by tests)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+def _setup_logging() -> None:
+    logger = logging.getLogger("dibe_jax")
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("dibe-jax: %(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``dibe-jax`` console script."""
+    """Entry point of the ``dibe-jax`` console script.
+
+    User errors (bad flags, config values, names, files, checkpoints) print one line
+    ``dibe-jax: error: ...`` to stderr and return 2 (``--debug`` raises them instead);
+    an interrupted training returns 130 (SIGINT) or 143 (SIGTERM) after saving.
+    """
+    argv = _config_dot_flags(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    _setup_logging()
+    from dibe_jax.train import Interrupted, NonFiniteError
+
+    try:
+        return args.func(args)
+    except Interrupted as e:
+        print(f"dibe-jax: interrupted by {e}", file=sys.stderr)
+        print(f"resume with: dibe-jax train --workdir {e.workdir} --resume", file=sys.stderr)
+        return 128 + int(e.signum)
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print("dibe-jax: interrupted", file=sys.stderr)
+        return 130
+    except NonFiniteError as e:
+        if args.debug:
+            raise
+        print(f"dibe-jax: error: {_one_line(e)}", file=sys.stderr)
+        return 1
+    except _user_errors() as e:
+        if args.debug:
+            raise
+        print(f"dibe-jax: error: {_one_line(e)}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -299,33 +299,33 @@ def make_config(cell: Cell, mode: Mode, seed: int):
     from dibe_jax import train
 
     dataset = resolve_dataset(cell.dataset)
-    overrides = [
-        f"model.name={cell.model}",
-        f"loss.name={cell.loss}",
-        f"seed={seed}",
-        f"epochs={mode.epochs_of(dataset.key)}",
-        f"batch_size={mode.batch_size}",
-        f"eval_every={mode.eval_every_of(dataset.key)}",
-        f"optim.lr={mode.lr}",
-        f"optim.momentum={mode.momentum}",
-        "progress=False",
-    ]
-    overrides += [f"loss.{k}={v!r}" for k, v in cell.params]
+    values: dict[str, object] = {
+        "model.name": cell.model,
+        "loss.name": cell.loss,
+        "seed": seed,
+        "epochs": mode.epochs_of(dataset.key),
+        "batch_size": mode.batch_size,
+        "eval_every": mode.eval_every_of(dataset.key),
+        "optim.lr": mode.lr,
+        "optim.momentum": mode.momentum,
+        "progress": False,
+    }
+    values |= {f"loss.{k}": v for k, v in cell.params}
     if mode.width is not None:
-        overrides.append(f"model.width={mode.width}")
-    overrides += [f"model.{k}={v!r}" for k, v in mode.model_options.get(cell.model, {}).items()]
+        values["model.width"] = mode.width
+    values |= {f"model.{k}": v for k, v in mode.model_options.get(cell.model, {}).items()}
     if mode.quick:
-        overrides.append("data.dataset=synthetic_cracks/quick_in_memory")
+        values["data.dataset"] = "synthetic_cracks/quick_in_memory"
     elif dataset.spec is not None:
-        overrides += [f"data.dataset={dataset.spec}", f"data.data_dir={tfds_dir()}",
-                      f"data.manual_dir={data_root()}"]  # fmt: skip
+        values |= {"data.dataset": dataset.spec, "data.data_dir": str(tfds_dir()),
+                   "data.manual_dir": str(data_root())}  # fmt: skip
     else:
-        overrides.append(f"data.dataset=synthetic_cracks/{dataset.key}")
+        values["data.dataset"] = f"synthetic_cracks/{dataset.key}"
     size = image_size_for(mode, dataset)
     if size is not None:
-        overrides.append(f"data.image_size={size}")
-    overrides += list(mode.overrides)
-    return train.apply_overrides(train.Config(), overrides)
+        values["data.image_size"] = size
+    config = train.override(train.Config(), values)
+    return train.apply_overrides(config, mode.overrides)  # the user's --set text
 
 
 # --------------------------------------------------------------------------------------------

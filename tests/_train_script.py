@@ -1,11 +1,14 @@
 """Subprocess entry for the training tests: a tiny deterministic run on in-memory data.
 
-    python tests/_train_script.py WORKDIR [--resume] [--kill-after N] [--devices-check]
+    python tests/_train_script.py WORKDIR [--resume] [--kill-after N] [--signal-after N]
+        [--epochs E] [--devices-check]
 
 ``--kill-after N`` sends SIGKILL to this process from inside the data source on its N-th
 read of a training example: a real crash in the middle of an epoch, with no hook in the
-library. ``--devices-check`` compares one data-parallel step on every (fake) device with the
-same step on one device and prints the largest parameter difference.
+library. ``--signal-after N`` sends SIGINT instead (a user's Ctrl-C): the run saves a
+checkpoint and the script exits with 130, as the CLI does. ``--devices-check`` compares
+one data-parallel step on every (fake) device with the same step on one device and prints
+the largest parameter difference.
 """
 
 from __future__ import annotations
@@ -32,29 +35,27 @@ def make_examples(n: int, seed: int, size: int = 32) -> list[dict]:
 
 
 class KillingSource(Sequence):
-    """A list of examples that SIGKILLs its own process on the N-th read."""
+    """A list of examples that sends ``sig`` to its own process on the N-th read (once)."""
 
-    def __init__(self, items: list[dict], kill_after: int | None) -> None:
-        self.items, self.kill_after, self.reads = items, kill_after, 0
+    def __init__(self, items: list[dict], kill_after: int | None, sig=signal.SIGKILL) -> None:
+        self.items, self.kill_after, self.reads, self.sig = items, kill_after, 0, sig
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, i):
         self.reads += 1
-        if self.kill_after is not None and self.reads >= self.kill_after:
-            os.kill(os.getpid(), signal.SIGKILL)
+        if self.kill_after is not None and self.reads == self.kill_after:
+            os.kill(os.getpid(), self.sig)
         return self.items[i]
 
 
 def tiny_config(**overrides):
     from dibe_jax import train
 
-    config = train.Config()
-    train.apply_overrides(config, ["epochs=4", "batch_size=8", "eval_every=1", "model.width=4",
-                                   "model.num_stages=2", "progress=False"])  # fmt: skip
-    train.apply_overrides(config, [f"{k}={v!r}" for k, v in overrides.items()])
-    return config
+    values = {"epochs": 4, "batch_size": 8, "eval_every": 1, "model.width": 4,
+              "model.num_stages": 2, "progress": False}  # fmt: skip
+    return train.override(train.Config(), {**values, **overrides})
 
 
 def devices_check() -> float:
@@ -87,6 +88,8 @@ def main() -> None:
     parser.add_argument("workdir", nargs="?")
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--kill-after", type=int)
+    parser.add_argument("--signal-after", type=int)
+    parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--devices-check", action="store_true")
     args = parser.parse_args()
     if args.devices_check:
@@ -96,10 +99,21 @@ def main() -> None:
         return
     from dibe_jax import train
 
-    sources = {"train": KillingSource(make_examples(16, 0), args.kill_after),
-               "validation": make_examples(8, 1)}  # fmt: skip
-    record = train.train_and_evaluate(tiny_config(), args.workdir, resume=args.resume,
-                                      sources=sources)  # fmt: skip
+    if args.signal_after is not None:
+        source = KillingSource(make_examples(16, 0), args.signal_after, signal.SIGINT)
+    else:
+        source = KillingSource(make_examples(16, 0), args.kill_after)
+    sources = {"train": source, "validation": make_examples(8, 1)}
+    config = tiny_config(epochs=args.epochs)
+    if args.resume and os.path.exists(os.path.join(args.workdir, "config.json")):
+        config = train.load_config(args.workdir)  # the run describes itself
+        config.epochs = args.epochs
+    try:
+        record = train.train_and_evaluate(config, args.workdir, resume=args.resume,
+                                          sources=sources)  # fmt: skip
+    except train.Interrupted as e:
+        print(json.dumps({"interrupted_at_step": e.step, "epoch": e.epoch}))
+        return 128 + int(e.signum)
     print(json.dumps(record))
 
 

@@ -28,6 +28,6 @@ def test_data_stats_help(capsys):
     assert "NAME[/CONFIG]" in capsys.readouterr().out
 
 
-def test_unknown_loss_is_a_clear_error(tmp_path):
-    with pytest.raises(ValueError, match="unknown loss 'dibee'"):
-        cli.main(["train", "--loss", "dibee", "--workdir", str(tmp_path)])
+def test_unknown_loss_is_a_clear_error(tmp_path, capsys):
+    assert cli.main(["train", "--loss", "dibee", "--workdir", str(tmp_path / "r")]) == 2
+    assert "dibe-jax: error: loss.name: unknown loss 'dibee'" in capsys.readouterr().err

@@ -2,28 +2,48 @@
 
 Real data: CrackForest and MTSDD from ``../shared/data`` (or ``$DIBE_JAX_DATA``), built
 once per session into a temporary ``data_dir``. Everything else uses small synthetic
-folders written here. Nothing is downloaded.
+folders written here. Nothing is downloaded: every test runs with name resolution
+disabled (:func:`no_network`), so a download attempt fails at once.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import os
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+import requests
 import tensorflow_datasets as tfds
+from absl import logging as absl_logging
 from PIL import Image
 from scipy.io import savemat
+from tensorflow_datasets.core.utils import tqdm_utils
 
 import dibe_jax.datasets as dd
-from dibe_jax.datasets import stats
+from dibe_jax.datasets import _common, stats
 
 tfds.disable_progress_bar()
 
 SHARED_DATA = Path(
     os.environ.get("DIBE_JAX_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data")
 )
+
+
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch):
+    """No test of this file may reach the network: name resolution fails at once."""
+
+    def refuse(*args, **kwargs):
+        raise socket.gaierror(socket.EAI_NONAME, "network disabled in tests")
+
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
 
 
 @pytest.fixture(scope="session")
@@ -192,7 +212,9 @@ def _png(path: Path, array) -> Path:
     return path
 
 
-def _write_thc(root: Path, r: int = 448, n_train: int = 3, n_val: int = 2, size: int = 48):
+def _write_thc(root: Path, r: int = 112, n_train: int = 3, n_val: int = 2, size: int | None = None):
+    """A THC<r> tree; images are ``size x size`` (default ``r x r``, what config thc<r> needs)."""
+    size = r if size is None else size
     rng = np.random.default_rng(0)
     for prefix, n in (("train", n_train), ("val", n_val)):
         for i in range(n):
@@ -246,21 +268,21 @@ def _nothing_written(data_dir: Path) -> bool:
 
 def test_thc_builder_on_synthetic_tree(tmp_path):
     _write_thc(tmp_path / "src")
-    b = _build(dd.Thc, tmp_path / "out", tmp_path / "src", config="thc448")
+    b = _build(dd.Thc, tmp_path / "out", tmp_path / "src", config="thc112")
     ds = b.as_data_source()
     assert (len(ds["train"]), len(ds["validation"])) == (3, 2)
     ex = ds["validation"][0]
-    assert ex["image"].shape == (48, 48, 3) and ex["mask"].shape == (48, 48, 1)
+    assert ex["image"].shape == (112, 112, 3) and ex["mask"].shape == (112, 112, 1)
     values = set()
     for i in range(3):
         values |= set(np.unique(ds["train"][i]["mask"]).tolist())
     assert values == {0, 1}  # 0/255 labels -> {0, 1}
     names = sorted(ds["train"][i]["file_name"].decode() for i in range(3))
-    assert names[0] == "THC448/train_dataset_448/0_filp.png"
+    assert names[0] == "THC112/train_dataset_112/0_filp.png"
 
 
 def test_thc_224_config_reads_its_own_folder(tmp_path):
-    _write_thc(tmp_path / "src", r=224, n_train=2, n_val=1, size=24)
+    _write_thc(tmp_path / "src", r=224, n_train=2, n_val=1)
     b = _build(dd.Thc, tmp_path / "out", tmp_path / "src" / "THC224", config="thc224")
     assert len(b.as_data_source()["train"]) == 2
 
@@ -303,12 +325,14 @@ def _expect_build_error(builder_cls, tmp_path, manual, match, **kwargs):
 def test_bad_input_truncated_image_then_fixed_rebuild(tmp_path):
     src = tmp_path / "src"
     _write_thc(src)
-    bad = src / "THC448" / "train_dataset_448" / "1_filp.png"
+    bad = src / "THC112" / "train_dataset_112" / "1_filp.png"
     good = bad.read_bytes()
     bad.write_bytes(good[: len(good) // 2])
-    out = _expect_build_error(dd.Thc, tmp_path, src, r"1_filp\.png: unreadable or truncated")
+    out = _expect_build_error(
+        dd.Thc, tmp_path, src, r"1_filp\.png: unreadable or truncated", config="thc112"
+    )
     bad.write_bytes(good)  # fix it: a rebuild in the same data_dir succeeds
-    b = _build(dd.Thc, out, src)
+    b = _build(dd.Thc, out, src, config="thc112")
     assert len(b.as_data_source()["train"]) == 3
 
 
@@ -324,17 +348,32 @@ def test_bad_input_size_mismatch(tmp_path):
 def test_bad_input_non_binary_mask(tmp_path):
     src = tmp_path / "src"
     _write_thc(src)
-    label = np.zeros((48, 48), np.uint8)
+    label = np.zeros((112, 112), np.uint8)
     label[3, 3] = 128
-    _png(src / "THC448" / "val_label_448" / "img_1.png", label)
-    _expect_build_error(dd.Thc, tmp_path, src, r"img_1\.png: mask has non-binary values \[0, 128\]")
+    _png(src / "THC112" / "val_label_112" / "img_1.png", label)
+    _expect_build_error(
+        dd.Thc, tmp_path, src, r"img_1\.png: mask has non-binary values \[0, 128\]", config="thc112"
+    )
 
 
 def test_bad_input_missing_pair(tmp_path):
     src = tmp_path / "src"
     _write_thc(src)
-    (src / "THC448" / "train_label_448" / "2_filp.png").unlink()
-    _expect_build_error(dd.Thc, tmp_path, src, r"2_filp\.png \(no label\)")
+    (src / "THC112" / "train_label_112" / "2_filp.png").unlink()
+    _expect_build_error(dd.Thc, tmp_path, src, r"2_filp\.png \(no label\)", config="thc112")
+
+
+def test_bad_input_thc_image_of_the_wrong_size(tmp_path):
+    """Config thcR guarantees R x R examples (native_image_size): other sizes are named."""
+    src = tmp_path / "src"
+    _write_thc(src, size=100)
+    _expect_build_error(
+        dd.Thc,
+        tmp_path,
+        src,
+        r"0_filp\.png: image is 100x100, config thc112 expects 112x112",
+        config="thc112",
+    )
 
 
 def test_bad_input_crackforest(tmp_path):
@@ -361,8 +400,9 @@ def test_missing_manual_dir_says_what_to_put_where(tmp_path):
         _build(dd.MagneticTile, tmp_path / "out", tmp_path / "mt", config="crack")
 
 
-def test_without_manual_dir_the_public_url_goes_through_the_download_manager(tmp_path):
+def test_without_manual_dir_the_public_url_goes_through_the_download_manager(tmp_path, monkeypatch):
     """No network: a stand-in download manager 'extracts' a local CFD tree."""
+    monkeypatch.setattr(_common, "check_reachable", lambda url, **kwargs: None)
     extracted = tmp_path / "extracted" / "CrackForest-dataset-0123abc"
     _write_cfd(extracted, stems=("001",))
 
@@ -398,3 +438,326 @@ def test_stats_on_synthetic_and_main(synthetic, tfds_dir, capsys):
     stats.main(["synthetic_cracks/r150_96", "--data-dir", str(tfds_dir)])
     out = capsys.readouterr().out
     assert "| train | 384 |" in out and "96x96" in out
+
+
+# ----------------------------------------------------------------------------- catalog
+
+KNOWN = "known: crackforest, magnetic_tile, synthetic_cracks, thc"
+CFD_HAS = "crackforest has: label2, label_ge2"
+
+
+@pytest.fixture
+def nothing_is_built(monkeypatch):
+    """Checks must neither instantiate a builder nor ask TFDS's registry."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a check built or looked up a builder")
+
+    monkeypatch.setattr(tfds.core.DatasetBuilder, "__init__", refuse)
+    monkeypatch.setattr(tfds, "builder", refuse)
+
+
+def test_names_and_config_names(nothing_is_built):
+    assert dd.names() == ("crackforest", "magnetic_tile", "synthetic_cracks", "thc")
+    assert dd.config_names("crackforest") == ("label2", "label_ge2")
+    assert dd.config_names("magnetic_tile") == (
+        "blowhole", "break", "crack", "fray", "uneven", "free", "all"
+    )  # fmt: skip
+    assert dd.config_names("thc") == ("thc448", "thc224", "thc112")
+    assert dd.config_names("synthetic_cracks") == (
+        "r150_96", "r25_160", "r190_112", "r580_224", "r2200_448"
+    )  # fmt: skip
+    with pytest.raises(ValueError, match=f"^unknown dataset 'cfd'; {KNOWN}$"):
+        dd.config_names("cfd")
+
+
+def test_names_are_the_tfds_names_of_the_builders():
+    for name in dd.names():
+        assert dd.builder_class(name).name == name
+        assert name in tfds.list_builders(with_community_datasets=False)
+
+
+def test_check_spec_returns_the_canonical_spec(nothing_is_built):
+    assert dd.check_spec("crackforest") == "crackforest/label2"
+    assert dd.check_spec("magnetic_tile") == "magnetic_tile/crack"
+    assert dd.check_spec("synthetic_cracks") == "synthetic_cracks/r150_96"
+    assert dd.check_spec("thc") == "thc/thc448"
+    assert dd.check_spec(" thc/thc112 ") == "thc/thc112"
+    for name in dd.names():
+        for config in dd.config_names(name):
+            assert dd.check_spec(f"{name}/{config}") == f"{name}/{config}"
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("crackforest/label3", f"dataset 'crackforest/label3': unknown config 'label3'; {CFD_HAS}"),
+        ("cityscapes", f"unknown dataset 'cityscapes'; {KNOWN}"),
+        ("cityscapes/fine", f"dataset 'cityscapes/fine': unknown dataset 'cityscapes'; {KNOWN}"),
+        ("CrackForest", f"unknown dataset 'CrackForest'; {KNOWN}"),
+        (
+            "crackforest:1.0.0",
+            "dataset 'crackforest:1.0.0': a version suffix is not accepted (each dataset has "
+            "one version); use 'crackforest/label2'",
+        ),
+        (
+            "crackforest/label2:1.*.*",
+            "dataset 'crackforest/label2:1.*.*': a version suffix is not accepted (each dataset "
+            "has one version); use 'crackforest/label2'",
+        ),
+        (
+            "cfd:1.0.0",
+            "dataset 'cfd:1.0.0': a version suffix is not accepted (each dataset has one "
+            f"version); use NAME or NAME/CONFIG; {KNOWN}",
+        ),
+        (
+            "crackforest/label2/1.0.0",
+            "dataset 'crackforest/label2/1.0.0': expected NAME or NAME/CONFIG (one '/'); "
+            + CFD_HAS,
+        ),
+        ("crackforest/", f"dataset 'crackforest/': empty config after '/'; {CFD_HAS}"),
+        ("/label2", f"dataset '/label2': no dataset name before '/'; {KNOWN}"),
+        ("", f"dataset is empty; {KNOWN}"),
+        (None, f"dataset must be a string NAME or NAME/CONFIG, got None; {KNOWN}"),
+    ],
+)
+def test_check_spec_says_what_is_wrong_in_one_line(nothing_is_built, spec, message):
+    with pytest.raises(ValueError) as info:
+        dd.check_spec(spec)
+    assert str(info.value) == message
+    assert "\n" not in str(info.value)
+
+
+def test_native_and_default_image_sizes(nothing_is_built):
+    expected = {
+        "crackforest/label2": (160, 160),
+        "crackforest/label_ge2": (160, 160),
+        "thc/thc448": (448, 448),
+        "thc/thc224": (224, 224),
+        "thc/thc112": (112, 112),
+        "synthetic_cracks/r150_96": (96, 96),
+        "synthetic_cracks/r25_160": (160, 160),
+        "synthetic_cracks/r190_112": (112, 112),
+        "synthetic_cracks/r580_224": (224, 224),
+        "synthetic_cracks/r2200_448": (448, 448),
+        **{f"magnetic_tile/{c}": None for c in dd.config_names("magnetic_tile")},
+    }
+    assert len(expected) == sum(len(dd.config_names(n)) for n in dd.names())  # all covered
+    for spec, size in expected.items():
+        assert dd.native_image_size(spec) == size, spec
+        # Fixed-size sets are used as they are; magnetic_tile is resized to 224 x 224.
+        assert dd.default_image_size(spec) == (224 if size is None else None), spec
+    assert dd.native_image_size("crackforest") == (160, 160)  # default config
+    assert dd.default_image_size("magnetic_tile") == 224
+    for stride in (16, 32):  # U-Net / DeepLabv3, FCN
+        assert dd.default_image_size("magnetic_tile") % stride == 0
+    with pytest.raises(ValueError, match="unknown config 'label3'"):
+        dd.native_image_size("crackforest/label3")
+    with pytest.raises(ValueError, match="unknown dataset 'x'"):
+        dd.default_image_size("x")
+
+
+def test_native_image_size_matches_the_builders_features(tmp_path):
+    """The class-level answer agrees with what each builder declares (and TFDS checks
+    when it writes an example): a fixed image/mask shape iff a native size."""
+    for name in dd.names():
+        for config in dd.config_names(name):
+            b = dd.builder_class(name)(config=config, data_dir=tmp_path)
+            image, mask = b.info.features["image"].shape, b.info.features["mask"].shape
+            size = dd.native_image_size(f"{name}/{config}")
+            assert dd.native_image_size(b) == size
+            if size is None:
+                assert image[:2] == (None, None) and mask[:2] == (None, None)
+            else:
+                assert image[:2] == size and mask[:2] == size
+    assert not any(tmp_path.iterdir())  # instantiating wrote nothing
+
+
+def test_split_names_and_check_split(nothing_is_built):
+    for name in dd.names():
+        assert dd.split_names(name) == ("train", "validation")
+    dd.check_split("crackforest", "train")
+    dd.check_split("magnetic_tile/all", "validation")
+    with pytest.raises(ValueError) as info:
+        dd.check_split("crackforest", "test")
+    assert str(info.value) == (
+        "split 'test' not in dataset crackforest/label2; it has: train, validation"
+    )
+    with pytest.raises(ValueError, match="unknown config 'label3'"):
+        dd.check_split("crackforest/label3", "train")
+
+
+def test_split_names_of_prepared_builders_agree(synthetic, cfd):
+    for builder in (synthetic, cfd):
+        assert dd.split_names(builder) == dd.split_names(builder.name)
+        assert set(builder.as_data_source()) == set(dd.split_names(builder))
+    with pytest.raises(ValueError, match=r"^split 'test' not in dataset synthetic_cracks/r150_96;"):
+        dd.check_split(synthetic, "test")
+
+
+def test_prepare_and_data_source_check_before_building(tmp_path):
+    with pytest.raises(ValueError, match=f"unknown config 'label3'; {CFD_HAS}$"):
+        dd.prepare("crackforest/label3", data_dir=tmp_path)
+    with pytest.raises(ValueError, match="^split 'test' not in dataset synthetic_cracks/r150_96"):
+        dd.data_source("synthetic_cracks", "test", data_dir=tmp_path)
+    assert not any(tmp_path.iterdir())
+
+
+def test_magnetic_tile_resized_to_the_default_size_has_one_shape(mt_crack):
+    """MTSDD images come in many sizes (Crack: 49), so batches need a resize: at
+    default_image_size every example (image and mask) has one shape and stacks."""
+    from dibe_jax.data import augment
+
+    size = dd.default_image_size("magnetic_tile/crack")
+    assert size == 224
+    native, resized = set(), []
+    for split in dd.split_names(mt_crack):
+        source = mt_crack.as_data_source()[split]
+        for i in range(len(source)):
+            ex = source[i]
+            native.add(ex["image"].shape)
+            resized.append(augment.resize(ex["image"], ex["mask"], size))
+    assert len(native) > 10
+    assert {(im.shape, m.shape) for im, m in resized} == {((224, 224, 1), (224, 224, 1))}
+    assert np.stack([im for im, _ in resized]).shape == (57, 224, 224, 1)
+
+
+# ----------------------------------------------------------------------------- prepare
+
+
+def _no_build_left(data_dir: Path) -> bool:
+    return not any("array_record" in p.name or "incomplete" in p.name for p in data_dir.rglob("*"))
+
+
+def test_offline_download_fails_fast_in_one_line(tmp_path):
+    """No manual_dir, nothing prepared, no network (name resolution refused): one line,
+    within seconds (TFDS alone retries for about 3.5 minutes), chained to the cause."""
+    start = time.perf_counter()
+    with pytest.raises(dd.DatasetFileError) as info:
+        dd.prepare("magnetic_tile/crack", data_dir=tmp_path)
+    assert time.perf_counter() - start < 10
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith(
+        "dataset magnetic_tile/crack could not be downloaded from "
+        "https://github.com/abin24/Magnetic-tile-defect-datasets./archive/HEAD.zip "
+        "(OSError: cannot reach github.com:443: "
+    )
+    assert "pass manual_dir (--manual-dir) with the raw files: MT_<Class>/Imgs/" in message
+    assert isinstance(info.value.__cause__, OSError)
+    assert _no_build_left(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        requests.exceptions.ConnectionError("HTTPSConnectionPool(host='github.com'): Max retries"),
+        tfds.download.DownloadError("Failed to get url https://x. HTTP code: 404."),
+    ],
+    ids=["ConnectionError", "DownloadError"],
+)
+def test_failed_download_is_one_line_chained_from_the_error(tmp_path, monkeypatch, error):
+    monkeypatch.setattr(_common, "check_reachable", lambda url, **kwargs: None)
+    calls = []
+
+    def fail(self, url):
+        calls.append(url)
+        raise error
+
+    monkeypatch.setattr(tfds.download.DownloadManager, "download_and_extract", fail)
+    with pytest.raises(dd.DatasetFileError) as info:
+        dd.prepare("crackforest", data_dir=tmp_path)
+    assert calls == [dd.Crackforest.URL]
+    assert info.value.__cause__ is error
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith(
+        f"dataset crackforest/label2 could not be downloaded from {dd.Crackforest.URL} "
+        f"({type(error).__name__}: "
+    )
+    assert message.endswith(
+        "pass manual_dir (--manual-dir) with the raw files: image/NNN.jpg and "
+        "groundTruth/NNN.mat, NNN = 001-118"
+    )
+    assert _no_build_left(tmp_path)
+
+
+def test_needs_download_only_without_local_files(tmp_path):
+    b = dd.MagneticTile(config="crack", data_dir=tmp_path / "tfds")
+    assert b.needs_download(None)
+    assert not b.needs_download(tmp_path / "anywhere")  # manual_dir: never download
+    assert not dd.SyntheticCracks(data_dir=tmp_path / "tfds").needs_download(None)
+    downloads = tmp_path / "tfds" / "downloads"
+    # A download TFDS cached earlier (file + .INFO naming the URL) needs no network.
+    (downloads / "github.com_abin24_HEAD.zip").parent.mkdir(parents=True)
+    (downloads / "github.com_abin24_HEAD.zip").write_bytes(b"zip")
+    (downloads / "github.com_abin24_HEAD.zip.INFO").write_text(
+        json.dumps({"urls": [dd.MagneticTile.URL]})
+    )
+    assert not b.needs_download(None)
+    assert dd.Crackforest(data_dir=tmp_path / "tfds").needs_download(None)  # not its URL
+    # Raw files in the default manual folder are used without downloading.
+    _write_mtsdd(downloads / "manual" / "magnetic_tile", n=1)
+    assert b.local_root(None) == downloads / "manual" / "magnetic_tile"
+
+
+def test_local_builds_print_no_progress_noise(tmp_path, capfd, caplog, monkeypatch):
+    """manual_dir and generated sets: no "Downloading and preparing ...", no bars; one
+    log record says what was built where; the user's progress-bar setting survives."""
+    _write_mtsdd(tmp_path / "src", n=5)
+    for cfg in dd.SyntheticCracks.BUILDER_CONFIGS[:1]:  # r150_96, made tiny
+        monkeypatch.setattr(cfg, "num_train", 3)
+        monkeypatch.setattr(cfg, "num_validation", 2)
+    tfds.enable_progress_bar()
+    try:
+        with caplog.at_level(logging.INFO, logger="dibe_jax.datasets"):
+            mt = dd.prepare(
+                "magnetic_tile/crack", data_dir=tmp_path / "a", manual_dir=tmp_path / "src"
+            )
+            syn = dd.prepare("synthetic_cracks", data_dir=tmp_path / "b")
+        assert tqdm_utils._active is True  # restored
+    finally:
+        tfds.disable_progress_bar()
+    out, err = capfd.readouterr()
+    for noise in ("Downloading", "Dl Completed", "Generating", "Shuffling", "prepared to", "%|"):
+        assert noise not in out + err, noise
+    assert caplog.messages == [
+        f"built dataset magnetic_tile/crack in {mt.data_dir}",
+        f"built dataset synthetic_cracks/r150_96 in {syn.data_dir}",
+    ]
+    assert len(syn.as_data_source()["train"]) == 3 and len(mt.as_data_source()["train"]) == 3
+
+
+def test_quiet_progress_restores_the_setting_after_an_error():
+    for before in (True, False):
+        tfds.display_progress_bar(before)
+        with pytest.raises(RuntimeError), _common.quiet_progress():
+            assert tqdm_utils._active is False
+            raise RuntimeError
+        assert tqdm_utils._active is before
+    tfds.disable_progress_bar()
+
+
+def test_opencv_notice_is_dropped_and_nothing_else(caplog):
+    with caplog.at_level(logging.WARNING):
+        absl_logging.warning(
+            "OpenCV is not installed. We recommend using OpenCV because it is faster according "
+            "to our benchmarks. Defaulting to PIL to decode images..."
+        )
+        absl_logging.warning("another absl warning")
+    assert caplog.messages == ["another absl warning"]
+
+
+def test_reading_a_dataset_prints_nothing(synthetic, tfds_dir):
+    """The symptom of issue 13, end to end in a fresh process: reading examples printed
+    TFDS's OpenCV notice (and building printed "Downloading and preparing ...")."""
+    code = (
+        "import dibe_jax.datasets as dd\n"
+        f"b = dd.prepare('synthetic_cracks', data_dir={str(tfds_dir)!r})\n"
+        "print(b.as_data_source()['train'][0]['image'].shape)\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True
+    )
+    assert run.stdout == "(96, 96, 3)\n"
+    assert "OpenCV" not in run.stderr and "Downloading" not in run.stderr, run.stderr

@@ -43,44 +43,7 @@ def finished_run(tmp_path_factory, sources):
     return workdir, record
 
 
-# ---------------------------------------------------------------------------- config
-
-
-def test_config_overrides_and_round_trip():
-    c = train.apply_overrides(train.Config(), [
-        "loss.name='tversky'", "loss.alpha=0.7", "model.width=16", "optim.lr=0.05",
-        "data.image_size=[[0, 64], [10, 96]]", "optim.grad_clip=None", "epochs=3",
-    ])  # fmt: skip
-    assert (c.loss.name, c.loss.params, c.model.options) == ("tversky", {"alpha": 0.7},
-                                                             {"width": 16})  # fmt: skip
-    assert c.data.image_size == [[0, 64], [10, 96]] and c.optim.lr == 0.05 and c.epochs == 3
-    assert train.from_dict(json.loads(c.to_json())) == c
-    defaults = train.Config()  # the paper's setup (Sec. 4.3.3)
-    assert (defaults.optim.lr, defaults.optim.momentum, defaults.batch_size, defaults.epochs,
-            defaults.eval_every, defaults.data.augment) == (0.01, 0.9, 32, 50, 5, True)  # fmt: skip
-    with pytest.raises(ValueError, match="unknown config field 'optim.nope'"):
-        train.apply_overrides(train.Config(), ["optim.nope=1"])
-    with pytest.raises(ValueError, match="key=value"):
-        train.apply_overrides(train.Config(), ["epochs"])
-    with pytest.raises(ValueError, match="unknown config field"):
-        train.from_dict({"epochz": 3})
-
-
-@pytest.mark.parametrize(
-    ("overrides", "message"),
-    [
-        (["model.name='unett'"], "unknown model 'unett'"),
-        (["loss.name='dicee'"], "unknown loss 'dicee'"),
-        (["loss.gamma_ft=0.5"], "takes no hyperparameter 'gamma_ft'"),
-        (["model.widht=8"], "takes no option"),
-        (["data.dataset='cityscapes'"], "unknown dataset 'cityscapes'"),
-        (["batch_size=0"], "batch_size"),
-        (["nonfinite='ignore'"], "nonfinite"),
-    ],
-)
-def test_bad_config_fails_before_compiling(overrides, message):
-    with pytest.raises(ValueError, match=message):
-        train.validate(train.apply_overrides(train.Config(), overrides))
+# Config parsing and validation: tests/test_lifecycle.py.
 
 
 # ----------------------------------------------------------------------------- a run
@@ -183,14 +146,6 @@ def test_four_device_step_equals_single_device_step():
     out = json.loads(_run_script("--devices-check", env=env).stdout.splitlines()[-1])
     assert out["devices"] == 4
     assert out["max_diff"] < 1e-5
-
-
-def test_batch_not_divisible_by_devices(monkeypatch):
-    import jax
-
-    monkeypatch.setattr(jax, "device_count", lambda: 4)
-    with pytest.raises(ValueError, match="multiple of the device count 4"):
-        train.validate(train.apply_overrides(train.Config(), ["batch_size=6"]))
 
 
 def test_cli_train_help_lists_options(capsys):

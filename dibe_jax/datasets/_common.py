@@ -13,15 +13,30 @@ TensorFlow. Input files are decoded and checked here, at build time: unreadable 
 truncated images, image/mask size mismatches, unexpected mask values and unpaired
 files raise :class:`DatasetFileError` naming the file, and TFDS removes its
 temporary directory, so nothing half-written is left in ``data_dir``.
+
+Downloads (no ``manual_dir``): :meth:`DefectBuilder._source_root` first checks in a
+few seconds that the server can be reached (:func:`check_reachable`; TFDS itself
+retries a dead connection 10 times with exponential back-off, about 3.5 minutes),
+and turns any failure into a one-line :class:`DatasetFileError` that says to pass
+``manual_dir``, chained from the original exception. TFDS's "Downloading and
+preparing ..." and "... downloaded and prepared to ..." lines (printed to stdout)
+become log records of the ``dibe_jax.datasets`` logger, and
+:func:`dibe_jax.datasets.prepare` hides the progress bars of a local build with
+:func:`quiet_progress`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
+import json
+import logging
 import os
-from collections.abc import Callable, Iterable
+import socket
+import urllib.parse
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -31,14 +46,19 @@ __all__ = [
     "DatasetFileError",
     "DefectBuilder",
     "binarize",
+    "check_reachable",
+    "drop_opencv_notice",
     "encode_png",
     "features",
     "find_root",
     "pair_files",
+    "quiet_progress",
     "read_image",
     "read_mask",
     "tile_image",
 ]
+
+log = logging.getLogger("dibe_jax.datasets")
 
 
 class DatasetFileError(ValueError):
@@ -229,19 +249,127 @@ def split_by_rule(stems: Iterable[str], *, period: int = 5, train: int = 3) -> d
     return out
 
 
+def check_reachable(url: str, *, timeout: float = 5.0) -> None:
+    """Raise :class:`OSError` quickly when the server of ``url`` cannot be reached.
+
+    Opens (and closes) a TCP connection to the host of ``url``, or to the proxy that
+    ``requests`` would use for it (``HTTPS_PROXY`` etc.), with a ``timeout`` in
+    seconds. Offline, this fails at once (name resolution) or after ``timeout``,
+    where TFDS's own downloader would retry for minutes.
+    """
+    target = url
+    try:
+        import requests.utils
+
+        proxy = requests.utils.select_proxy(url, requests.utils.get_environ_proxies(url))
+    except Exception:  # requests missing or odd settings: probe the host
+        proxy = None
+    if proxy:
+        target = proxy if "://" in proxy else f"http://{proxy}"
+    parts = urllib.parse.urlsplit(target)
+    host = parts.hostname
+    if not host:
+        raise OSError(f"no host in {target!r}")
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            pass
+    except OSError as e:
+        raise OSError(f"cannot reach {host}:{port}{' (proxy)' if proxy else ''}: {e}") from e
+
+
+#: Start of the warning that TFDS logs (absl logger, once per process) when it decodes
+#: the first image without OpenCV: ``tensorflow_datasets/core/features/image_feature.py``,
+#: ``Image.decode_example_np``. PIL decodes our PNGs correctly, so it says nothing useful.
+OPENCV_NOTICE = "OpenCV is not installed. We recommend using OpenCV"
+
+
+class _DropOpenCVNotice(logging.Filter):
+    """Drops exactly TFDS's "OpenCV is not installed ..." record; passes all others."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (isinstance(record.msg, str) and record.msg.startswith(OPENCV_NOTICE))
+
+
+def drop_opencv_notice() -> None:
+    """Install (once) a filter on the ``absl`` logger that drops TFDS's OpenCV notice.
+
+    >>> from absl import logging as absl_logging
+    >>> drop_opencv_notice(); drop_opencv_notice()
+    >>> sum(type(f).__name__ == "_DropOpenCVNotice" for f in absl_logging.get_absl_logger().filters)
+    1
+    """
+    from absl import logging as absl_logging  # a TFDS dependency; sets up the "absl" logger
+
+    logger = absl_logging.get_absl_logger()
+    if not any(type(f).__name__ == _DropOpenCVNotice.__name__ for f in logger.filters):
+        logger.addFilter(_DropOpenCVNotice())
+
+
+@contextlib.contextmanager
+def quiet_progress() -> Iterator[None]:
+    """Hide TFDS's progress bars ("Generating splits...", "Shuffling ...") inside the
+    ``with`` block and restore the previous setting afterwards, whatever happens.
+
+    >>> from tensorflow_datasets.core.utils import tqdm_utils
+    >>> before = tqdm_utils._active
+    >>> with quiet_progress():
+    ...     tqdm_utils._active
+    False
+    >>> tqdm_utils._active == before
+    True
+    """
+    from tensorflow_datasets.core.utils import tqdm_utils
+
+    before = bool(getattr(tqdm_utils, "_active", True))  # TFDS has no public getter
+    tfds.disable_progress_bar()
+    try:
+        yield
+    finally:
+        tfds.display_progress_bar(before)
+
+
 class DefectBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     """Base of the file-backed builders: ``array_record`` by default, and a source
     folder taken from ``manual_dir`` or downloaded from :attr:`URL`.
 
-    Subclasses set :attr:`URL`, :attr:`MANUAL_DOWNLOAD_INSTRUCTIONS` and implement
-    :meth:`_is_root` (does this folder hold the dataset?).
+    Subclasses set :attr:`URL`, :attr:`MANUAL_DOWNLOAD_INSTRUCTIONS`, :attr:`LAYOUT`,
+    implement :meth:`_is_root` (does this folder hold the dataset?) and, when their
+    examples have one size, :meth:`native_size`. The class attributes describe the
+    dataset without building (or instantiating) anything; :mod:`dibe_jax.datasets.catalog`
+    reads them to check a request before anything runs.
     """
 
     URL: str = ""
+    #: Split names of every config (known before building).
+    SPLITS: ClassVar[tuple[str, ...]] = ("train", "validation")
+    #: Square side that training resizes to when the examples have no fixed size.
+    DEFAULT_IMAGE_SIZE: ClassVar[int | None] = None
+    #: One line naming the raw-file layout that ``manual_dir`` must hold.
+    LAYOUT: ClassVar[str] = ""
 
     def __init__(self, *, file_format: str | None = None, **kwargs: Any):
         super().__init__(file_format=file_format or "array_record", **kwargs)
         self._user_manual_dir: str | None = None
+
+    @classmethod
+    def native_size(cls, config: tfds.core.BuilderConfig) -> tuple[int, int] | None:
+        """``(rows, cols)`` of every example of ``config``, or ``None`` if sizes vary."""
+        del config
+        return None
+
+    @property
+    def spec(self) -> str:
+        """``"name/config"`` of this builder."""
+        return f"{self.name}/{self.builder_config.name}"
+
+    # TFDS prints these two with `termcolor` to stdout ("Downloading and preparing
+    # dataset Unknown size ..."): they become log records instead.
+    def _log_download_bytes(self) -> None:
+        log.debug("building %s in %s", self.spec, self.data_dir)
+
+    def _log_download_done(self) -> None:
+        log.info("built dataset %s in %s", self.spec, self.data_dir)
 
     def _download_and_prepare(self, dl_manager, download_config=None):
         # Remember whether the user named a manual_dir: if so, never download.
@@ -250,6 +378,62 @@ class DefectBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
     def _is_root(self, path: Path) -> bool:
         raise NotImplementedError
+
+    def local_root(
+        self, manual_dir: os.PathLike | str | None, download_dir: os.PathLike | str | None = None
+    ) -> Path | None:
+        """The folder of raw files that a build would read without downloading: under
+        ``manual_dir`` if given (``None`` if it has none), else under the default
+        manual folder ``<download_dir>/manual`` (``download_dir`` defaults to
+        ``<data_dir>/downloads``), else ``None``: the build would download."""
+        if not self.URL:
+            return None
+        if manual_dir is not None:
+            return find_root(Path(os.fspath(manual_dir)), self._is_root)
+        download_dir = Path(os.fspath(download_dir or self.data_dir_root / "downloads"))
+        return find_root(download_dir / "manual", self._is_root)
+
+    def needs_download(
+        self, manual_dir: os.PathLike | str | None, download_dir: os.PathLike | str | None = None
+    ) -> bool:
+        """Would :meth:`download_and_prepare` fetch :attr:`URL` (nothing prepared yet,
+        no ``manual_dir``, no filled default manual folder, nothing cached)?"""
+        # Like download_and_prepare: an existing variant folder is reused as it is.
+        # (Not `is_prepared()`: it logs a warning for every missing folder.)
+        if not self.URL or manual_dir is not None or self.data_path.exists():
+            return False
+        download_dir = Path(os.fspath(download_dir or self.data_dir_root / "downloads"))
+        if self.local_root(None, download_dir) is not None:
+            return False
+        return not self._download_cached(download_dir)
+
+    def _download_cached(self, download_dir: Path) -> bool:
+        """Has TFDS already downloaded :attr:`URL` into ``download_dir``? (Its
+        ``<file>.INFO`` lists the URL; then no network is needed.)"""
+        try:
+            infos = list(Path(download_dir).glob("*.INFO"))
+        except OSError:
+            return False
+        for info in infos:
+            try:
+                urls = json.loads(info.read_text()).get("urls", [])
+            except (OSError, ValueError, AttributeError):
+                continue
+            if self.URL in urls and info.with_suffix("").exists():
+                return True
+        return False
+
+    def download_error(self, error: BaseException) -> DatasetFileError:
+        """The one-line error for a failed download of :attr:`URL` (chain it with
+        ``raise ... from error``)."""
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        if len(reason) > 160:
+            reason = reason[:157] + "..."
+        reason = f"{type(error).__name__}: {reason}" if reason else type(error).__name__
+        return DatasetFileError(
+            f"dataset {self.spec} could not be downloaded from {self.URL} ({reason}); "
+            f"pass manual_dir (--manual-dir) with the raw files: {self.LAYOUT}"
+        )
 
     def _source_root(self, dl_manager: tfds.download.DownloadManager) -> Path:
         """The folder holding the raw files: ``manual_dir`` (or a folder below it) if
@@ -263,11 +447,17 @@ class DefectBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
                     f"below it).\n{self.MANUAL_DOWNLOAD_INSTRUCTIONS}"
                 )
             return root
-        default_manual = Path(os.fspath(dl_manager.download_dir)) / "manual"
-        root = find_root(default_manual, self._is_root)
+        download_dir = Path(os.fspath(dl_manager.download_dir))
+        root = find_root(download_dir / "manual", self._is_root)
         if root is not None:
             return root
-        extracted = Path(os.fspath(dl_manager.download_and_extract(self.URL)))
+        try:
+            if not self._download_cached(download_dir):
+                check_reachable(self.URL)  # seconds, not TFDS's minutes of retries
+            log.info("downloading %s for dataset %s", self.URL, self.spec)
+            extracted = Path(os.fspath(dl_manager.download_and_extract(self.URL)))
+        except Exception as e:  # requests, OSError, tfds DownloadError, ...
+            raise self.download_error(e) from e
         root = find_root(extracted, self._is_root)
         if root is None:
             raise DatasetFileError(

@@ -78,12 +78,19 @@ class Crackforest(DefectBuilder):
     ]
     DEFAULT_BUILDER_CONFIG_NAME = "label2"
     URL = "https://github.com/cuilimeng/CrackForest-dataset/archive/HEAD.zip"
+    LAYOUT = "image/NNN.jpg and groundTruth/NNN.mat, NNN = 001-118"
     MANUAL_DOWNLOAD_INSTRUCTIONS = """\
 Put the CrackForest files (github.com/cuilimeng/CrackForest-dataset) in manual_dir,
 or in a folder up to 3 levels below it (e.g. manual_dir/crackforest/):
   image/001.jpg ... image/118.jpg        480x320 RGB road images
   groundTruth/001.mat ... groundTruth/118.mat   MATLAB files with groundTruth{1}.Segmentation
 """
+
+    @classmethod
+    def native_size(cls, config: tfds.core.BuilderConfig) -> tuple[int, int]:
+        """Every config: ``(160, 160)`` tiles."""
+        del config
+        return (TILE, TILE)
 
     def _info(self) -> tfds.core.DatasetInfo:
         return tfds.core.DatasetInfo(

@@ -19,6 +19,17 @@ goes to train iff ``i % 5 < 3``. The DIBE paper (Table 2) used Blowhole 101/70
 (FG:BG 1:333) and Crack 46/31 (1:113) after its own cropping; this builder keeps
 the originals, so it has Blowhole 69/46 and Crack 35/22, with native ratios of
 about 1:660 and 1:270.
+
+Image size for training: the examples have many sizes (Crack alone has 49), so a
+batch cannot be stacked without resizing. :func:`dibe_jax.datasets.default_image_size`
+gives **224** (square, :attr:`MagneticTile.DEFAULT_IMAGE_SIZE`), used when the user
+names no size. Why 224: resizing the raw anti-aliased masks to 224x224 (bilinear, any
+value > 0 is defect) gives FG:BG 1:337 (Blowhole) and 1:109 (Crack), close to the
+paper's Table 2 (1:333, 1:113), so this is most likely the paper's own preprocessing
+(``SPEC.md``, "The data we have"); and 224 = 7 x 32 is a multiple of every model's
+total stride (FCN 32; U-Net and DeepLabv3 16), so no padding is needed. (This builder
+binarizes at > 127 first; its masks resized to 224x224 with
+``dibe_jax.data.augment.resize(..., mask_resize="max")`` have 1:455 and 1:181.)
 """
 
 from __future__ import annotations
@@ -84,6 +95,13 @@ class MagneticTile(DefectBuilder):
     ]
     DEFAULT_BUILDER_CONFIG_NAME = "crack"
     URL = "https://github.com/abin24/Magnetic-tile-defect-datasets./archive/HEAD.zip"
+    LAYOUT = (
+        "MT_<Class>/Imgs/<stem>.jpg and its mask <stem>.png "
+        "(Class = Blowhole, Break, Crack, Fray, Uneven, Free)"
+    )
+    #: Native sizes vary (about 103-632 x 222-403): training resizes to 224 x 224 by
+    #: default (see the module docstring for why).
+    DEFAULT_IMAGE_SIZE = 224
     MANUAL_DOWNLOAD_INSTRUCTIONS = """\
 Put the MTSDD folders (github.com/abin24/Magnetic-tile-defect-datasets.) in manual_dir,
 or in a folder up to 3 levels below it (e.g. manual_dir/magnetic_tile/):

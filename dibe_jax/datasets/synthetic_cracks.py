@@ -217,6 +217,11 @@ class SyntheticCracks(DefectBuilder):
     ]
     DEFAULT_BUILDER_CONFIG_NAME = "r150_96"
 
+    @classmethod
+    def native_size(cls, config: tfds.core.BuilderConfig) -> tuple[int, int]:
+        """``(size, size)`` of the config."""
+        return (config.size, config.size)
+
     def _info(self) -> tfds.core.DatasetInfo:
         cfg: SyntheticCracksConfig = self.builder_config
         return tfds.core.DatasetInfo(

@@ -14,8 +14,10 @@ training files are pre-augmented upstream (``N_filp.png``, ``N_Contrast.png``,
 ``N_Brightness.png``, ``N_Saturation.png``), validation files are ``img_N.png``.
 
 Configs ``thc448`` (default), ``thc224``, ``thc112``. Images are stored as RGB
-(``[H, W, 3]``); labels must be binary (values ``{0, 1}`` or ``{0, 255}``),
-anything else is reported with the file name. For raw 1344x1344 images use
+(``[H, W, 3]``) and every example of ``thcR`` is ``R x R`` (an image of another size
+is reported with its file name, so the native size is guaranteed); labels must be
+binary (values ``{0, 1}`` or ``{0, 255}``), anything else is reported with the file
+name. For raw 1344x1344 images use
 :func:`tile_image` (9 tiles of 448x448).
 """
 
@@ -27,6 +29,7 @@ from pathlib import Path
 import tensorflow_datasets as tfds
 
 from dibe_jax.datasets._common import (
+    DatasetFileError,
     DefectBuilder,
     binarize,
     check_same_size,
@@ -68,6 +71,10 @@ class Thc(DefectBuilder):
     ]
     DEFAULT_BUILDER_CONFIG_NAME = "thc448"
     URL = "https://github.com/KLIVIS/DIBE/archive/HEAD.zip"
+    LAYOUT = (
+        "THC<R>/{train,val}_dataset_<R>/<name>.png and its label "
+        "THC<R>/{train,val}_label_<R>/<name>.png (R = 448, 224 or 112)"
+    )
     MANUAL_DOWNLOAD_INSTRUCTIONS = """\
 Put the THC folders of github.com/KLIVIS/DIBE in manual_dir, or in a folder up to 3
 levels below it. For config thcR (R = 448, 224 or 112):
@@ -76,11 +83,16 @@ levels below it. For config thcR (R = 448, 224 or 112):
 Image and label share the file name; labels are binary PNGs (0/1 or 0/255).
 """
 
+    @classmethod
+    def native_size(cls, config: tfds.core.BuilderConfig) -> tuple[int, int]:
+        """``(R, R)`` for config ``thcR``."""
+        return (config.resolution, config.resolution)
+
     def _info(self) -> tfds.core.DatasetInfo:
         return tfds.core.DatasetInfo(
             builder=self,
             description=__doc__,
-            features=features(channels=3),
+            features=features(channels=3, size=self.builder_config.resolution),
             supervised_keys=("image", "mask"),
             homepage="https://github.com/KLIVIS/DIBE",
         )
@@ -107,8 +119,15 @@ Image and label share the file name; labels are binary PNGs (0/1 or 0/255).
 
     def _generate_examples(self, pairs: list[tuple[str, Path, Path]], root: Path):
         threshold = self.builder_config.mask_threshold
+        r = self.builder_config.resolution
         for _, image_path, label_path in pairs:
             image = read_image(image_path, mode="RGB")
+            if image.shape[:2] != (r, r):
+                h, w = image.shape[:2]
+                raise DatasetFileError(
+                    f"{image_path}: image is {h}x{w}, config {self.builder_config.name} "
+                    f"expects {r}x{r} (cut larger images with tile_image)"
+                )
             mask = binarize(read_mask(label_path), path=label_path, threshold=threshold)
             check_same_size(image, mask, image_path=image_path, mask_path=label_path)
             name = str(image_path.relative_to(root.parent))

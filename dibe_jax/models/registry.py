@@ -15,7 +15,7 @@ from dibe_jax.models.pspnet import PSPNet
 from dibe_jax.models.segnet import SegNet
 from dibe_jax.models.unet import UNet
 
-__all__ = ["config_keys", "count_params", "create", "names"]
+__all__ = ["config_keys", "count_params", "create", "input_size_rule", "names"]
 
 _MODELS: dict[str, type[nnx.Module]] = {
     "unet": UNet,
@@ -120,3 +120,21 @@ def count_params(model: nnx.Module) -> int:
     """
     leaves = [v.get_value() for _, v in nnx.to_flat_state(nnx.state(model, nnx.Param))]
     return int(sum(int(np.prod(leaf.shape)) for leaf in leaves))
+
+
+def input_size_rule(name: str, *, in_channels: int = 3, **config: Any) -> tuple[int, int]:
+    """``(multiple, minimum)``: the sizes model ``name`` accepts for ``H`` and ``W``.
+
+    Both must be multiples of ``multiple`` (the network's total stride) and at least
+    ``minimum``. The model is built abstractly (``nnx.eval_shape``), so nothing is
+    allocated and nothing compiles; ``config`` is checked as in :func:`create`.
+
+    >>> input_size_rule("unet", num_stages=3), input_size_rule("segnet"), input_size_rule("fcn")
+    ((8, 8), (1, 32), (32, 32))
+    """
+    model = nnx.eval_shape(
+        lambda: create(name, in_channels=in_channels, rngs=nnx.Rngs(0), **config)
+    )
+    multiple = int(getattr(model, "input_multiple", 1))
+    minimum = int(getattr(model, "min_input_size", None) or multiple)
+    return multiple, minimum

@@ -22,13 +22,48 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-__all__ = ["CheckpointError", "Checkpoints"]
+__all__ = ["CheckpointError", "CheckpointMismatchError", "Checkpoints"]
 
 log = logging.getLogger(__name__)
 
 
 class CheckpointError(RuntimeError):
     """No readable checkpoint where one was expected."""
+
+
+class CheckpointMismatchError(CheckpointError):
+    """A readable checkpoint whose arrays do not fit the model built from the config."""
+
+
+def _path_text(path) -> str:
+    parts = []
+    for k in path:
+        for attr in ("key", "name", "idx"):
+            if hasattr(k, attr):
+                parts.append(str(getattr(k, attr)))
+                break
+        else:
+            parts.append(str(k))
+    return "/".join(parts)
+
+
+def _shapes(tree) -> dict[str, tuple[int, ...]]:
+    """Readable path (``model/down1/conv/kernel``) -> shape of every array in ``tree``."""
+    leaves, _ = jax.tree_util.tree_flatten_with_path(tree)
+    out = {}
+    for p, x in leaves:
+        parts = _path_text(p).split("/")
+        if parts and parts[-1] == "value":  # NNX Variable payloads
+            parts = parts[:-1]
+        if parts and parts[0] in ("0", "1"):  # the (model, optimizer) pair of the train state
+            parts[0] = ("model", "optimizer")[int(parts[0])]
+        out["/".join(parts)] = tuple(getattr(x, "shape", ()))
+    return out
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0] if text else ''}"
 
 
 def _is_key(x: Any) -> bool:
@@ -42,24 +77,40 @@ def _to_saveable(state):
 
 def _from_saveable(restored, like):
     return jax.tree.map(
-        lambda r, t: jax.random.wrap_key_data(r, impl=jax.random.key_impl(t)) if _is_key(t)
-        else r,
-        restored, like,
-    )  # fmt: skip
+        lambda r, t: jax.random.wrap_key_data(r, impl=jax.random.key_impl(t)) if _is_key(t) else r,
+        restored,
+        like,
+    )
+
+
+def _handlers() -> dict[str, ocp.CheckpointHandler]:
+    # Declared up front so that metadata can be read before restoring (shape checks).
+    return {"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()}
 
 
 class Checkpoints:
     """Save and restore ``(state, meta)`` under ``workdir/checkpoints``."""
 
-    def __init__(self, directory: str | Path, *, keep: int = 3) -> None:
+    def __init__(self, directory: str | Path, *, keep: int = 3, create: bool = True) -> None:
+        """``create=False`` opens existing checkpoints only (``eval``, ``predict``): nothing
+        is written, and a missing folder is a :class:`CheckpointError`."""
         self.directory = Path(directory).absolute()
-        options = ocp.CheckpointManagerOptions(max_to_keep=max(1, keep), create=True)
-        self._latest = ocp.CheckpointManager(self.directory / "latest", options=options)
+        if not create and not (self.directory / "latest").is_dir():
+            raise CheckpointError(f"no checkpoints in {self.directory}")
+        options = ocp.CheckpointManagerOptions(max_to_keep=max(1, keep), create=create)
+        self._latest = ocp.CheckpointManager(
+            self.directory / "latest", options=options, item_handlers=_handlers()
+        )
         best_options = ocp.CheckpointManagerOptions(
-            max_to_keep=1, create=True, best_fn=lambda m: m["iou"], best_mode="max",
+            max_to_keep=1,
+            create=create,
+            best_fn=lambda m: m["iou"],
+            best_mode="max",
             keep_checkpoints_without_metrics=False,
-        )  # fmt: skip
-        self._best = ocp.CheckpointManager(self.directory / "best", options=best_options)
+        )
+        self._best = ocp.CheckpointManager(
+            self.directory / "best", options=best_options, item_handlers=_handlers()
+        )
 
     def _args(self, state, meta):
         return ocp.args.Composite(
@@ -70,8 +121,9 @@ class Checkpoints:
         """Save the latest checkpoint (and the best one when ``iou`` is given)."""
         self._latest.save(step, args=self._args(state, meta), force=True)
         if iou is not None and np.isfinite(iou):
-            self._best.save(step, args=self._args(state, meta), metrics={"iou": float(iou)},
-                            force=True)  # fmt: skip
+            self._best.save(
+                step, args=self._args(state, meta), metrics={"iou": float(iou)}, force=True
+            )
 
     def wait(self) -> None:
         self._latest.wait_until_finished()
@@ -98,6 +150,7 @@ class Checkpoints:
         if not steps:
             raise CheckpointError(f"no checkpoint in {manager.directory}")
         target = jax.tree.map(ocp.utils.to_shape_dtype_struct, _to_saveable(like_state))
+        self._check_shapes(manager, steps[0], target)
         errors = []
         for step in steps:
             try:
@@ -110,10 +163,35 @@ class Checkpoints:
                 return _from_saveable(out["state"], like_state), dict(out["meta"]), step
             except Exception as e:  # noqa: BLE001 - any failure means "unreadable"
                 path = Path(manager.directory) / str(step)
-                log.warning("checkpoint %s is unreadable (%s: %s); trying an older one",
-                            path, type(e).__name__, e)  # fmt: skip
-                errors.append(f"{path}: {type(e).__name__}: {e}")
-        raise CheckpointError("no readable checkpoint:\n" + "\n".join(errors))
+                log.warning(
+                    "checkpoint %s is unreadable (%s); trying an older one", path, _first_line(e)
+                )
+                errors.append(f"{path} ({_first_line(e)})")
+        raise CheckpointError("no readable checkpoint: " + "; ".join(errors))
+
+    def _check_shapes(self, manager, step: int, target) -> None:
+        """:class:`CheckpointMismatchError` naming the first array whose shape differs
+        between checkpoint ``step`` and ``target`` (a corrupt checkpoint passes: its
+        metadata is unreadable, and restoring reports it as unreadable)."""
+        try:
+            stored = _shapes(manager.item_metadata(step)["state"].tree)
+        except Exception:  # noqa: BLE001 - unreadable metadata: let restore report it
+            return
+        wanted = _shapes(target)
+        where = Path(manager.directory) / str(step)
+        for key in sorted(set(stored) | set(wanted)):
+            if key not in stored or key not in wanted:
+                side = "checkpoint" if key not in wanted else "model"
+                raise CheckpointMismatchError(
+                    f"checkpoint {where} does not match the model built from the config: "
+                    f"{key} exists only in the {side}"
+                )
+            if stored[key] != wanted[key]:
+                raise CheckpointMismatchError(
+                    f"checkpoint {where} does not match the model built from the config: "
+                    f"{key} has shape {stored[key]} in the checkpoint and {wanted[key]} in "
+                    "the model (was config.json edited?)"
+                )
 
     def discard_after(self, step: int) -> None:
         """Delete checkpoints newer than ``step`` (after falling back past a broken one)."""

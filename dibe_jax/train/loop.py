@@ -5,17 +5,32 @@ every image (and device), then IoU, PA (precision), recall, OII and FP/FN comput
 the paper reports them (Sec. 4.3.3). Each evaluation is appended to ``workdir/metrics.jsonl``
 and TensorBoard; checkpoints go to ``workdir/checkpoints`` (see
 :mod:`dibe_jax.train.checkpoints`); plots of IoU, PA and OII against epoch to
-``workdir/plots``. ``resume=True`` continues from the newest readable checkpoint with the
-same optimiser state, RNG state and data order, so an interrupted run ends with the same
-metrics as an uninterrupted one.
+``workdir/plots``.
+
+A run folder describes itself: ``config.json`` is the truth for resume, evaluation and
+prediction. ``resume=True`` continues from the newest readable checkpoint with the same
+optimiser state, RNG state and data order (an interrupted run ends with the same metrics as
+an uninterrupted one); it accepts only changes a resume can honour
+(:data:`~dibe_jax.train.checks.RESUMABLE`: more epochs, evaluation and logging options).
+Nothing in the workdir is written before the config is validated, the data opened and the
+checkpoint restored, and a launch that fails before its first training step removes what it
+wrote (a replaced run, with ``overwrite=True``, is put back). SIGINT or SIGTERM during
+training saves a checkpoint at the last completed step, data position included, and raises
+:class:`Interrupted`.
 """
 
 from __future__ import annotations
 
+import collections
+import copy
 import dataclasses
 import json
 import logging
+import os
 import shutil
+import signal
+import tempfile
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -30,83 +45,99 @@ from flax import nnx
 from dibe_jax import losses, metrics, models
 from dibe_jax.data import pipeline
 from dibe_jax.data.augment import AugmentConfig
-from dibe_jax.train import reporting
+from dibe_jax.train import checks, reporting
 from dibe_jax.train.checkpoints import CheckpointError, Checkpoints
-from dibe_jax.train.config import Config
+from dibe_jax.train.config import Config, ConfigError, from_dict
 from dibe_jax.train.step import make_mesh, make_steps, shard_batch, zero_totals
 
 __all__ = [
+    "Interrupted",
     "NonFiniteError",
     "build",
     "evaluate_checkpoint",
     "load_config",
     "make_state",
+    "resolve",
     "train_and_evaluate",
     "validate",
 ]
 
 log = logging.getLogger(__name__)
 
-_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+OUTPUTS = ("config.json", "model.json", "metrics.jsonl", "checkpoints", "tensorboard", "plots")
 
 
 class NonFiniteError(FloatingPointError):
     """The loss or a gradient stopped being finite."""
 
 
-def validate(config: Config) -> None:
-    """Check names, hyperparameters and sizes before anything is built or compiled."""
-    if config.model.name not in models.names():
-        raise ValueError(
-            f"unknown model {config.model.name!r}; known models: {', '.join(models.names())}"
+class Interrupted(Exception):  # noqa: N818 - it is the event, not an error
+    """Training stopped by SIGINT or SIGTERM after saving a checkpoint.
+
+    Attributes:
+      signum: the signal (``signal.SIGINT`` or ``signal.SIGTERM``).
+      step, epoch: where the saved checkpoint continues from (``epoch`` is the epoch in
+        progress, 0-based, or the number of finished epochs at an epoch end).
+      workdir: the run.
+    """
+
+    def __init__(self, signum: int, step: int, epoch: int, workdir: Path) -> None:
+        self.signum, self.step, self.epoch, self.workdir = signum, step, epoch, workdir
+        name = signal.Signals(signum).name
+        super().__init__(
+            f"{name}: saved a checkpoint at step {step} (epoch {epoch + 1}) "
+            f"in {workdir / 'checkpoints'}"
         )
-    unknown = set(config.model.options) - set(models.config_keys(config.model.name)) - {"dtype"}
-    if unknown:
-        raise ValueError(
-            f"model {config.model.name!r} takes no option {sorted(unknown)}; it takes: "
-            f"{', '.join(models.config_keys(config.model.name))}"
-        )
-    losses.get(config.loss.name)  # ValueError listing the names
-    losses.check_hyperparameters(config.loss.name, config.loss.params)
-    n = jax.device_count()
-    if config.batch_size <= 0 or config.batch_size % n:
-        raise ValueError(
-            f"batch_size {config.batch_size} must be a positive multiple of the device count {n}"
-        )
-    if config.batch_size % jax.process_count():
-        raise ValueError(f"batch_size {config.batch_size} must divide among "
-                         f"{jax.process_count()} processes")  # fmt: skip
-    if config.dtype not in _DTYPES:
-        raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {config.dtype!r}")
-    if config.nonfinite not in ("raise", "skip"):
-        raise ValueError(f"nonfinite must be 'raise' or 'skip', got {config.nonfinite!r}")
-    if config.optim.schedule not in ("constant", "cosine", "step"):
-        raise ValueError(f"optim.schedule must be constant, cosine or step, "
-                         f"got {config.optim.schedule!r}")  # fmt: skip
-    if config.epochs < 1 or config.eval_every < 1:
-        raise ValueError("epochs and eval_every must be >= 1")
-    name = config.data.dataset.split("/")[0]
-    if name not in _dataset_names():
-        raise ValueError(f"unknown dataset {config.data.dataset!r}; known: "
-                         f"{', '.join(_dataset_names())}")  # fmt: skip
 
 
-def _dataset_names() -> list[str]:
-    import dibe_jax.datasets  # noqa: F401  (registers the builders)
+def validate(config: Config, *, in_memory: bool = False) -> None:
+    """Check ``config`` before anything is opened or compiled (see :mod:`.checks`)."""
+    checks.validate(config, in_memory=in_memory)
 
-    return ["crackforest", "magnetic_tile", "synthetic_cracks", "thc"]
+
+def resolve(config: Config) -> Config:
+    """A copy of ``config`` with the dataset's default image size filled in when the
+    dataset's images differ in size and ``data.image_size`` is None (magnetic_tile: the
+    size stated by :func:`dibe_jax.datasets.default_image_size`)."""
+    config = copy.deepcopy(config)
+    if config.data.image_size is None:
+        from dibe_jax import datasets
+
+        if datasets.native_image_size(config.data.dataset) is None:
+            size = datasets.default_image_size(config.data.dataset)
+            if size is not None:
+                log.info(
+                    "%s images differ in size: training at %dx%d (data.image_size)",
+                    config.data.dataset,
+                    size,
+                    size,
+                )
+                config.data.image_size = size
+    return config
 
 
 def _sources(config: Config, sources: Mapping[str, Sequence] | None):
+    splits = (config.data.train_split, config.data.eval_split)
     if sources is not None:
-        return sources[config.data.train_split], sources[config.data.eval_split]
+        for field, split in zip(("data.train_split", "data.eval_split"), splits, strict=True):
+            if split not in sources:
+                raise ConfigError(
+                    f"{field}: no split {split!r} in the given sources; they have: "
+                    f"{', '.join(sources)}"
+                )
+        return sources[splits[0]], sources[splits[1]]
     from dibe_jax import datasets
 
+    for field, split in zip(("data.train_split", "data.eval_split"), splits, strict=True):
+        try:
+            datasets.check_split(config.data.dataset, split)  # before anything is built
+        except ValueError as e:
+            raise ConfigError(f"{field}: {e}") from None
     builder = datasets.prepare(
         config.data.dataset, data_dir=config.data.data_dir, manual_dir=config.data.manual_dir
     )
     ds = builder.as_data_source()
-    return ds[config.data.train_split], ds[config.data.eval_split]
+    return ds[splits[0]], ds[splits[1]]
 
 
 def _optimizer(config: Config, steps_per_epoch: int) -> optax.GradientTransformation:
@@ -149,10 +180,11 @@ def make_state(config: Config, in_channels: int, steps_per_epoch: int = 1):
     graph definitions differ only in train/eval mode (BatchNorm, dropout).
     """
     options = dict(config.model.options)
-    options.setdefault("dtype", _DTYPES[config.dtype])
+    options.setdefault("dtype", checks.DTYPES[config.dtype])
     rngs = nnx.Rngs(params=config.seed, dropout=config.seed + 1)
-    model = models.create(config.model.name, in_channels=in_channels, num_classes=1,
-                          rngs=rngs, **options)  # fmt: skip
+    model = models.create(
+        config.model.name, in_channels=in_channels, num_classes=1, rngs=rngs, **options
+    )
     optimizer = nnx.Optimizer(model, _optimizer(config, steps_per_epoch), wrt=nnx.Param)
     model.eval()
     eval_graphdef, _ = nnx.split((model, optimizer))
@@ -162,38 +194,73 @@ def make_state(config: Config, in_channels: int, steps_per_epoch: int = 1):
 
 
 def build(config: Config, sources: Mapping[str, Sequence] | None = None) -> Built:
-    """Validate ``config``, open the data and build model, optimiser, state and steps."""
-    validate(config)
+    """Validate ``config``, open the data and build model, optimiser, state and steps.
+
+    Nothing is compiled here (the steps compile at their first call) and nothing is
+    written except a TFDS dataset built on first use.
+    """
+    validate(config, in_memory=sources is not None)
     train_src, eval_src = _sources(config, sources)
     if len(train_src) == 0 or len(eval_src) == 0:
-        raise ValueError("the train and evaluation splits must not be empty")
-    in_channels = int(np.asarray(train_src[0]["image"]).shape[-1])
+        raise ConfigError("data: the train and evaluation splits must not be empty")
+    sample = np.asarray(train_src[0]["image"])
+    in_channels = int(sample.shape[-1]) if sample.ndim == 3 else 1
+    if config.data.image_size is None:  # native size: the network must take it
+        checks.check_image_sizes(
+            [tuple(sample.shape[:2])],
+            models.input_size_rule(config.model.name, **checks.model_options(config)),
+            model=config.model.name,
+            field="data.image_size (native size of the data)",
+        )
     local_batch = config.batch_size // jax.process_count()
     steps_per_epoch = len(train_src) // jax.process_count() // local_batch
     if steps_per_epoch == 0:
-        raise ValueError(f"batch_size {config.batch_size} exceeds the {len(train_src)} "
-                         "training examples")  # fmt: skip
+        raise ConfigError(
+            f"batch_size: {config.batch_size} exceeds the {len(train_src)} training examples"
+        )
     train_graphdef, eval_graphdef, state = make_state(config, in_channels, steps_per_epoch)
     mesh = make_mesh()
     steps = make_steps(
-        train_graphdef, eval_graphdef, losses.get(config.loss.name), config.loss.params, mesh,
+        train_graphdef,
+        eval_graphdef,
+        losses.get(config.loss.name),
+        config.loss.params,
+        mesh,
         skip_nonfinite=True,
-    )  # fmt: skip
+    )
     state = jax.device_put(state, steps.replicated)
-    return Built(config, state, steps, mesh, train_src, eval_src, steps_per_epoch, local_batch,
-                 train_graphdef, eval_graphdef)  # fmt: skip
+    return Built(
+        config,
+        state,
+        steps,
+        mesh,
+        train_src,
+        eval_src,
+        steps_per_epoch,
+        local_batch,
+        train_graphdef,
+        eval_graphdef,
+    )
 
 
 def _loader_kwargs(config: Config, local_batch: int) -> dict[str, Any]:
+    d = config.data
+    no_augment = AugmentConfig(hflip=0.0, vflip=0.0, brightness=0.0, contrast=0.0, saturation=0.0)
     return dict(
         batch_size=local_batch,
-        image_size=config.data.image_size,
+        image_size=d.image_size,
         seed=config.seed,
-        worker_count=config.data.worker_count,
-        augment=AugmentConfig() if config.data.augment else AugmentConfig(
-            hflip=0.0, vflip=0.0, brightness=0.0, contrast=0.0, saturation=0.0
-        ),
-    )  # fmt: skip
+        worker_count=d.worker_count,
+        augment=AugmentConfig(
+            hflip=d.hflip,
+            vflip=d.vflip,
+            brightness=d.brightness,
+            contrast=d.contrast,
+            saturation=d.saturation,
+        )
+        if d.augment
+        else no_augment,
+    )
 
 
 def evaluate(built: Built, state, epoch: int) -> dict[str, Any]:
@@ -233,6 +300,132 @@ def _add_step(acc: dict[str, jax.Array], stats: dict[str, jax.Array], step) -> d
     }
 
 
+class _Signals:
+    """Catch SIGINT / SIGTERM while training: the loop saves and stops at the next step.
+
+    A second signal of the same kind stops at once (the default behaviour). Outside the
+    main thread (where Python cannot install handlers) nothing is caught.
+    """
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def _handler(self, signum, frame) -> None:
+        if self.received is not None:  # second signal: give up waiting
+            signal.signal(signum, self._old.get(signum, signal.SIG_DFL))
+            raise KeyboardInterrupt
+        self.received = signum
+        log.warning(
+            "%s received: saving a checkpoint after this step (again to stop now)",
+            signal.Signals(signum).name,
+        )
+
+    def __enter__(self) -> _Signals:
+        if threading.current_thread() is threading.main_thread():
+            for s in (signal.SIGINT, signal.SIGTERM):
+                self._old[s] = signal.signal(s, self._handler)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, h in self._old.items():
+            signal.signal(s, h)
+
+
+class _Progress:
+    """A tqdm bar over *completed* steps: a step counts when its loss is ready on the device.
+
+    Dispatch may run ahead of the device; at most ``ahead`` steps are left in flight, so the
+    bar never stalls at an epoch end and the host never waits more than that.
+    """
+
+    def __init__(self, bar, ahead: int = 2) -> None:
+        self.bar, self.ahead = bar, ahead
+        self._pending: collections.deque = collections.deque()
+
+    def add(self, loss: jax.Array) -> None:
+        self._pending.append(loss)
+        while self._pending and (len(self._pending) > self.ahead or self._pending[0].is_ready()):
+            self._pending.popleft().block_until_ready()
+            self.bar.update(1)
+
+    def flush(self) -> None:
+        while self._pending:
+            self._pending.popleft().block_until_ready()
+            self.bar.update(1)
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+class _Workdir:
+    """What a launch wrote, so a launch that fails before its first step can undo it."""
+
+    def __init__(self, workdir: Path, writer: bool) -> None:
+        self.path, self.writer = workdir, writer
+        self.existed = workdir.exists()
+        self.created: list[Path] = []
+        self.previous: dict[Path, str] = {}
+        self.parked: Path | None = None  # a replaced run's outputs, until the first step
+
+    def park(self, names: list[str]) -> None:
+        """Move a previous run's outputs aside (``overwrite``); :meth:`commit` deletes them."""
+        if not self.writer or not names:
+            return
+        self.parked = Path(tempfile.mkdtemp(dir=self.path, prefix=".replaced-"))
+        for n in names:
+            os.replace(self.path / n, self.parked / n)
+
+    def write(self, name: str, text: str) -> None:
+        """Write ``name`` atomically (its previous text is restored by :meth:`undo`)."""
+        if self.writer:
+            self.path.mkdir(parents=True, exist_ok=True)
+            p = self.path / name
+            if p.exists():
+                self.previous[p] = p.read_text()
+            else:
+                self.created.append(p)
+            _atomic_write(p, text)
+
+    def track(self, *names: str) -> None:
+        for n in names:
+            if not (self.path / n).exists():
+                self.created.append(self.path / n)
+
+    def commit(self) -> None:
+        """The first step is done: the replaced run is gone for good."""
+        if self.parked is not None:
+            shutil.rmtree(self.parked, ignore_errors=True)
+            self.parked = None
+        self.created, self.previous = [], {}
+
+    def undo(self) -> None:
+        """Remove what this launch created and put a replaced run back."""
+        if not self.writer:
+            return
+        for p in reversed(self.created):
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+            elif p.exists():
+                p.unlink()
+        for p, text in self.previous.items():
+            _atomic_write(p, text)
+        if self.parked is not None:
+            for p in self.parked.iterdir():
+                os.replace(p, self.path / p.name)
+            self.parked.rmdir()
+        if not self.existed and self.path.is_dir() and not any(self.path.iterdir()):
+            self.path.rmdir()
+
+
+def _existing_outputs(workdir: Path) -> list[str]:
+    return [n for n in OUTPUTS if (workdir / n).exists()]
+
+
 def train_and_evaluate(
     config: Config,
     workdir: str | Path,
@@ -244,130 +437,214 @@ def train_and_evaluate(
     """Train ``config`` in ``workdir``; return the last evaluation record.
 
     Args:
-      config: the run (see :class:`~dibe_jax.train.config.Config`; paper defaults).
-      workdir: output folder: ``config.json``, ``metrics.jsonl``, ``tensorboard/``,
-        ``checkpoints/``, ``plots/``.
-      resume: continue from the newest readable checkpoint in ``workdir``.
-      overwrite: delete a previous run's outputs in ``workdir`` first. Without it (and
-        without ``resume``) a workdir that already holds a run is an error, so nothing
-        is lost by accident.
+      config: the run (see :class:`~dibe_jax.train.config.Config`; paper defaults). With
+        ``resume``, it must equal the run's ``config.json`` except for the fields a resume
+        can honour (:data:`~dibe_jax.train.checks.RESUMABLE`); build it with
+        :func:`load_config` and change those.
+      workdir: output folder: ``config.json``, ``model.json``, ``metrics.jsonl``,
+        ``tensorboard/``, ``checkpoints/``, ``plots/``.
+      resume: continue from the newest readable checkpoint in ``workdir``; a workdir with
+        no run starts a new one (logged).
+      overwrite: replace a previous run's outputs in ``workdir`` (they are removed once the
+        new run has taken its first step). Without it (and without ``resume``) a workdir
+        that already holds a run is an error, so nothing is lost by accident.
       sources: optional in-memory splits ``{"train": seq, "validation": seq}`` of example
         dicts (``image`` uint8 ``[H, W, C]``, ``mask`` uint8 ``[H, W, 1]``) used instead of
         ``config.data.dataset`` (tests, notebooks).
 
     Raises:
-      ValueError: for an invalid config, before anything is compiled.
+      ConfigError: for an invalid config or a change a resume cannot honour, before
+        anything is written or compiled.
       NonFiniteError: if the loss or gradients stop being finite and
         ``config.nonfinite == "raise"`` (the message names the step and the last good
         checkpoint; the bad update is never applied).
+      Interrupted: SIGINT or SIGTERM arrived; a checkpoint of the last completed step was
+        saved first.
     """
     t_start = time.perf_counter()
     workdir = Path(workdir)
     writer = jax.process_index() == 0
-    outputs = ("checkpoints", "metrics.jsonl", "tensorboard", "plots", "model.json")
-    existing = [n for n in outputs if (workdir / n).exists()]
-    if existing and not resume:
-        if not overwrite:
-            raise ValueError(
-                f"{workdir} already holds a run ({', '.join(existing)}); pass resume=True "
-                "(--resume) to continue it, overwrite=True (--overwrite) to replace it, or "
-                "choose another workdir"
+    existing = _existing_outputs(workdir)
+    stored = None
+    if resume:
+        if (workdir / "config.json").is_file():
+            stored = load_config(workdir)
+            checks.check_resume(stored, config, where=str(workdir / "config.json"))
+        elif existing:
+            raise ConfigError(
+                f"--resume: {workdir} holds {', '.join(existing)} but no "
+                "config.json, so it cannot be resumed"
             )
-        validate(config)
-        if writer:
-            for n in existing:
-                p = workdir / n
-                shutil.rmtree(p) if p.is_dir() else p.unlink()
-    if writer:
-        workdir.mkdir(parents=True, exist_ok=True)
-        (workdir / "config.json").write_text(config.to_json() + "\n")
+        else:
+            log.warning("--resume: %s holds no run yet; starting a new one", workdir)
+            resume = False
+    elif existing and not overwrite:
+        raise ConfigError(
+            f"{workdir} already holds a run ({', '.join(existing)}); pass resume=True "
+            "(--resume) to continue it, overwrite=True (--overwrite) to replace it, or "
+            "choose another workdir"
+        )
+    if sources is None:
+        validate(config)  # fail on names before resolve() looks the dataset up
+        config = resolve(config)
     built = build(config, sources)
     state = built.state
-    if writer:
-        sample = np.asarray(built.train_source[0]["image"])
-        final_size = pipeline.size_at(config.data.image_size, config.epochs - 1)
-        info = {"in_channels": int(sample.shape[-1]), "image_size": final_size or list(
-            sample.shape[:2])}  # fmt: skip
-        (workdir / "model.json").write_text(json.dumps(info) + "\n")
-    ckpt = Checkpoints(workdir / "checkpoints", keep=config.keep_checkpoints)
-    mlog = reporting.MetricsLog(workdir, enabled=writer)
     start_epoch, skip_batches, step, elapsed0 = 0, None, 0, 0.0
     skipped = 0  # updates dropped for non-finite loss or gradients
     loss_sum0, loss_count0 = 0.0, 0
-    if resume and ckpt.latest_step() is not None:
-        state, meta, step = ckpt.restore(state)
-        if step != ckpt.latest_step():
-            ckpt.discard_after(step)
-        state = jax.device_put(state, built.steps.replicated)
-        start_epoch, skip_batches = meta["epoch"], meta.get("loader")
-        elapsed0 = meta.get("seconds", 0.0)
-        loss_sum0, loss_count0 = meta.get("loss_sum", 0.0), meta.get("loss_count", 0)
-        skipped = int(meta.get("skipped", 0))
-        mlog.truncate_after(step)
-        log.info("resumed from step %d (epoch %d)", step, start_epoch)
-    elif resume:
-        log.info("no checkpoint in %s: starting from scratch", ckpt.directory)
-
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=config.epochs * built.steps_per_epoch, initial=step, unit="step",
-               disable=not (config.progress and writer), dynamic_ncols=True)  # fmt: skip
-    record: dict[str, Any] = {}
-    kwargs = _loader_kwargs(config, built.local_batch)
-    for epoch in range(start_epoch, config.epochs):
-        loader = pipeline.make_loader(built.train_source, train=True, epoch=epoch, **kwargs)
-        it = iter(loader)
-        if skip_batches is not None:
-            it.set_state(skip_batches.encode())
-            skip_batches = None
-        # Running sums stay on the device: no host round-trip inside the epoch.
-        acc = _new_epoch_sums(loss_sum0, loss_count0, skipped)
-        loss_sum0, loss_count0 = 0.0, 0
-        for batch in it:
-            state, stats = built.steps.train(state, shard_batch(batch, built.mesh))
-            acc = _add_step(acc, stats, step)
-            step += 1
-            bar.update(1)
-            if config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0:
-                ckpt.save(step, state, {
-                    "epoch": epoch, "loader": it.get_state().decode(), "step": step,
-                    "loss_sum": float(acc["loss_sum"]), "loss_count": int(acc["loss_count"]),
-                    "skipped": int(acc["skipped"]),
-                    "seconds": elapsed0 + time.perf_counter() - t_start,
-                })  # fmt: skip
-        acc = jax.device_get(acc)  # once per epoch
-        skipped = int(acc["skipped"])
-        count = int(acc["loss_count"])
-        train_loss = float(acc["loss_sum"]) / count if count else float("nan")
-        bad_step = int(acc["bad"])
-        if bad_step >= 0 and config.nonfinite == "raise":
-            ckpt.wait()
-            last = ckpt.latest_step()
-            where = (f"the last good checkpoint is step {last} in {ckpt.directory / 'latest'}"
-                     if last is not None else "no checkpoint was saved yet")  # fmt: skip
-            bar.close()
-            raise NonFiniteError(
-                f"loss or gradients not finite at step {bad_step} (epoch {epoch}); the update "
-                f"was not applied; {where}. Set nonfinite='skip' to drop such updates instead."
+    meta = None
+    if resume and (workdir / "checkpoints" / "latest").is_dir():
+        ckpt = Checkpoints(workdir / "checkpoints", keep=config.keep_checkpoints)
+        if ckpt.latest_step() is not None:
+            state, meta, step = ckpt.restore(state)
+        ckpt.close()
+    if meta is not None and meta["epoch"] > config.epochs:
+        raise ConfigError(
+            f"epochs: the run in {workdir} has already trained {meta['epoch']} "
+            f"epochs; ask for at least that many"
+        )
+    # From here on the workdir changes; before the first step, a failure undoes it.
+    wd = _Workdir(workdir, writer)
+    if not resume:
+        wd.park(existing)
+    wd.track("checkpoints", "tensorboard", "metrics.jsonl", "plots")
+    mlog = ckpt = bar = None
+    try:
+        wd.write("config.json", config.to_json() + "\n")
+        sample = np.asarray(built.train_source[0]["image"])
+        final_size = pipeline.size_at(config.data.image_size, config.epochs - 1)
+        info = {
+            "in_channels": int(sample.shape[-1]) if sample.ndim == 3 else 1,
+            "num_classes": 1,
+            "image_size": final_size or list(sample.shape[:2]),
+        }
+        wd.write("model.json", json.dumps(info) + "\n")
+        ckpt = Checkpoints(workdir / "checkpoints", keep=config.keep_checkpoints)
+        mlog = reporting.MetricsLog(workdir, enabled=writer)
+        if meta is not None:
+            latest = ckpt.latest_step()
+            if latest is not None and step != latest:
+                ckpt.discard_after(step)
+            state = jax.device_put(state, built.steps.replicated)
+            start_epoch, skip_batches = meta["epoch"], meta.get("loader")
+            elapsed0 = meta.get("seconds", 0.0)
+            loss_sum0, loss_count0 = meta.get("loss_sum", 0.0), meta.get("loss_count", 0)
+            skipped = int(meta.get("skipped", 0))
+            log.info(
+                "resuming %s from step %d (epoch %d of %d%s)",
+                workdir,
+                step,
+                start_epoch + (1 if skip_batches else 0),
+                config.epochs,
+                ", mid-epoch" if skip_batches else " done",
             )
-        mlog.scalar("train/loss", train_loss, step)
-        bar.set_postfix(loss=f"{train_loss:.4f}", **(
-            {"iou": f"{record['iou']:.3f}", "oii": f"{record['oii']:+.3f}"} if record else {}
-        ))  # fmt: skip
-        seconds = elapsed0 + time.perf_counter() - t_start
-        iou = None
-        if (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs:
-            summary = evaluate(built, state, epoch)
-            record = {"epoch": epoch + 1, "step": step, "train_loss": train_loss, **summary,
-                      "skipped_steps": skipped, "seconds": round(seconds, 3)}  # fmt: skip
-            mlog.write(record)
-            iou = summary["iou"]
-            bar.set_postfix(loss=f"{train_loss:.4f}", iou=f"{iou:.3f}", oii=f"{record['oii']:+.3f}")
-        meta = {"epoch": epoch + 1, "loader": None, "step": step, "seconds": seconds,
-                "skipped": skipped}
-        ckpt.save(step, state, meta, iou=iou)
-    bar.close()
-    ckpt.wait()
+        elif resume:
+            log.info("resuming %s: no checkpoint yet, starting from step 0", workdir)
+        mlog.truncate_after(step)
+
+        from tqdm.auto import tqdm
+
+        bar = tqdm(
+            total=config.epochs * built.steps_per_epoch,
+            initial=step,
+            unit="step",
+            disable=not (config.progress and writer),
+            dynamic_ncols=True,
+        )
+        progress = _Progress(bar)
+        first_step = step
+        record: dict[str, Any] = {}
+        kwargs = _loader_kwargs(config, built.local_batch)
+        with _Signals() as signals:
+            for epoch in range(start_epoch, config.epochs):
+                loader = pipeline.make_loader(built.train_source, train=True, epoch=epoch, **kwargs)
+                it = iter(loader)
+                if skip_batches is not None:
+                    it.set_state(skip_batches.encode())
+                    skip_batches = None
+                # Running sums stay on the device: no host round-trip inside the epoch.
+                acc = _new_epoch_sums(loss_sum0, loss_count0, skipped)
+                loss_sum0, loss_count0 = 0.0, 0
+                for batch in it:
+                    state, stats = built.steps.train(state, shard_batch(batch, built.mesh))
+                    acc = _add_step(acc, stats, step)
+                    step += 1
+                    progress.add(stats["loss"])
+                    if step == first_step + 1:
+                        wd.commit()
+                    every = config.checkpoint_every_steps
+                    if signals.received or (every and step % every == 0):
+                        ckpt.save(
+                            step,
+                            state,
+                            {
+                                "epoch": epoch,
+                                "loader": it.get_state().decode(),
+                                "step": step,
+                                "loss_sum": float(acc["loss_sum"]),
+                                "loss_count": int(acc["loss_count"]),
+                                "skipped": int(acc["skipped"]),
+                                "seconds": elapsed0 + time.perf_counter() - t_start,
+                            },
+                        )
+                    if signals.received:
+                        progress.flush()
+                        _raise_if_nonfinite(acc, config, ckpt, epoch, bar)
+                        ckpt.wait()
+                        raise Interrupted(signals.received, step, epoch, workdir)
+                progress.flush()
+                acc = jax.device_get(acc)  # once per epoch
+                skipped = int(acc["skipped"])
+                count = int(acc["loss_count"])
+                train_loss = float(acc["loss_sum"]) / count if count else float("nan")
+                _raise_if_nonfinite(acc, config, ckpt, epoch, bar)
+                mlog.scalar("train/loss", train_loss, step)
+                seconds = elapsed0 + time.perf_counter() - t_start
+                iou = None
+                if (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs:
+                    summary = evaluate(built, state, epoch)
+                    record = {
+                        "epoch": epoch + 1,
+                        "step": step,
+                        "train_loss": train_loss,
+                        **summary,
+                        "skipped_steps": skipped,
+                        "seconds": round(seconds, 3),
+                    }
+                    mlog.write(record)
+                    iou = summary["iou"]
+                bar.set_postfix(
+                    loss=f"{train_loss:.4f}",
+                    **(
+                        {"iou": f"{record['iou']:.3f}", "oii": f"{record['oii']:+.3f}"}
+                        if record
+                        else {}
+                    ),
+                )
+                meta = {
+                    "epoch": epoch + 1,
+                    "loader": None,
+                    "step": step,
+                    "seconds": seconds,
+                    "skipped": skipped,
+                }
+                ckpt.save(step, state, meta, iou=iou)
+                if signals.received:
+                    ckpt.wait()
+                    raise Interrupted(signals.received, step, epoch + 1, workdir)
+        bar.close()
+        ckpt.wait()
+    except BaseException:
+        if bar is not None:
+            bar.close()
+        for closer in (ckpt, mlog):
+            if closer is not None:
+                try:
+                    closer.close()
+                except Exception:  # noqa: BLE001, S110 - already failing; keep the first error
+                    pass
+        wd.undo()  # a no-op once a step was taken
+        raise
     ckpt.close()
     records = mlog.read() if writer else []
     if writer and records:
@@ -378,17 +655,34 @@ def train_and_evaluate(
     return record
 
 
+def _raise_if_nonfinite(acc, config: Config, ckpt: Checkpoints, epoch: int, bar) -> None:
+    bad_step = int(acc["bad"])
+    if bad_step >= 0 and config.nonfinite == "raise":
+        ckpt.wait()
+        last = ckpt.latest_step()
+        where = (
+            f"the last good checkpoint is step {last} in {ckpt.directory / 'latest'}"
+            if last is not None
+            else "no checkpoint was saved yet"
+        )
+        bar.close()
+        raise NonFiniteError(
+            f"loss or gradients not finite at step {bad_step} (epoch {epoch}); the update "
+            f"was not applied; {where}. Set nonfinite='skip' to drop such updates instead."
+        )
+
+
 def load_config(workdir: str | Path) -> Config:
     """The :class:`Config` a run in ``workdir`` was started with (``config.json``)."""
-    from dibe_jax.train.config import from_dict
-
     path = Path(workdir) / "config.json"
+    if not Path(workdir).is_dir():
+        raise FileNotFoundError(f"--workdir {workdir}: no such folder")
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: is {workdir} a training workdir?")
     try:
         return from_dict(json.loads(path.read_text()))
     except (json.JSONDecodeError, ValueError, TypeError) as e:
-        raise ValueError(f"{path} is not a valid dibe_jax config: {e}") from e
+        raise ConfigError(f"{path} is not a valid dibe_jax config: {e}") from e
 
 
 def evaluate_checkpoint(
@@ -398,19 +692,23 @@ def evaluate_checkpoint(
     best: bool = True,
     sources: Mapping[str, Sequence] | None = None,
 ) -> dict[str, Any]:
-    """Evaluate the best (or latest) checkpoint of a finished run on ``split``."""
+    """Evaluate the best (or latest) checkpoint of a finished run on ``split``.
+
+    Reads the run's ``config.json`` and checkpoints; writes nothing.
+    """
     workdir = Path(workdir)
     config = load_config(workdir)
     config.data.eval_split = split
+    ckpt = Checkpoints(workdir / "checkpoints", keep=config.keep_checkpoints, create=False)
     built = build(config, sources)
-    ckpt = Checkpoints(workdir / "checkpoints", keep=config.keep_checkpoints)
     try:
         state, meta, step = ckpt.restore(built.state, best=best)
-    except CheckpointError:
-        if not best:
+    except CheckpointError as e:
+        if not best or type(e) is not CheckpointError:
             raise
         state, meta, step = ckpt.restore(built.state, best=False)
+    finally:
+        ckpt.close()
     state = jax.device_put(state, built.steps.replicated)
     out = evaluate(built, state, max(0, meta["epoch"] - 1))
-    ckpt.close()
     return {"split": split, "step": step, "epoch": meta["epoch"], **out}

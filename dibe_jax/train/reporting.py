@@ -13,13 +13,28 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-__all__ = ["MetricsLog", "plot_history", "summary_table"]
+__all__ = ["MetricsLog", "eval_table", "plot_history", "read_metrics", "summary_table"]
 
 
 def _clean(v: Any) -> Any:
     if isinstance(v, float) and not math.isfinite(v):
         return None if math.isnan(v) else ("inf" if v > 0 else "-inf")
     return v
+
+
+def read_metrics(workdir: str | Path) -> list[dict[str, Any]]:
+    """The records of ``workdir/metrics.jsonl``, one per evaluation (a line cut short by a
+    kill is ignored); ``[]`` when there is none."""
+    path = Path(workdir) / "metrics.jsonl"
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return out
 
 
 class MetricsLog:
@@ -36,15 +51,7 @@ class MetricsLog:
 
     def read(self) -> list[dict[str, Any]]:
         """Every record written so far (complete lines only)."""
-        if not self.path.exists():
-            return []
-        out = []
-        for line in self.path.read_text().splitlines():
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:  # a line cut by a kill: ignore it
-                continue
-        return out
+        return read_metrics(self.path.parent)
 
     def truncate_after(self, step: int) -> None:
         """Drop records newer than ``step`` (written after the checkpoint we resume from)."""
@@ -113,3 +120,27 @@ def summary_table(records: list[dict[str, Any]]) -> str:
             f"{r['iou']:.4f} | {r['pa']:.4f} | {r['recall']:.4f} | {r['oii']:+.4f} | {x} |"
         )
     return "\n".join([head, *rows])
+
+
+def eval_table(out: dict[str, Any]) -> str:
+    """A rounded two-column table of :func:`dibe_jax.train.evaluate_checkpoint`'s result."""
+    rows = [
+        ("IoU", f"{out['iou']:.4f}"),
+        ("PA (precision)", f"{out['pa']:.4f}"),
+        ("recall", f"{out['recall']:.4f}"),
+        ("OII", f"{out['oii']:+.4f}"),
+        (
+            "FP/FN",
+            out["fp_fn_ratio"]
+            if isinstance(out["fp_fn_ratio"], str)
+            else f"{out['fp_fn_ratio']:.3g}",
+        ),
+        ("loss", f"{out['val_loss']:.4f}"),
+        ("TP", f"{out['tp']:,}"),
+        ("FP", f"{out['fp']:,}"),
+        ("FN", f"{out['fn']:,}"),
+        ("TN", f"{out['tn']:,}"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    vwidth = max(len(v) for _, v in rows)
+    return "\n".join(f"  {k:<{width}}  {v:>{vwidth}}" for k, v in rows)

@@ -1,0 +1,249 @@
+"""Every check of a training config, in one place, before any data is opened or compiled.
+
+:func:`validate` runs in well under a second: field types, names (model, loss, dataset),
+each loss hyperparameter against the range the loss itself declares (the loss is traced
+abstractly with ``jax.eval_shape`` on a tiny binary input, so the range lives once, in the
+loss), model options (the model is built abstractly), image sizes against the network's
+stride, and a batch the devices can split. :func:`check_resume` says which changes a
+resumed run can honour. Every failure is a :class:`~dibe_jax.train.config.ConfigError`
+whose one-line message names the field and what was expected.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from dibe_jax import losses, models
+from dibe_jax.train.config import Config, ConfigError, check_types, diff
+
+__all__ = [
+    "RESUMABLE",
+    "check_image_sizes",
+    "check_resume",
+    "image_sizes",
+    "model_options",
+    "validate",
+]
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+# Fields a resumed run can take from the command line; anything else would change the
+# model, loss, data or optimiser of a run that is half trained.
+RESUMABLE = (
+    "epochs",
+    "eval_every",
+    "progress",
+    "checkpoint_every_steps",
+    "keep_checkpoints",
+    "nonfinite",
+    "data.data_dir",
+    "data.manual_dir",
+)
+
+
+def _choice(name: str, value: Any, choices: Iterable[str]) -> None:
+    choices = tuple(choices)
+    if value not in choices:
+        raise ConfigError(f"{name}: expected one of {', '.join(choices)}, got {value!r}")
+
+
+def _at_least(name: str, value: Any, low: float, *, strict: bool = False) -> None:
+    if value is None:
+        return
+    if (value <= low) if strict else (value < low):
+        raise ConfigError(
+            f"{name}: expected a value {'>' if strict else '>='} {low:g}, got {value!r}"
+        )
+
+
+def _unit(name: str, value: float) -> None:
+    if not 0.0 <= value <= 1.0:
+        raise ConfigError(f"{name}: expected a value in [0, 1], got {value!r}")
+
+
+def model_options(config: Config) -> dict[str, Any]:
+    """The keyword arguments of ``models.create`` for ``config`` (``dtype`` included)."""
+    options = dict(config.model.options)
+    options.setdefault("dtype", DTYPES[config.dtype])
+    return options
+
+
+def _check_model(config: Config) -> tuple[int, int]:
+    _choice("model.name", config.model.name, models.names())
+    allowed = set(models.config_keys(config.model.name))
+    unknown = sorted(set(config.model.options) - allowed)
+    if unknown:
+        raise ConfigError(
+            f"model.{unknown[0]}: model {config.model.name!r} takes no option {unknown[0]!r}; "
+            f"it takes: {', '.join(sorted(allowed - {'dtype', 'param_dtype'}))}"
+        )
+    try:
+        return models.input_size_rule(config.model.name, **model_options(config))
+    except (ValueError, TypeError, KeyError) as e:
+        raise ConfigError(f"model.options of {config.model.name!r}: {e}") from e
+
+
+def _check_loss(config: Config) -> None:
+    name, params = config.loss.name, config.loss.params
+    try:
+        fn = losses.get(name)
+    except ValueError:
+        raise ConfigError(
+            f"loss.name: unknown loss {name!r}; known losses: {', '.join(losses.names())}"
+        ) from None
+    allowed = losses.hyperparameters(name)
+    unknown = sorted(set(params) - set(allowed))
+    if unknown:
+        raise ConfigError(
+            f"loss.{unknown[0]}: loss {name!r} takes no hyperparameter {unknown[0]!r}; "
+            f"it takes: {', '.join(allowed) or 'none'}"
+        )
+    # The loss checks its own Python-number hyperparameters while it is traced; an abstract
+    # trace on a tiny binary input runs those checks without computing or compiling.
+    x = jax.ShapeDtypeStruct((1, 8, 8, 1), jnp.float32)
+    try:
+        jax.eval_shape(lambda z, y: fn(z, y, **params), x, x)
+    except (ValueError, TypeError) as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if "class" in msg and "last axis" in msg:
+            raise ConfigError(
+                f"loss.name: {name!r} is a multi-class loss and the trainer "
+                "segments one defect class (sigmoid output); use a binary loss "
+                f"such as dibe, dibe_reg, focal_tversky"
+            ) from e
+        raise ConfigError(f"loss.params of {name!r}: {msg}") from e
+
+
+def image_sizes(image_size: Any) -> list[tuple[int, int]]:
+    """Every ``(rows, cols)`` an ``image_size`` setting uses (one per schedule entry).
+
+    >>> image_sizes(96), image_sizes([64, 128]), image_sizes([[0, 64], [10, 96]])
+    ([(96, 96)], [(64, 128)], [(64, 64), (96, 96)])
+    """
+    if image_size is None:
+        return []
+    if isinstance(image_size, int):
+        return [(image_size, image_size)]
+    if len(image_size) == 2 and all(isinstance(v, int) for v in image_size):
+        return [(int(image_size[0]), int(image_size[1]))]
+    return [(int(s), int(s)) for _, s in image_size]
+
+
+def check_image_sizes(
+    sizes: Iterable[tuple[int, int]],
+    rule: tuple[int, int],
+    *,
+    model: str,
+    field: str = "data.image_size",
+) -> None:
+    """``ConfigError`` for a size the network cannot take (not a multiple of its stride)."""
+    multiple, minimum = rule
+    for rows, cols in sizes:
+        for s in (rows, cols):
+            if s < minimum or s % multiple:
+                below = max(multiple, s // multiple * multiple)
+                raise ConfigError(
+                    f"{field}: {model} needs sizes that are multiples of {multiple} and at least "
+                    f"{minimum}, got {rows}x{cols} (e.g. {below} or {below + multiple})"
+                )
+
+
+def validate(config: Config, *, in_memory: bool = False) -> None:
+    """Check ``config`` completely, before anything is opened, built or compiled.
+
+    Args:
+      config: the run.
+      in_memory: the data come as in-memory ``sources`` (tests, notebooks), so
+        ``data.dataset`` is not looked up.
+
+    Raises:
+      ConfigError: naming the first wrong field and what was expected.
+    """
+    check_types(config)
+    _choice("dtype", config.dtype, DTYPES)
+    _choice("nonfinite", config.nonfinite, ("raise", "skip"))
+    _choice("optim.schedule", config.optim.schedule, ("constant", "cosine", "step"))
+    _at_least("epochs", config.epochs, 1)
+    _at_least("eval_every", config.eval_every, 1)
+    _at_least("keep_checkpoints", config.keep_checkpoints, 1)
+    _at_least("checkpoint_every_steps", config.checkpoint_every_steps, 1)
+    _at_least("data.worker_count", config.data.worker_count, 0)
+    _at_least("optim.lr", config.optim.lr, 0.0, strict=True)
+    _at_least("optim.grad_clip", config.optim.grad_clip, 0.0, strict=True)
+    if not 0.0 <= config.optim.momentum < 1.0:
+        raise ConfigError(
+            f"optim.momentum: expected a value in [0, 1), got {config.optim.momentum!r}"
+        )
+    if any(e < 0 for e in config.optim.step_epochs):
+        raise ConfigError(
+            f"optim.step_epochs: expected epochs >= 0, got {config.optim.step_epochs}"
+        )
+    for name in ("hflip", "vflip", "brightness", "contrast", "saturation"):
+        _unit(f"data.{name}", getattr(config.data, name))
+    n = jax.device_count()
+    if config.batch_size <= 0 or config.batch_size % n:
+        raise ConfigError(
+            f"batch_size: expected a positive multiple of the {n} devices, got {config.batch_size}"
+        )
+    if config.batch_size % jax.process_count():
+        raise ConfigError(
+            f"batch_size: expected a multiple of the {jax.process_count()} "
+            f"processes, got {config.batch_size}"
+        )
+    rule = _check_model(config)
+    _check_loss(config)
+    sizes = _checked_schedule(config.data.image_size)
+    if not in_memory:
+        from dibe_jax import datasets
+
+        try:
+            datasets.check_spec(config.data.dataset)
+        except ValueError as e:
+            raise ConfigError(f"data.dataset: {e}") from None
+        if not sizes:
+            native = datasets.native_image_size(config.data.dataset)
+            default = datasets.default_image_size(config.data.dataset)
+            if native is not None:
+                sizes = [tuple(native)]
+            elif default is not None:
+                sizes = [(default, default)]
+    check_image_sizes(sizes, rule, model=config.model.name)
+
+
+def _checked_schedule(image_size: Any) -> list[tuple[int, int]]:
+    sizes = image_sizes(image_size)
+    if isinstance(image_size, list) and image_size and isinstance(image_size[0], list):
+        starts = [int(e) for e, _ in image_size]
+        if starts != sorted(starts) or starts[0] != 0:
+            raise ConfigError(
+                f"data.image_size: a schedule must be sorted by epoch and start "
+                f"at epoch 0, got {image_size}"
+            )
+    for rows, cols in sizes:
+        if rows < 1 or cols < 1:
+            raise ConfigError(f"data.image_size: expected positive sizes, got {image_size}")
+    return sizes
+
+
+def check_resume(stored: Config, requested: Config, *, where: str = "config.json") -> None:
+    """``ConfigError`` unless ``requested`` differs from ``stored`` only in fields a resumed
+    run can honour (:data:`RESUMABLE`: more epochs, evaluation and logging options).
+
+    The message names the field and both values.
+    """
+    for key, old, new in diff(stored, requested):
+        if key not in RESUMABLE:
+            raise ConfigError(
+                f"--resume: {key} is {old!r} in {where} but {new!r} was asked for; a resumed "
+                "run keeps its model, loss, data and optimiser (drop the flag, or train in a "
+                "new --workdir)"
+            )
+        if key == "epochs" and stored.optim.schedule == "cosine":
+            raise ConfigError(
+                f"--resume: epochs {old} -> {new} would change the cosine learning-rate "
+                "schedule of steps already taken; train a new run instead"
+            )
