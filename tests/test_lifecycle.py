@@ -474,3 +474,35 @@ def test_native_size_not_fitting_the_network_is_a_config_error(tmp_path):
         train.train_and_evaluate(tiny_config(epochs=1), tmp_path / "r", sources=odd)
     assert not (tmp_path / "r").exists()
     np.testing.assert_equal(odd["train"][0]["image"].shape, (34, 34, 3))
+
+
+SHARED_DATA = Path(
+    os.environ.get("DIBE_JAX_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data")
+)
+
+
+@pytest.mark.slow
+def test_magnetic_tile_trains_without_image_size(tmp_path, caplog):
+    import logging
+
+    if not (SHARED_DATA / "magnetic_tile" / "MT_Crack").is_dir():
+        pytest.skip(f"MTSDD not found under {SHARED_DATA} (set DIBE_JAX_DATA)")
+    config = train.override(
+        train.Config(),
+        {
+            "data.dataset": "magnetic_tile/crack",
+            "data.data_dir": str(tmp_path / "tfds"),
+            "data.manual_dir": str(SHARED_DATA / "magnetic_tile"),
+            "epochs": 1,
+            "batch_size": 8,
+            "model.width": 4,
+            "model.num_stages": 2,
+            "progress": False,
+        },
+    )
+    assert config.data.image_size is None  # images come in 49 sizes
+    with caplog.at_level(logging.INFO, logger="dibe_jax"):
+        record = train.train_and_evaluate(config, tmp_path / "run")
+    assert "training at 224x224" in caplog.text
+    assert train.load_config(tmp_path / "run").data.image_size == 224  # the run says so
+    assert record["step"] > 0 and record["tp"] + record["fn"] > 0
