@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import logging
 import os
 import sys
@@ -226,24 +225,24 @@ def _predict(args: argparse.Namespace) -> int:
 
 def _oii_search(args: argparse.Namespace) -> int:
     from dibe_jax import train, tuning
+    from dibe_jax.train import runs
 
     workdir = Path(args.workdir)
     base = _config_from_args(args)
     direction = -1 if args.param == "alpha" else 1
+    fixed = {k: getattr(args, k) for k in ("alpha", "beta") if getattr(args, k) is not None}
+    if args.param in fixed:
+        raise train.ConfigError(f"--{args.param}: it is the searched hyperparameter (--param)")
+    seeds = list(range(args.seeds))
+    for value in args.bounds:
+        train.validate(runs.with_hyperparameter(base, args.param, value, fixed=fixed))
 
     def run(value: float) -> dict:
-        config = copy.deepcopy(base)
-        config.loss.params[args.param] = value
-        if args.tie_beta and args.param == "alpha":
-            config.loss.params["beta"] = round(1 - value, 6)
-        train.validate(config)
-        record = train.train_and_evaluate(
-            config,
-            workdir / "runs" / f"{args.param}={value:g}",
-            resume=args.resume,
-            overwrite=args.overwrite,
+        config = runs.with_hyperparameter(base, args.param, value, fixed=fixed)
+        result = runs.train_seeds(
+            config, workdir / "runs" / f"{args.param}={value:g}", seeds, log=print
         )
-        return {k: record[k] for k in ("iou", "pa", "oii", "recall", "seconds")}
+        return runs.search_metrics(result)
 
     kwargs = dict(
         interval=tuple(args.interval),
@@ -256,19 +255,22 @@ def _oii_search(args: argparse.Namespace) -> int:
     if args.grid:
         kwargs["grid"] = args.grid
     guided = tuning.oii_search(run, **kwargs)
-    out = {"oii_guidance": guided.to_dict()}
+    guided.save(workdir / "oii_search.json")
     grid = None
     if args.grid:
         grid = tuning.grid_search(
             run, bounds=tuple(args.bounds), points=args.grid + 1, parameter=args.param
         )
-        out["grid_search"] = grid.to_dict()
-    workdir.mkdir(parents=True, exist_ok=True)
-    tmp = workdir / "oii_search.json.tmp"
-    tmp.write_text(json.dumps(out, indent=2) + "\n")
-    os.replace(tmp, workdir / "oii_search.json")
+        grid.save(workdir / "grid_search.json")
+    print(
+        f"Each value: {len(seeds)} seed(s) trained; OII, IoU and PA are the mean of the last "
+        f"{runs.LAST_N} evaluations of every seed (SPEC's reporting rule).\n"
+    )
     print(guided.table(grid))
-    print(f"\nwrote {workdir / 'oii_search.json'}")
+    print(
+        f"\nwrote {workdir / 'oii_search.json'}"
+        + (f" and {workdir / 'grid_search.json'}" if grid else "")
+    )
     return 0
 
 
@@ -340,7 +342,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bounds", type=float, nargs=2, default=[0.1, 0.9], metavar=("LO", "HI"))
     p.add_argument("--max-runs", type=int, help="stop after this many trainings")
     p.add_argument("--grid", type=int, help="K: also run the grid search on K+1 points")
-    p.add_argument("--tie-beta", action="store_true", help="set beta = 1 - alpha in each run")
+    p.add_argument(
+        "--seeds",
+        type=int,
+        default=3,
+        help="seeds per value (default 3); the search steers on the mean over seeds of the "
+        "last 3 evaluations (SPEC)",
+    )
+    p.add_argument("--alpha", type=float, help="fix alpha while beta is searched")
+    p.add_argument(
+        "--beta",
+        type=float,
+        help="fix beta while alpha is searched (default: the other is 1 - the searched value)",
+    )
     _add_train_options(p)
     p.set_defaults(func=_oii_search)
 

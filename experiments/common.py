@@ -34,16 +34,15 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
-import json
-import math
 import os
 import re
-import shutil
-import statistics
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from dibe_jax.files import atomic_write_json
+from dibe_jax.train import runs
+from dibe_jax.train.runs import Stat, fmt, stat
 
 __all__ = [
     "DATASETS",
@@ -182,11 +181,15 @@ def synthetic_sources(
 CUSTOM_CONTRAST = 0.2
 
 
+def _custom_name(size: int, ratio: float, n_train: int, n_val: int) -> str:
+    return f"custom_r{ratio:g}_s{size}_n{n_train}_{n_val}_c{CUSTOM_CONTRAST:g}"
+
+
 @functools.lru_cache(maxsize=8)
 def _custom_synthetic(size: int, ratio: float, n_train: int, n_val: int) -> dict[str, Any]:
     from dibe_jax.datasets import SyntheticCracks, SyntheticCracksConfig
 
-    name = f"custom_r{ratio:g}_s{size}_n{n_train}_{n_val}_c{CUSTOM_CONTRAST:g}"
+    name = _custom_name(size, ratio, n_train, n_val)
     cfg = SyntheticCracksConfig(name=name, description=f"{size} px, FG:BG 1:{ratio:g}",
                                 size=size, ratio=ratio, num_train=n_train, num_validation=n_val,
                                 contrast=CUSTOM_CONTRAST)  # fmt: skip
@@ -314,11 +317,20 @@ def make_config(cell: Cell, mode: Mode, seed: int):
     if mode.width is not None:
         values["model.width"] = mode.width
     values |= {f"model.{k}": v for k, v in mode.model_options.get(cell.model, {}).items()}
-    if mode.quick:
-        values["data.dataset"] = "synthetic_cracks/quick_in_memory"
+    if mode.quick:  # in-memory sources: the name says what they are
+        q = QUICK_DATA
+        ratio = min(dataset.ratio, q["max_ratio"])
+        values["data.dataset"] = (
+            f"in-memory generate_example: {q['size']} px, FG:BG 1:{ratio:g}, "
+            f"{q['n_train']} train / {q['n_val']} validation, seed 0"
+        )
     elif dataset.spec is not None:
         values |= {"data.dataset": dataset.spec, "data.data_dir": str(tfds_dir()),
                    "data.manual_dir": str(data_root())}  # fmt: skip
+    elif dataset.synthetic is not None:  # a custom SyntheticCracks config (sources_for)
+        size, ratio, n_train, n_val = dataset.synthetic
+        values |= {"data.dataset": f"synthetic_cracks/{_custom_name(size, ratio, n_train, n_val)}",
+                   "data.data_dir": str(tfds_dir())}  # fmt: skip
     else:
         values["data.dataset"] = f"synthetic_cracks/{dataset.key}"
     size = image_size_for(mode, dataset)
@@ -332,110 +344,14 @@ def make_config(cell: Cell, mode: Mode, seed: int):
 # Statistics
 
 
-@dataclasses.dataclass(frozen=True)
-class Stat:
-    """Mean, sample standard deviation (0 for one value) and number of values."""
-
-    mean: float
-    std: float
-    n: int
-
-
-def stat(values: Iterable[float | None]) -> Stat:
-    """:class:`Stat` of the finite values (NaN mean if there are none).
-
-    >>> s = stat([0.5, 0.7, None])
-    >>> round(s.mean, 6), round(s.std, 6), s.n
-    (0.6, 0.141421, 2)
-    """
-    xs = [float(v) for v in values if v is not None and math.isfinite(float(v))]
-    if not xs:
-        return Stat(math.nan, math.nan, 0)
-    return Stat(statistics.fmean(xs), statistics.stdev(xs) if len(xs) > 1 else 0.0, len(xs))
-
-
-def fmt(s: Stat | float | None, digits: int = 3, *, signed: bool = False) -> str:
-    """``0.512 ± 0.034`` for a :class:`Stat`, ``0.512`` for a number, ``–`` for nothing."""
-    sign = "+" if signed else ""
-    if isinstance(s, Stat):
-        if s.n == 0:
-            return "–"
-        return f"{s.mean:{sign}.{digits}f} ± {s.std:.{digits}f}"
-    if s is None or not math.isfinite(float(s)):
-        return "–"
-    return f"{float(s):{sign}.{digits}f}"
-
-
 @dataclasses.dataclass
-class CellResult:
-    """Every seed's evaluation records of one cell, and their summaries."""
+class CellResult(runs.SeedRuns):
+    """Every seed's records of one cell (:class:`dibe_jax.train.runs.SeedRuns`) and the cell."""
 
-    cell: Cell
-    runs: list[list[dict[str, Any]]]  # per seed, every evaluation in order
-    wall_seconds: float  # training wall time of all seeds (measured when they were trained)
-    seeds: list[int]
-
-    def last3(self, key: str = "iou") -> Stat:
-        return stat(r.get(key) for recs in self.runs for r in recs[-3:])
-
-    def final(self, key: str = "iou") -> Stat:
-        return stat(recs[-1].get(key) for recs in self.runs if recs)
-
-    def best(self, key: str = "iou") -> Stat:
-        return stat(max((r.get(key) for r in recs if _finite(r.get(key))), default=None)
-                    for recs in self.runs)  # fmt: skip
-
-    def curve(self, key: str = "iou") -> tuple[list[int], list[Stat]]:
-        """Epochs and, for each, the :class:`Stat` of ``key`` over seeds."""
-        by_epoch: dict[int, list[Any]] = {}
-        for recs in self.runs:
-            for r in recs:
-                by_epoch.setdefault(int(r["epoch"]), []).append(r.get(key))
-        epochs = sorted(by_epoch)
-        return epochs, [stat(by_epoch[e]) for e in epochs]
+    cell: Cell | None = None
 
     def summary(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"cell": self.cell.slug, "seeds": self.seeds,
-                               "wall_seconds": round(self.wall_seconds, 1)}  # fmt: skip
-        for key in ("iou", "pa", "oii", "recall"):
-            for name in ("last3", "final", "best"):
-                s = getattr(self, name)(key)
-                out[f"{key}_{name}"] = [s.mean, s.std, s.n]
-        return out
-
-
-def _finite(v: Any) -> bool:
-    return v is not None and isinstance(v, int | float) and math.isfinite(v)
-
-
-# --------------------------------------------------------------------------------------------
-# Running
-
-
-def _read_metrics(workdir: Path) -> list[dict[str, Any]]:
-    path = workdir / "metrics.jsonl"
-    if not path.exists():
-        return []
-    out = []
-    for line in path.read_text().splitlines():
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return out
-
-
-def _finished(workdir: Path, config) -> list[dict[str, Any]] | None:
-    """The records of a run already finished with the same config, else ``None``."""
-    path = workdir / "config.json"
-    if not path.exists():
-        return None
-    if json.loads(path.read_text()) != json.loads(config.to_json()):
-        return None
-    records = _read_metrics(workdir)
-    if records and records[-1].get("epoch") == config.epochs and (workdir / "wall.json").exists():
-        return records
-    return None
+        return {"cell": self.cell.slug if self.cell else None, **super().summary()}
 
 
 def run_cell(
@@ -446,40 +362,20 @@ def run_cell(
     seeds: Sequence[int] | None = None,
     log: Callable[[str], None] = print,
 ) -> CellResult:
-    """Train ``cell`` once per seed under ``mode`` in ``out/runs/<cell>/seed<k>``.
-
-    A run finished earlier with the same config is read back instead of trained; a run with a
-    different config in the same folder is deleted and trained again; an interrupted one
-    resumes from its last checkpoint.
-    """
-    from dibe_jax import train
-
+    """Train ``cell`` once per seed under ``mode`` in ``out/runs/<cell>/seed<k>``
+    (:func:`dibe_jax.train.runs.train_seeds`: finished runs are read back, interrupted ones
+    resume, a run with another config in the same folder is trained again)."""
     seeds = list(range(mode.seeds)) if seeds is None else list(seeds)
     dataset = resolve_dataset(cell.dataset)
-    runs, wall = [], 0.0
-    for seed in seeds:
-        workdir = Path(out) / "runs" / cell.slug / f"seed{seed}"
-        config = make_config(cell, mode, seed)
-        records = _finished(workdir, config)
-        if records is None:
-            old = workdir / "config.json"
-            if old.exists() and json.loads(old.read_text()) != json.loads(config.to_json()):
-                shutil.rmtree(workdir)  # another setting trained here before: start again
-            t0 = time.perf_counter()
-            train.train_and_evaluate(config, workdir, resume=True,
-                                     sources=sources_for(mode, dataset))  # fmt: skip
-            seconds = time.perf_counter() - t0
-            records = _read_metrics(workdir)
-            (workdir / "wall.json").write_text(json.dumps({"seconds": round(seconds, 2)}) + "\n")
-            last = records[-1]
-            log(f"[{mode.name}] {cell.slug} seed {seed}: epoch {last['epoch']} IoU "
-                f"{last['iou']:.3f} PA {last['pa']:.3f} OII {last['oii']:+.3f} "
-                f"({seconds:.0f} s)")  # fmt: skip
-        else:
-            seconds = json.loads((workdir / "wall.json").read_text())["seconds"]
-        wall += seconds
-        runs.append(records)
-    return CellResult(cell, runs, wall, seeds)
+    config = make_config(cell, mode, seeds[0] if seeds else 0)
+    result = runs.train_seeds(
+        config,
+        Path(out) / "runs" / cell.slug,
+        seeds,
+        sources=sources_for(mode, dataset),
+        log=lambda line: log(f"[{mode.name}] {line}"),
+    )
+    return CellResult(result.runs, result.seeds, result.wall_seconds, cell=cell)
 
 
 # --------------------------------------------------------------------------------------------
@@ -590,10 +486,7 @@ def write_markdown(path: str | Path, title: str, sections: Iterable[str]) -> Pat
 
 
 def write_json(path: str | Path, data: Any) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    return path
+    return atomic_write_json(path, data)
 
 
 def stats_legend() -> str:

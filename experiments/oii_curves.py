@@ -59,9 +59,15 @@ QUICK = dict(models=("unet",), datasets=("syn2200",), losses=("dibe_reg",), alph
 
 def alpha_cell(dataset: str, model: str, loss: str, alpha: float,
                beta: float | None = None) -> common.Cell:  # fmt: skip
-    """The cell of one α; β = 1 - α unless given."""
-    b = 1.0 - alpha if beta is None else beta
-    return common.Cell(dataset, model, loss).with_params(alpha=alpha, beta=b)
+    """The cell of one α, with the library's β rule (:func:`dibe_jax.train.runs.
+    with_hyperparameter`: β = 1 - α when the loss takes β, unless ``beta`` fixes it)."""
+    from dibe_jax.train import Config, runs
+
+    base = Config()
+    base.loss.name = loss
+    fixed = None if beta is None else {"beta": beta}
+    config = runs.with_hyperparameter(base, "alpha", alpha, fixed=fixed)
+    return common.Cell(dataset, model, loss).with_params(**config.loss.params)
 
 
 def kendall_tau(xs: Sequence[float], ys: Sequence[float]) -> float:

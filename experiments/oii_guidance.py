@@ -42,6 +42,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from dibe_jax import tuning
+from dibe_jax.train import runs
 from experiments import common
 from experiments.oii_curves import LABELS, alpha_cell
 
@@ -91,10 +92,9 @@ def search(
     """Basic run, grid search and OII-guided search of α for one (model, dataset, loss)."""
 
     def train_fn(alpha: float) -> dict[str, float]:
-        r = common.run_cell(alpha_cell(dataset, model, loss, alpha, beta), mode, out)
-        return {"oii": r.last3("oii").mean, "iou": r.last3("iou").mean,
-                "pa": r.last3("pa").mean, "iou_sd": r.last3("iou").std,
-                "pa_sd": r.last3("pa").std, "seconds": r.wall_seconds}  # fmt: skip
+        return runs.search_metrics(
+            common.run_cell(alpha_cell(dataset, model, loss, alpha, beta), mode, out)
+        )
 
     centre = round((bounds[0] + bounds[1]) / 2, 6)
     first = {"value": centre, **train_fn(centre), "run": 0}

@@ -59,8 +59,8 @@ def test_losses_by_dataset_quick(tmp_path: Path) -> None:
 
 def test_table5_report_without_a_claim_pair_says_so() -> None:
     records = [[{"epoch": e, "iou": 0.1 * e, "pa": 0.5, "oii": 0.0} for e in range(1, 5)]]
-    results = {("cfd", "dibe"): common.CellResult(common.Cell("cfd", "unet", "dibe"),
-                                                  records, 1.0, [0])}  # fmt: skip
+    cell = common.Cell("cfd", "unet", "dibe")
+    results = {("cfd", "dibe"): common.CellResult(records, [0], 1.0, cell=cell)}
     text = losses_by_dataset.report(results, common.MODES["medium"])
     claims = text.split("## The paper's claims on our numbers")[1]
     assert "None checked" in claims and "| DIBE ≥ HF |" not in claims
@@ -121,7 +121,7 @@ def test_statistics_and_presets() -> None:
     assert common.fmt(s) == "0.300 ± 0.141" and common.fmt(None) == "–"
     records = [[{"epoch": e, "iou": v} for e, v in enumerate(vals, 1)]
                for vals in ([0.1, 0.5, 0.6, 0.7], [0.2, 0.3, 0.4, 0.2])]  # fmt: skip
-    r = common.CellResult(common.Cell("cfd", "unet", "dice"), records, 0.0, [0, 1])
+    r = common.CellResult(records, [0, 1], 0.0, cell=common.Cell("cfd", "unet", "dice"))
     assert r.last3().mean == pytest.approx((0.5 + 0.6 + 0.7 + 0.3 + 0.4 + 0.2) / 6)
     assert r.final().mean == pytest.approx(0.45) and r.best().mean == pytest.approx(0.55)
     assert common.resolve_dataset("syn2200_128").synthetic == (128, 2200.0, 384, 128)

@@ -1,13 +1,12 @@
 """Input pipeline: grain loaders, augmentations of the DIBE paper, progressive resizing.
 
-See :func:`make_loader` (one epoch of batches), :class:`EpochIterator` (many epochs,
-resumable) and :mod:`dibe_jax.data.augment` (the per-example operations).
+See :func:`make_loader` (one epoch of batches, resumable through its iterator's state)
+and :mod:`dibe_jax.data.augment` (the per-example operations).
 """
 
 from dibe_jax.data.augment import AugmentConfig
 from dibe_jax.data.pipeline import (
     ArraySource,
-    EpochIterator,
     Preprocess,
     epoch_seed,
     make_loader,
@@ -18,7 +17,6 @@ from dibe_jax.data.pipeline import (
 __all__ = [
     "ArraySource",
     "AugmentConfig",
-    "EpochIterator",
     "Preprocess",
     "epoch_seed",
     "make_loader",

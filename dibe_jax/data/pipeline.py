@@ -31,15 +31,14 @@ Multi-host: each process reads its own shard (``jax.process_index()`` of
 
 Resuming: ``it = iter(loader)``; ``state = it.get_state()`` (bytes) and, later,
 ``it = iter(make_loader(...same arguments...)); it.set_state(state)`` continues
-with the same batches. :class:`EpochIterator` does this across epochs.
+with the same batches (the training loop stores that state in its checkpoints).
 """
 
 from __future__ import annotations
 
 import bisect
 import dataclasses
-import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import grain.python as grain
@@ -49,7 +48,6 @@ from dibe_jax.data import augment as aug
 
 __all__ = [
     "ArraySource",
-    "EpochIterator",
     "Preprocess",
     "epoch_seed",
     "make_loader",
@@ -343,65 +341,6 @@ def make_loader(
         shard_options=shard_options,
         read_options=grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=prefetch),
     )
-
-
-class EpochIterator(Iterator[dict]):
-    """Batches over many epochs (one :func:`make_loader` per epoch) with a resumable state.
-
-    ``next(it)`` returns the next batch, moving to the next epoch when one ends
-    (:attr:`epoch` says which epoch the last batch came from); iteration stops after
-    ``num_epochs`` (never when None). :meth:`get_state` returns a JSON-able dict
-    ``{"epoch": int, "loader": str | None}``; :meth:`set_state` on an iterator built
-    with the same arguments continues with exactly the batches that would have come.
-
-    Args:
-      source: as in :func:`make_loader`.
-      num_epochs: epochs to run, or None for no end.
-      **kwargs: the other :func:`make_loader` arguments (``batch_size``,
-        ``image_size``, ``train``, ``seed``, ...), without ``epoch``.
-    """
-
-    def __init__(self, source, *, num_epochs: int | None = None, **kwargs: Any):
-        if "epoch" in kwargs:
-            raise TypeError("EpochIterator sets the epoch itself; use set_state to resume")
-        self._source = source
-        self._kwargs = kwargs
-        self._num_epochs = num_epochs
-        self.epoch = 0
-        self._it = None
-
-    def _open(self, state: bytes | None = None):
-        loader = make_loader(self._source, epoch=self.epoch, **self._kwargs)
-        self._it = iter(loader)
-        if state is not None:
-            self._it.set_state(state)
-
-    def __next__(self) -> dict:
-        while True:
-            if self._num_epochs is not None and self.epoch >= self._num_epochs:
-                raise StopIteration
-            if self._it is None:
-                self._open()
-            try:
-                return next(self._it)
-            except StopIteration:
-                self._it = None
-                self.epoch += 1
-
-    def get_state(self) -> dict:
-        """``{"epoch": e, "loader": grain state of epoch e or None}`` (JSON-able)."""
-        loader = None if self._it is None else self._it.get_state().decode()
-        return {"epoch": self.epoch, "loader": loader}
-
-    def set_state(self, state: Mapping[str, Any]) -> None:
-        """Restore a state from :meth:`get_state`."""
-        if isinstance(state, str | bytes):
-            state = json.loads(state)
-        self.epoch = int(state["epoch"])
-        loader = state.get("loader")
-        self._it = None
-        if loader is not None:
-            self._open(loader.encode() if isinstance(loader, str) else loader)
 
 
 def pad_batch(batch: Mapping[str, np.ndarray], batch_size: int) -> dict[str, np.ndarray]:

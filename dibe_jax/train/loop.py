@@ -45,6 +45,7 @@ from flax import nnx
 from dibe_jax import losses, metrics, models
 from dibe_jax.data import pipeline
 from dibe_jax.data.augment import AugmentConfig
+from dibe_jax.files import atomic_write_text
 from dibe_jax.train import checks, reporting
 from dibe_jax.train.checkpoints import CheckpointError, Checkpoints
 from dibe_jax.train.config import Config, ConfigError, from_dict
@@ -355,13 +356,6 @@ class _Progress:
             self.bar.update(1)
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 class _Workdir:
     """What a launch wrote, so a launch that fails before its first step can undo it."""
 
@@ -389,7 +383,7 @@ class _Workdir:
                 self.previous[p] = p.read_text()
             else:
                 self.created.append(p)
-            _atomic_write(p, text)
+            atomic_write_text(p, text)
 
     def track(self, *names: str) -> None:
         for n in names:
@@ -413,7 +407,7 @@ class _Workdir:
             elif p.exists():
                 p.unlink()
         for p, text in self.previous.items():
-            _atomic_write(p, text)
+            atomic_write_text(p, text)
         if self.parked is not None:
             for p in self.parked.iterdir():
                 os.replace(p, self.path / p.name)

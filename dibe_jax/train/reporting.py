@@ -13,6 +13,8 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
+from dibe_jax.files import atomic_write_text
+
 __all__ = ["MetricsLog", "eval_table", "plot_history", "read_metrics", "summary_table"]
 
 
@@ -58,9 +60,7 @@ class MetricsLog:
         if not self.enabled:
             return
         keep = [r for r in self.read() if r.get("step", 0) <= step]
-        tmp = self.path.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in keep))
-        os.replace(tmp, self.path)
+        atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in keep))
 
     def write(self, record: dict[str, Any]) -> None:
         if not self.enabled:

@@ -51,7 +51,6 @@ class Steps(NamedTuple):
     train: Callable[..., Any]
     evaluate: Callable[..., Any]
     replicated: NamedSharding
-    data: NamedSharding
 
 
 def _labels(mask: jax.Array, num_classes: int) -> jax.Array:
@@ -72,7 +71,8 @@ def make_steps(
 ) -> Steps:
     """Build the train and eval steps for a ``(model, optimizer)`` NNX state.
 
-    ``train(state, batch, step) -> (state, stats)``: one SGD update on the global batch.
+    ``train(state, batch) -> (state, stats)``: one SGD update on the global batch
+    (``state`` is donated); ``stats`` holds the loss and ``nonfinite`` (0 or 1).
     If the loss or any gradient is not finite the update is not applied (the state is
     returned unchanged) and ``stats["nonfinite"]`` is 1; the caller decides whether to stop
     (``Config.nonfinite = "raise"``) or go on (``"skip"``). No host round-trip happens here.
@@ -81,7 +81,6 @@ def make_steps(
     counts and loss sum (padding rows with ``valid = False`` excluded) to ``totals``.
     """
     replicated = NamedSharding(mesh, P())
-    data = NamedSharding(mesh, P("data"))
     loss_params = dict(loss_params)
 
     def per_image_loss(logits, mask):
@@ -102,8 +101,7 @@ def make_steps(
         new_state = nnx.state((model, optimizer))
         if skip_nonfinite:
             new_state = jax.lax.cond(finite, lambda: new_state, lambda: state)
-        grad_norm = jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in jax.tree.leaves(grads)))
-        stats = {"loss": loss, "grad_norm": grad_norm, "nonfinite": (~finite).astype(jnp.int32)}
+        stats = {"loss": loss, "nonfinite": (~finite).astype(jnp.int32)}
         return new_state, stats
 
     def eval_step(state, batch, totals):
@@ -129,7 +127,7 @@ def make_steps(
 
     train = jax.jit(train_step, donate_argnums=0, out_shardings=(replicated, replicated))
     evaluate = jax.jit(eval_step, out_shardings=replicated)
-    return Steps(train, evaluate, replicated, data)
+    return Steps(train, evaluate, replicated)
 
 
 def zero_totals() -> dict[str, jax.Array]:

@@ -1,0 +1,248 @@
+"""Runs over several seeds and the statistics SPEC.md reports them by.
+
+With the paper's constant learning rate, one run's validation IoU moves by 0.1-0.2 between
+evaluations, so a single final number cannot rank losses that differ by 0.01. SPEC.md
+("Reporting trained results") therefore reports each setting over at least 3 seeds:
+
+* **last-3**: mean ± sample standard deviation of the last 3 evaluations of every seed,
+  pooled (3 × seeds values): the number held against the paper's single value, and the one
+  :func:`search_metrics` hands to the OII-guided search;
+* **final**: mean ± sd over seeds of each seed's last evaluation;
+* **best**: mean ± sd over seeds of each seed's best evaluation.
+
+:func:`train_seeds` trains one config once per seed in ``workdir/seed<k>`` (a run finished
+earlier with the same config is read back, an interrupted one resumes, one with another
+config is replaced) and returns a :class:`SeedRuns`. :func:`with_hyperparameter` turns a
+hyperparameter value into the config of a run, with the one β rule of the project.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import math
+import shutil
+import statistics
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from dibe_jax.files import atomic_write_json
+from dibe_jax.train.config import Config
+from dibe_jax.train.reporting import read_metrics
+
+__all__ = [
+    "LAST_N",
+    "SeedRuns",
+    "Stat",
+    "fmt",
+    "search_metrics",
+    "stat",
+    "train_seeds",
+    "with_hyperparameter",
+]
+
+#: Evaluations per seed that the reported statistic averages (SPEC.md).
+LAST_N = 3
+
+
+@dataclasses.dataclass(frozen=True)
+class Stat:
+    """Mean, sample standard deviation (0 for one value) and number of values."""
+
+    mean: float
+    std: float
+    n: int
+
+    def __str__(self) -> str:
+        return fmt(self)
+
+
+def stat(values: Iterable[float | None]) -> Stat:
+    """:class:`Stat` of the finite values (NaN mean if there are none).
+
+    >>> s = stat([0.5, 0.7, None])
+    >>> round(s.mean, 6), round(s.std, 6), s.n
+    (0.6, 0.141421, 2)
+    """
+    xs = [float(v) for v in values if _finite(v)]
+    if not xs:
+        return Stat(math.nan, math.nan, 0)
+    return Stat(statistics.fmean(xs), statistics.stdev(xs) if len(xs) > 1 else 0.0, len(xs))
+
+
+def fmt(s: Stat | float | None, digits: int = 3, *, signed: bool = False) -> str:
+    """``0.512 ± 0.034`` for a :class:`Stat`, ``0.512`` for a number, ``–`` for nothing.
+
+    >>> fmt(Stat(0.5123, 0.0341, 9)), fmt(-0.25, 2, signed=True), fmt(None)
+    ('0.512 ± 0.034', '-0.25', '–')
+    """
+    sign = "+" if signed else ""
+    if isinstance(s, Stat):
+        if s.n == 0:
+            return "–"
+        return f"{s.mean:{sign}.{digits}f} ± {s.std:.{digits}f}"
+    if s is None or not math.isfinite(float(s)):
+        return "–"
+    return f"{float(s):{sign}.{digits}f}"
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+@dataclasses.dataclass
+class SeedRuns:
+    """Every seed's evaluation records of one setting, and their summaries.
+
+    Attributes:
+      runs: per seed, every evaluation record (``metrics.jsonl`` lines) in order.
+      seeds: the seeds, in the order of ``runs``.
+      wall_seconds: training wall time of all seeds (measured when they were trained).
+    """
+
+    runs: list[list[dict[str, Any]]]
+    seeds: list[int]
+    wall_seconds: float = 0.0
+
+    def last3(self, key: str = "iou") -> Stat:
+        """SPEC's statistic: the last :data:`LAST_N` evaluations of every seed, pooled."""
+        return stat(r.get(key) for recs in self.runs for r in recs[-LAST_N:])
+
+    def final(self, key: str = "iou") -> Stat:
+        return stat(recs[-1].get(key) for recs in self.runs if recs)
+
+    def best(self, key: str = "iou") -> Stat:
+        return stat(
+            max((r.get(key) for r in recs if _finite(r.get(key))), default=None)
+            for recs in self.runs
+        )
+
+    def curve(self, key: str = "iou") -> tuple[list[int], list[Stat]]:
+        """Epochs and, for each, the :class:`Stat` of ``key`` over seeds."""
+        by_epoch: dict[int, list[Any]] = {}
+        for recs in self.runs:
+            for r in recs:
+                by_epoch.setdefault(int(r["epoch"]), []).append(r.get(key))
+        epochs = sorted(by_epoch)
+        return epochs, [stat(by_epoch[e]) for e in epochs]
+
+    def evaluations_used(self) -> int:
+        """How many evaluations (over all seeds) :meth:`last3` averages."""
+        return sum(len(recs[-LAST_N:]) for recs in self.runs)
+
+    def summary(self) -> dict[str, Any]:
+        """``{key}_{last3|final|best}: [mean, std, n]`` for IoU, PA, OII and recall."""
+        out: dict[str, Any] = {"seeds": self.seeds, "wall_seconds": round(self.wall_seconds, 1)}
+        for key in ("iou", "pa", "oii", "recall"):
+            for name in ("last3", "final", "best"):
+                s = getattr(self, name)(key)
+                out[f"{key}_{name}"] = [s.mean, s.std, s.n]
+        return out
+
+
+def search_metrics(result: SeedRuns) -> dict[str, Any]:
+    """What a hyperparameter search steers on: SPEC's last-3 mean over seeds of OII, IoU
+    and PA (with their spreads), the seeds and evaluations used, and the wall time."""
+    out: dict[str, Any] = {}
+    for key in ("oii", "iou", "pa"):
+        s = result.last3(key)
+        out[key], out[f"{key}_sd"] = s.mean, s.std
+    out["seeds"] = len(result.seeds)
+    out["evaluations"] = result.evaluations_used()
+    out["seconds"] = round(result.wall_seconds, 2)
+    return out
+
+
+def with_hyperparameter(
+    config: Config, param: str, value: float, *, fixed: Mapping[str, float] | None = None
+) -> Config:
+    """A copy of ``config`` whose loss hyperparameter ``param`` is ``value``.
+
+    The β rule (one for the CLI and the experiments): when ``param`` is ``alpha`` and the
+    loss also takes ``beta``, β = 1 − α, and when ``param`` is ``beta``, α = 1 − β, as in the
+    paper's defaults (α, β) = (0.3, 0.7) and Appendix C's start α = β = 0.5; unless
+    ``fixed`` gives the other one a value (``fixed={"beta": 0.7}``).
+
+    >>> c = with_hyperparameter(Config(), "alpha", 0.2)  # the default loss, dibe
+    >>> c.loss.params
+    {'alpha': 0.2, 'beta': 0.8}
+    >>> with_hyperparameter(Config(), "alpha", 0.2, fixed={"beta": 0.5}).loss.params
+    {'alpha': 0.2, 'beta': 0.5}
+    """
+    from dibe_jax import losses
+
+    config = copy.deepcopy(config)
+    takes = losses.hyperparameters(config.loss.name)
+    config.loss.params[param] = round(float(value), 6)
+    other = {"alpha": "beta", "beta": "alpha"}.get(param)
+    fixed = dict(fixed or {})
+    if other in fixed:
+        config.loss.params[other] = float(fixed[other])
+    elif other is not None and other in takes:
+        config.loss.params[other] = round(1.0 - float(value), 6)
+    return config
+
+
+def _finished(workdir: Path, config: Config) -> list[dict[str, Any]] | None:
+    """The records of a run already finished with the same config, else ``None``."""
+    path = workdir / "config.json"
+    if not path.exists() or json.loads(path.read_text()) != json.loads(config.to_json()):
+        return None
+    records = read_metrics(workdir)
+    if records and records[-1].get("epoch") == config.epochs and (workdir / "wall.json").exists():
+        return records
+    return None
+
+
+def train_seeds(
+    config: Config,
+    workdir: str | Path,
+    seeds: Sequence[int],
+    *,
+    sources: Mapping[str, Sequence] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> SeedRuns:
+    """Train ``config`` once per seed in ``workdir/seed<k>``; return every seed's records.
+
+    A run finished earlier with the same config is read back instead of trained; a run with
+    another config in the same folder is replaced; an interrupted one resumes from its last
+    checkpoint. ``workdir/seed<k>/wall.json`` records each run's training wall time.
+
+    Args:
+      config: the setting (its ``seed`` is replaced by each of ``seeds``).
+      workdir: one folder per seed goes below it.
+      seeds: e.g. ``range(3)`` (SPEC: at least 3 for a reported number).
+      sources: in-memory splits, as in :func:`~dibe_jax.train.train_and_evaluate`.
+      log: called with one line per seed trained.
+    """
+    from dibe_jax.train.loop import train_and_evaluate
+
+    runs, wall = [], 0.0
+    for seed in seeds:
+        run_dir = Path(workdir) / f"seed{seed}"
+        seeded = copy.deepcopy(config)
+        seeded.seed = int(seed)
+        records = _finished(run_dir, seeded)
+        if records is None:
+            old = run_dir / "config.json"
+            if old.exists() and json.loads(old.read_text()) != json.loads(seeded.to_json()):
+                shutil.rmtree(run_dir)  # another setting trained here before: start again
+            t0 = time.perf_counter()
+            train_and_evaluate(seeded, run_dir, resume=True, sources=sources)
+            seconds = time.perf_counter() - t0
+            records = read_metrics(run_dir)
+            atomic_write_json(run_dir / "wall.json", {"seconds": round(seconds, 2)})
+            if log is not None and records:
+                last = records[-1]
+                log(
+                    f"{run_dir}: epoch {last['epoch']} IoU {last['iou']:.3f} PA "
+                    f"{last['pa']:.3f} OII {last['oii']:+.3f} ({seconds:.0f} s)"
+                )
+        else:
+            seconds = json.loads((run_dir / "wall.json").read_text())["seconds"]
+        wall += seconds
+        runs.append(records)
+    return SeedRuns(runs, [int(s) for s in seeds], wall)
