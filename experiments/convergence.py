@@ -24,13 +24,17 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from matplotlib.figure import Figure
 
-from experiments import common
+if __package__ in (None, ""):  # run as `python experiments/convergence.py`: find `experiments`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from experiments import common  # noqa: E402
 
 LOSSES = ("focal_tversky", "dibe_reg")
 LABELS = {"focal_tversky": "FT", "dibe_reg": "DIBE_Reg"}

@@ -26,10 +26,15 @@ Writes ``<out>/table5.md`` (ours beside the paper's numbers) and ``<out>/table5.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
-from experiments import common
+if __package__ in (None, ""):  # `python experiments/losses_by_dataset.py`: find `experiments`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from experiments import common  # noqa: E402
 
 LOSSES = ("focal_tversky", "dibe_reg", "hybrid_focal", "dibe")
 LABELS = {"focal_tversky": "FT", "dibe_reg": "DIBE_Reg", "hybrid_focal": "HF", "dibe": "DIBE"}

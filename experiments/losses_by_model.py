@@ -31,11 +31,15 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from experiments import common
+if __package__ in (None, ""):  # run as `python experiments/losses_by_model.py`: find `experiments`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from experiments import common  # noqa: E402
 
 DISTRIBUTION = ("bce", "focal", "dibe_dis")
 REGION = ("dice", "tversky", "focal_tversky", "dibe_reg", "combo", "exp_log", "hybrid_focal",

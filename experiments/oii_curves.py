@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -42,7 +43,10 @@ from pathlib import Path
 import matplotlib
 from matplotlib.figure import Figure
 
-from experiments import common
+if __package__ in (None, ""):  # run as `python experiments/oii_curves.py`: find `experiments`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from experiments import common  # noqa: E402
 
 ALPHAS = (0.1, 0.3, 0.5, 0.7, 0.9)
 LABELS = {"dibe_dis": "DIBE_Dis", "tversky": "Tversky", "dibe_reg": "DIBE_Reg"}

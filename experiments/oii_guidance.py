@@ -37,14 +37,19 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from dibe_jax import tuning
 from dibe_jax.train import runs
-from experiments import common
-from experiments.oii_curves import LABELS, alpha_cell
+
+if __package__ in (None, ""):  # run as `python experiments/oii_guidance.py`: find `experiments`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from experiments import common  # noqa: E402
+from experiments.oii_curves import LABELS, alpha_cell  # noqa: E402
 
 LOSSES = ("dibe_dis", "tversky", "dibe_reg")
 MODELS = ("segnet", "unet")

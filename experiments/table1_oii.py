@@ -19,11 +19,16 @@ Writes ``<out>/table1.md``.
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from dibe_jax import analysis
-from experiments import common
+
+if __package__ in (None, ""):  # run as `python experiments/table1_oii.py`: find `experiments`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from experiments import common  # noqa: E402
 
 
 def largest_difference() -> float:

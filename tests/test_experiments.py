@@ -10,6 +10,7 @@ from __future__ import annotations
 import doctest
 import json
 import math
+import os
 import re
 from pathlib import Path
 
@@ -119,8 +120,10 @@ def test_statistics_and_presets() -> None:
     s = common.stat([0.2, 0.4, float("nan"), None])
     assert s.n == 2 and s.mean == pytest.approx(0.3) and s.std == pytest.approx(0.1414, 1e-3)
     assert common.fmt(s) == "0.300 ± 0.141" and common.fmt(None) == "–"
-    records = [[{"epoch": e, "iou": v} for e, v in enumerate(vals, 1)]
-               for vals in ([0.1, 0.5, 0.6, 0.7], [0.2, 0.3, 0.4, 0.2])]  # fmt: skip
+    records = [
+        [{"epoch": e, "iou": v} for e, v in enumerate(vals, 1)]
+        for vals in ([0.1, 0.5, 0.6, 0.7], [0.2, 0.3, 0.4, 0.2])
+    ]
     r = common.CellResult(records, [0, 1], 0.0, cell=common.Cell("cfd", "unet", "dice"))
     assert r.last3().mean == pytest.approx((0.5 + 0.6 + 0.7 + 0.3 + 0.4 + 0.2) / 6)
     assert r.final().mean == pytest.approx(0.45) and r.best().mean == pytest.approx(0.55)
@@ -132,8 +135,11 @@ def test_statistics_and_presets() -> None:
     assert (config.epochs, config.batch_size, config.seed) == (30, 8, 2)
     assert config.data.image_size == 96 and config.data.dataset == "magnetic_tile/crack"
     assert Path(config.data.manual_dir) == common.data_root()
-    full = common.make_config(common.Cell("cfd", "segnet", "dibe_dis").with_params(alpha=0.7),
-                              common.MODES["full"], seed=0)  # fmt: skip
+    full = common.make_config(
+        common.Cell("cfd", "segnet", "dibe_dis").with_params(alpha=0.7),
+        common.MODES["full"],
+        seed=0,
+    )
     assert (full.epochs, full.batch_size, full.eval_every, full.optim.lr) == (50, 32, 5, 0.01)
     assert full.loss.params == {"alpha": 0.7} and "width" not in full.model.options
 
@@ -141,3 +147,43 @@ def test_statistics_and_presets() -> None:
 @pytest.mark.parametrize("module", [common, oii_curves], ids=lambda m: m.__name__)
 def test_doctests(module) -> None:
     assert doctest.testmod(module).failed == 0
+
+
+SCRIPTS = sorted(
+    p.stem
+    for p in (Path(__file__).resolve().parents[1] / "experiments").glob("*.py")
+    if p.stem not in ("__init__", "common")
+)
+
+
+_BOTH_WAYS = """
+import contextlib, io, runpy, sys
+for script in sys.argv[1:]:
+    for how in ("file", "module"):
+        sys.argv = [script, "--help"]
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.suppress(SystemExit):
+            if how == "file":
+                runpy.run_path(f"experiments/{script}.py", run_name="__main__")
+            else:  # `python -m` from the repository root puts the root first on sys.path
+                sys.path.insert(0, "")
+                runpy.run_module(f"experiments.{script}", run_name="__main__", alter_sys=True)
+        assert "usage:" in out.getvalue(), (script, how)
+        for name in [m for m in sys.modules if m == "experiments" or m.startswith("experiments.")]:
+            del sys.modules[name]  # the next run imports them afresh
+        sys.path.pop(0)  # what the file's bootstrap (or `-m`) inserted
+print("ok", len(sys.argv))
+"""
+
+
+def test_every_experiment_runs_as_a_file_and_as_a_module():
+    """``python experiments/X.py`` and ``python -m experiments.X`` both work (one process,
+    without the repository on ``sys.path``, as from a fresh shell)."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    cmd = [sys.executable, "-I", "-c", _BOTH_WAYS, *SCRIPTS]
+    out = subprocess.run(cmd, cwd=root, capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
