@@ -19,9 +19,19 @@ from dibe_jax import losses
 from dibe_jax.losses import binary
 
 BINARY = [
-    "bce", "wbce", "focal", "dibe_dis", "dice", "tversky", "focal_tversky", "dibe_reg",
-    "combo", "exp_log", "hybrid_focal", "dibe",
-]  # fmt: skip
+    "bce",
+    "wbce",
+    "focal",
+    "dibe_dis",
+    "dice",
+    "tversky",
+    "focal_tversky",
+    "dibe_reg",
+    "combo",
+    "exp_log",
+    "hybrid_focal",
+    "dibe",
+]
 
 
 # ----------------------------------------------------------------------------------------
@@ -62,13 +72,16 @@ def ref_pixel(name, z, y, h):
 
 def ref_counts(z, y):
     p = np.array([_p(v) for v in z])
-    return float((p * y).sum()), float(((1 - p) * y).sum()), float((p * (1 - y)).sum())
+    return float((p * y).sum()), float((p * (1 - y)).sum()), float(((1 - p) * y).sum())
 
 
 def ref_loss(name, z, y, **h):
     """One image: ``z``, ``y`` flat float64 arrays."""
-    mean = lambda n, **k: float(np.mean([ref_pixel(n, a, b, {**h, **k}) for a, b in zip(z, y, strict=True)]))  # noqa: E501, E731
-    tp, fn, fp = ref_counts(z, y)
+
+    def mean(n, **k):
+        return float(np.mean([ref_pixel(n, a, b, {**h, **k}) for a, b in zip(z, y, strict=True)]))
+
+    tp, fp, fn = ref_counts(z, y)
     eps = h.get("eps", 1.0)
     a, b = h.get("alpha", 0.3), h.get("beta", 0.7)
     tv = (tp + eps) / (tp + a * fn + b * fp + eps)  # Eq. 7, α on misses (SPEC.md)
@@ -110,10 +123,7 @@ HYPER = {  # non-default values so every hyperparameter is exercised
     "dibe_reg": {"alpha": 0.2, "beta": 0.8, "gamma": 1.3, "eps": 0.9},
     "combo": {"theta": 0.3, "lam": 0.6, "eps": 1.0},
     "exp_log": {"theta": 0.4, "lam": 0.3, "gamma_ce": 0.7, "gamma_dc": 1.4, "eps": 1.0},
-    "hybrid_focal": {
-        "theta": 0.6, "lam": 0.3, "gamma": 1.5, "alpha": 0.4, "beta": 0.6, "gamma_ft": 0.8,
-        "eps": 1.0,
-    },  # fmt: skip
+    "hybrid_focal": dict(theta=0.6, lam=0.3, gamma=1.5, alpha=0.4, beta=0.6, gamma_ft=0.8, eps=1.0),
     "dibe": {"theta": 0.4, "lam": 0.3, "gamma": 1.6, "alpha": 0.7, "beta": 0.3, "eps": 1.0},
 }
 
@@ -173,7 +183,7 @@ def test_hand_values():
 
 def test_identities():
     z, y = (jnp.asarray(a, jnp.float32) for a in _random_batch(1))
-    close = lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-6)  # noqa: E731
+    close = functools.partial(np.testing.assert_allclose, rtol=2e-5, atol=1e-6)
     close(losses.tversky(z, y, alpha=0.5, beta=0.5, eps=0.5), losses.dice(z, y, eps=1.0))
     close(losses.focal(z, y, lam=0.3, gamma=0.0), losses.wbce(z, y, lam=0.3))
     close(losses.dibe_dis(z, y, alpha=0.0, beta=0.0), losses.focal(z, y))
@@ -353,10 +363,10 @@ def test_finite_for_any_logits(z, y, fill):
 def test_finite_at_perfect_and_saturated_predictions(name, gamma):
     y = np.array([[1, 1, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0], [1, 1, 1, 1, 1, 1]], np.float32)
     h = {k: gamma for k in losses.hyperparameters(name) if k.startswith("gamma")}
+    no_eps = {**h, "eps": 0.0} if "eps" in losses.hyperparameters(name) else h
     for z in (np.where(y > 0, 100.0, -100.0), np.where(y > 0, -100.0, 100.0), 0 * y):
         _finite(name, jnp.asarray(z, jnp.float32), y, **h)
-        _finite(name, jnp.asarray(z, jnp.float32), y, **{**h, "eps": 0.0} if "eps" in
-                losses.hyperparameters(name) else h)  # fmt: skip
+        _finite(name, jnp.asarray(z, jnp.float32), y, **no_eps)
 
 
 def test_dibe_reg_gradient_at_tv_near_one_is_finite_and_nonzero():
@@ -410,9 +420,8 @@ def test_bad_arrays():
 def test_registry():
     assert set(BINARY) <= set(losses.names())
     assert losses.get("dibe") is losses.dibe
-    assert losses.hyperparameters("dibe") == {
-        "theta": 0.5, "lam": 0.25, "gamma": 2.0, "alpha": 0.3, "beta": 0.7, "eps": 1.0,
-    }  # fmt: skip
+    paper = {"theta": 0.5, "lam": 0.25, "gamma": 2.0, "alpha": 0.3, "beta": 0.7, "eps": 1.0}
+    assert losses.hyperparameters("dibe") == paper
     assert "Eq. 21" in losses.describe("dibe")
     with pytest.raises(ValueError, match="unknown loss 'dibee'.*dibe_dis"):
         losses.get("dibee")

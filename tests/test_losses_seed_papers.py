@@ -111,6 +111,8 @@ def _rounds_to(value, printed):
 def test_other_losses_reproduce_the_worked_examples():
     """CE 1.05, WCE 0.615 (α = 1/N_j), focal 0.304 and FL(α) 0.197 (γ = 2), log base 10.
 
+    The paper's per-class α is ``class_weights`` here.
+
     The paper's losses are sums over the 4 samples; ours are means over pixels, hence ``4·``.
     """
     z, y = _softmax_logits("k"), LABELS
@@ -119,7 +121,7 @@ def test_other_losses_reproduce_the_worked_examples():
         (losses.softmax_cross_entropy(z, y), 1.05),
         (losses.softmax_cross_entropy(z, y, class_weights=k), 0.615),
         (losses.softmax_focal(z, y, gamma=2.0), 0.304),
-        (losses.softmax_focal(z, y, alpha=k, gamma=2.0), 0.197),
+        (losses.softmax_focal(z, y, class_weights=k, gamma=2.0), 0.197),
     ]
     for value, want in cases:
         assert _rounds_to(4 * float(value[0]) / LN10, want), (value, want)
@@ -127,14 +129,14 @@ def test_other_losses_reproduce_the_worked_examples():
     for fn, kw, ma, mi in (
         (losses.softmax_cross_entropy, {"class_weights": k}, 0.497, 0.262),
         (losses.softmax_focal, {}, 0.162, 0.162),
-        (losses.softmax_focal, {"alpha": k}, 0.149, 0.054),
+        (losses.softmax_focal, {"class_weights": k}, 0.149, 0.054),
     ):
         assert _rounds_to(4 * float(fn(z_ma, y, **kw)[0]) / LN10, ma)
         assert _rounds_to(4 * float(fn(z_mi, y, **kw)[0]) / LN10, mi)
 
 
 def ref_pf(z, y, w):
-    """Eqs. 9-10 directly: arithmetic mean of the true-class probability per class."""
+    """PF Eqs. 9-10 directly: arithmetic mean of the true-class probability per class."""
     p = _softmax(z.reshape(-1, z.shape[-1]))
     y, w = y.ravel(), w.ravel() > 0
     total = 0.0
@@ -154,14 +156,13 @@ def test_pf_matches_eqs_9_10_and_check_grads(x64):
     np.testing.assert_allclose(got, ref_pf(z, y, w), rtol=1e-12)
     # class 2 absent from the (unmasked) batch: contributes 0 but still counts in M = 3
     y2 = np.where(y == 2, 1, y)
-    np.testing.assert_allclose(losses.pf_loss(jnp.asarray(z), y2, where=w), ref_pf(z, y2, w),
-                               rtol=1e-12)  # fmt: skip
-    check_grads(lambda v: losses.pf_loss(v, y, where=w), (jnp.asarray(z),), order=1,
-                modes=("fwd",))  # fmt: skip
+    got = losses.pf_loss(jnp.asarray(z), y2, where=w)
+    np.testing.assert_allclose(got, ref_pf(z, y2, w), rtol=1e-12)
+    check_grads(lambda v: losses.pf_loss(v, y, where=w), (jnp.asarray(z),), order=1, modes=("fwd",))
 
 
 def test_pf_binary_gradient_is_eq_14():
-    """Eq. 14 is the gradient of Eq. 13 (no 1/M) in the logit: ``2 ∂PF/∂z``."""
+    """PF Eq. 14 is the gradient of PF Eq. 13 (no 1/M) in the logit: ``2 ∂PF/∂z``."""
     rng = np.random.default_rng(1)
     z = rng.normal(size=(2, 5)).astype(np.float32)
     t = (rng.random((2, 5)) < 0.3).astype(np.float32)
@@ -193,11 +194,11 @@ def test_pf_pools_devices_masks_and_saturates():
 # ======================================================================== CDFL
 
 
-def ref_cdfl(mc, y, omega, gamma, alpha):
-    """Eqs. 4-6 per pixel, float64 NumPy: u from E[p²] - E[p]² as the paper writes it."""
+def ref_cdfl(mc, y, omega, gamma, class_weights):
+    """CDFL Eqs. 4-6 per pixel, float64 NumPy: u from E[p²] - E[p]² as the paper writes it."""
     p = _softmax(mc)  # [T, B, P, C]
     t, b, n, c = p.shape
-    a = np.broadcast_to(alpha, (c,))
+    a = np.broadcast_to(class_weights, (c,))  # the paper's α_c
     out = np.zeros(b)
     for i in range(b):
         for k in range(n):
@@ -224,7 +225,7 @@ def test_cdfl_hand_value():
     # T = 2 passes, one pixel of class 1: p = 0.5 then 0.75 -> p̄ = 0.625, u = 1/64
     mc = np.array([[[[0.0, 0.0]]], [[[0.0, math.log(3.0)]]]], np.float32)
     ce = -math.log(0.625)
-    got = losses.cross_dropout_focal(mc, np.array([[1]]), omega=1.0, gamma=1.0, alpha=0.75)
+    got = losses.cross_dropout_focal(mc, np.array([[1]]), omega=1.0, gamma=1.0, class_weights=0.75)
     np.testing.assert_allclose(got, [ce + 0.75 / 64 * ce], rtol=1e-6)
     got = losses.cross_dropout_focal(mc, np.array([[1]]))  # ω = 0.01, γ = 2, α = 0.75
     np.testing.assert_allclose(got, [ce * (1 + 0.01 * 0.75 / 64**2)], rtol=1e-6)
@@ -233,11 +234,14 @@ def test_cdfl_hand_value():
 def test_cdfl_matches_eqs_4_6_and_check_grads(x64):
     z, y = _batch(4, shape=(2, 4))
     mc = z[None] + np.random.default_rng(5).normal(scale=0.7, size=(4, *z.shape))
-    h = {"omega": 0.5, "gamma": 1.5, "alpha": np.array([0.5, 0.75, 1.0])}
+    h = {"omega": 0.5, "gamma": 1.5, "class_weights": np.array([0.5, 0.75, 1.0])}
     got = losses.cross_dropout_focal(jnp.asarray(mc), y, **h)
     np.testing.assert_allclose(got, ref_cdfl(mc, y, **h), rtol=1e-9)
-    check_grads(lambda v: jnp.mean(losses.cross_dropout_focal(v, y, **h)), (jnp.asarray(mc),),
-                order=1, modes=("fwd",))  # fmt: skip
+
+    def mean_loss(v):
+        return jnp.mean(losses.cross_dropout_focal(v, y, **h))
+
+    check_grads(mean_loss, (jnp.asarray(mc),), order=1, modes=("fwd",))
 
 
 def test_cdfl_stop_gradient_u():
@@ -246,7 +250,7 @@ def test_cdfl_stop_gradient_u():
     mc = (z[None] + np.random.default_rng(7).normal(scale=2.0, size=(3, *z.shape))).astype(
         np.float32
     )
-    h = {"omega": 5.0, "gamma": 1.0, "alpha": 1.0}
+    h = {"omega": 5.0, "gamma": 1.0, "class_weights": 1.0}
 
     def loss(v, stop):
         return jnp.mean(losses.cross_dropout_focal(v, y, stop_gradient_u=stop, **h))
@@ -265,8 +269,8 @@ def test_cdfl_stop_gradient_u():
         return jnp.mean(per)
 
     u = jnp.var(jax.nn.softmax(mc, axis=-1), axis=0)
-    np.testing.assert_allclose(g_stop, jax.jit(jax.grad(weighted_ce))(mc, u), rtol=1e-5,
-                               atol=1e-7)  # fmt: skip
+    want = jax.jit(jax.grad(weighted_ce))(mc, u)
+    np.testing.assert_allclose(g_stop, want, rtol=1e-5, atol=1e-7)
 
 
 def test_cdfl_masks_jit_and_bad_input():
@@ -275,7 +279,7 @@ def test_cdfl_masks_jit_and_bad_input():
     mask = np.ones(SHAPE)
     mask[:, 4:] = 0
     fn = losses.cross_dropout_focal
-    want = ref_cdfl(mc[:, :, :4].astype(float), y[:, :4], omega=0.01, gamma=2.0, alpha=0.75)
+    want = ref_cdfl(mc[:, :, :4].astype(float), y[:, :4], omega=0.01, gamma=2.0, class_weights=0.75)
     val, _ = value_and_grad("cross_dropout_focal", mc, y, mask, gamma=2.0)
     np.testing.assert_allclose(val, np.mean(want), rtol=1e-5)
     with jax.disable_jit():
@@ -288,8 +292,10 @@ def test_cdfl_masks_jit_and_bad_input():
         fn(mc, y[:, :3])
     with pytest.raises(ValueError, match="`labels`.*\\[0, 3\\)"):
         fn(mc, np.full(SHAPE, 3))
-    with pytest.raises(ValueError, match="`alpha`.*\\(3,\\)"):
-        fn(mc, y, alpha=np.ones(2))
+    with pytest.raises(ValueError, match="`class_weights`.*\\(3,\\)"):
+        fn(mc, y, class_weights=np.ones(2))
+    with pytest.raises(ValueError, match="`class_weights`"):
+        fn(mc, y, class_weights=-0.5)
     with pytest.raises(ValueError, match="`omega`"):
         fn(mc, y, omega=-0.1)
     with pytest.raises(ValueError, match="`stop_gradient_u`"):
@@ -338,8 +344,11 @@ def test_unified_focal_matches_reference_and_check_grads(asymmetric, x64):
     zb, yb = z[..., 1], (y == 1).astype(np.float64)
     got = losses.unified_focal(jnp.asarray(zb), yb, **h)
     np.testing.assert_allclose(got, ref_unified(zb, yb, binary=True, **h), rtol=1e-10)
-    check_grads(lambda v: jnp.mean(losses.unified_focal(v, y, **h)), (jnp.asarray(z),), order=1,
-                modes=("fwd",))  # fmt: skip
+
+    def mean_loss(v):
+        return jnp.mean(losses.unified_focal(v, y, **h))
+
+    check_grads(mean_loss, (jnp.asarray(z),), order=1, modes=("fwd",))
 
 
 @pytest.mark.parametrize("asymmetric", [True, False])
@@ -348,8 +357,9 @@ def test_unified_focal_recovers_cross_entropy_and_dice(asymmetric):
     Dice loss averaged over all classes (λ = 0, smoothing 2ε), in both forms."""
     z, y = _batch(11)
     z = z.astype(np.float32)
-    uf = functools.partial(losses.unified_focal, delta=0.5, gamma=0.0, eps=0.25,
-                           asymmetric=asymmetric)  # fmt: skip
+    uf = functools.partial(
+        losses.unified_focal, delta=0.5, gamma=0.0, eps=0.25, asymmetric=asymmetric
+    )
     close = functools.partial(np.testing.assert_allclose, rtol=2e-5, atol=1e-6)
     close(uf(z, y, weight=1.0), 0.5 * losses.softmax_cross_entropy(z, y))
     close(uf(z, y, weight=0.0), losses.dice_multiclass(z, y, eps=0.5, classes="all"))
@@ -370,8 +380,8 @@ def test_unified_focal_hand_value_and_asymmetry():
     want_a = (d + (1 - d) * 0.5**g) * math.log(2) / 2
     want_s = (d + (1 - d)) * 0.5**g * math.log(2) / 2
     np.testing.assert_allclose(losses.unified_focal(z, y, weight=1.0), [want_a], rtol=1e-6)
-    np.testing.assert_allclose(losses.unified_focal(z, y, weight=1.0, asymmetric=False),
-                               [want_s], rtol=1e-6)  # fmt: skip
+    got = losses.unified_focal(z, y, weight=1.0, asymmetric=False)
+    np.testing.assert_allclose(got, [want_s], rtol=1e-6)
     # λ = 0, perfect prediction: 1 - mTI = 0 for both classes
     zp = np.array([[100.0, -100.0]], np.float32)
     np.testing.assert_allclose(losses.unified_focal(zp, y, weight=0.0), [0.0], atol=1e-6)
@@ -397,10 +407,9 @@ def test_unified_focal_masks_pooling_jit_and_bad_input():
     np.testing.assert_allclose(fn(z, y, pool_batch=True), want, rtol=1e-5)
     per_device = jax.vmap(lambda a, b: fn(a, b, axis_name="d"), axis_name="d")
     np.testing.assert_allclose(per_device(z[:, None], y[:, None]).ravel(), want, rtol=1e-5)
-    for kw, arg in (({"gamma": 1.5}, "gamma"), ({"delta": -0.1}, "delta"),
-                    ({"weight": 2.0}, "weight"), ({"asymmetric": 1}, "asymmetric")):  # fmt: skip
+    for arg, bad in [("gamma", 1.5), ("delta", -0.1), ("weight", 2.0), ("asymmetric", 1)]:
         with pytest.raises(ValueError, match=f"`{arg}`"):
-            fn(z, y, **kw)
+            fn(z, y, **{arg: bad})
     with pytest.raises(ValueError, match="`labels`"):
         fn(z, np.full(SHAPE, 5))
     with pytest.raises(ValueError, match="`labels` must have shape"):
@@ -437,10 +446,10 @@ def test_finite_at_perfect_and_saturated_predictions(gamma):
     ones = np.ones(SHAPE)
     for z in (np.where(onehot > 0, 100.0, -100.0), np.where(onehot > 0, -100.0, 100.0)):
         z = z.astype(np.float32)
+        yb = (y == 1).astype(np.float32)
         for eps in (0.0, 1e-6):
             _finite("unified_focal", z, y, ones, gamma=gamma, eps=eps)
-            _finite("unified_focal", z[..., 1], (y == 1).astype(np.float32), ones, gamma=gamma,
-                    eps=eps)  # fmt: skip
+            _finite("unified_focal", z[..., 1], yb, ones, gamma=gamma, eps=eps)
         _finite("pf_loss", z, y, ones)
         _finite("cross_dropout_focal", np.stack([z, -z]), y, ones, gamma=gamma)
 
@@ -449,9 +458,9 @@ def test_registry():
     for name in ("pf_loss", "cross_dropout_focal", "unified_focal"):
         assert name in losses.names() and losses.describe(name)
     assert losses.hyperparameters("pf_loss") == {}
-    assert losses.hyperparameters("unified_focal") == {
-        "weight": 0.5, "delta": 0.6, "gamma": 0.5, "asymmetric": True, "eps": 1e-6,
-    }  # fmt: skip
-    assert set(losses.hyperparameters("cross_dropout_focal")) == {
-        "omega", "gamma", "alpha", "stop_gradient_u",
-    }  # fmt: skip
+    assert losses.hyperparameters("unified_focal") == dict(
+        weight=0.5, delta=0.6, gamma=0.5, asymmetric=True, eps=1e-6
+    )
+    assert losses.hyperparameters("cross_dropout_focal") == dict(
+        omega=0.01, gamma=2.0, class_weights=0.75, stop_gradient_u=False
+    )

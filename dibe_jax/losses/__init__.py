@@ -1,16 +1,27 @@
 """Segmentation losses for extreme class imbalance, as pure jit-compiled functions.
 
-Binary losses of the DIBE paper (:mod:`dibe_jax.losses.binary`): every function takes
-``(logits, labels, *, hyperparameters, where=None, pool_batch=False, axis_name=None)`` and
-returns ``[B]``. Look them up by name with :func:`get` / :func:`names`.
+Every loss takes ``(logits, labels, *, hyperparameters, where=None, pool_batch=False,
+axis_name=None)`` and returns ``[B]`` (PF-loss: one scalar per batch). Look them up by name
+with :func:`get` / :func:`names`.
 
-Multi-class losses on softmax logits ``[B, *spatial, C]`` (:mod:`~dibe_jax.losses.multiclass`)
-and the losses of the other seed papers: PF-loss (:mod:`~dibe_jax.losses.pf`, one scalar per
-batch), the cross dropout focal loss (:mod:`~dibe_jax.losses.cross_dropout`, on ``T`` Monte
-Carlo dropout passes), the unified focal loss (:mod:`~dibe_jax.losses.unified_focal`) and the
-Lovász losses (:mod:`~dibe_jax.losses.lovasz`).
+* :mod:`~dibe_jax.losses.binary`: the DIBE paper's losses on sigmoid logits (Eqs. 1-12, 18,
+  20, 21). ``dibe``, ``dibe_dis`` and ``dibe_reg`` here also take softmax logits with class
+  ids and then compute the one-vs-rest losses (:mod:`~dibe_jax.losses._routing`).
+* :mod:`~dibe_jax.losses.cross_entropy`: softmax cross-entropy, balanced cross-entropy and
+  softmax focal (CDFL Eqs. 1-3).
+* :mod:`~dibe_jax.losses.multiclass`: Dice, Tversky and focal Tversky per class, and DIBE
+  one-vs-rest, macro-averaged over classes.
+* The other seed papers: PF-loss (:mod:`~dibe_jax.losses.pf`), the cross dropout focal loss
+  (:mod:`~dibe_jax.losses.cross_dropout`, on ``T`` Monte Carlo dropout passes), the unified
+  focal loss (:mod:`~dibe_jax.losses.unified_focal`) and the Lovász losses
+  (:mod:`~dibe_jax.losses.lovasz`).
+
+Private helpers: ``_checks`` (static argument checks), ``_safe`` (safe power, division and
+log-sigmoids), ``_reduce`` (pixel means, batch/device pooling), ``_softmax`` (log-softmax,
+targets and per-class soft counts), ``_routing`` and ``_registry``.
 """
 
+from dibe_jax.losses import binary
 from dibe_jax.losses._registry import (
     check_hyperparameters,
     describe,
@@ -19,12 +30,10 @@ from dibe_jax.losses._registry import (
     names,
     register,
 )
+from dibe_jax.losses._routing import binary_or_one_vs_rest
 from dibe_jax.losses.binary import (
     bce,
     combo,
-    dibe,
-    dibe_dis,
-    dibe_reg,
     dice,
     exp_log,
     focal,
@@ -34,20 +43,28 @@ from dibe_jax.losses.binary import (
     wbce,
 )
 from dibe_jax.losses.cross_dropout import cross_dropout_focal
+from dibe_jax.losses.cross_entropy import (
+    balanced_cross_entropy,
+    softmax_cross_entropy,
+    softmax_focal,
+)
 from dibe_jax.losses.lovasz import lovasz_hinge, lovasz_softmax
 from dibe_jax.losses.multiclass import (
-    balanced_cross_entropy,
     dibe_dis_multiclass,
     dibe_multiclass,
     dibe_reg_multiclass,
     dice_multiclass,
     focal_tversky_multiclass,
-    softmax_cross_entropy,
-    softmax_focal,
     tversky_multiclass,
 )
 from dibe_jax.losses.pf import pf_loss
 from dibe_jax.losses.unified_focal import unified_focal
+
+# The binary DIBE losses also take softmax logits [B, *spatial, C] with class ids [B, *spatial]:
+# those go to the one-vs-rest losses, with the same keywords.
+dibe = binary_or_one_vs_rest(binary.dibe, dibe_multiclass)
+dibe_dis = binary_or_one_vs_rest(binary.dibe_dis, dibe_dis_multiclass)
+dibe_reg = binary_or_one_vs_rest(binary.dibe_reg, dibe_reg_multiclass)
 
 register("bce", bce, "Binary cross-entropy (Eq. 1), mean over pixels.")
 register("wbce", wbce, "Weighted BCE (Eq. 2): lam weights the defect class.")
@@ -64,7 +81,7 @@ register("dibe", dibe, "DIBE (Eq. 21): theta * DIBE_Dis + (1 - theta) * DIBE_Reg
 # Multi-class (softmax logits [B, *spatial, C], labels [B, *spatial] or one-hot) and seed papers.
 register("softmax_cross_entropy", softmax_cross_entropy, "Softmax CE (CDFL Eq. 1), class weights.")
 register("balanced_cross_entropy", balanced_cross_entropy, "Balanced CE (CDFL Eq. 2).")
-register("softmax_focal", softmax_focal, "Softmax focal loss (CDFL Eq. 3), per-class alpha.")
+register("softmax_focal", softmax_focal, "Softmax focal (CDFL Eq. 3), per-class class_weights.")
 register("dice_multiclass", dice_multiclass, "Soft Dice per class, macro-averaged.")
 register("tversky_multiclass", tversky_multiclass, "Tversky per class (alpha on misses), macro.")
 register("focal_tversky_multiclass", focal_tversky_multiclass, "Focal Tversky per class, macro.")
@@ -73,11 +90,15 @@ register("dibe_reg_multiclass", dibe_reg_multiclass, "DIBE_Reg one-vs-rest on so
 register("dibe_multiclass", dibe_multiclass, "DIBE one-vs-rest on softmax, macro over classes.")
 register("pf_loss", pf_loss, "Parameter-free loss (PF Eqs. 9-10, 13): one scalar per batch.")
 register(
-    "cross_dropout_focal", cross_dropout_focal, "CDFL (Eqs. 4-6): takes [T, B, ..., C] MC logits."
+    "cross_dropout_focal",
+    cross_dropout_focal,
+    "Cross dropout focal (CDFL Eqs. 4-6) on [T, B, ..., C] MC logits; class_weights on DF.",
 )
-register("unified_focal", unified_focal, "Unified focal loss (Yeung 2022), (a)symmetric.")
-register("lovasz_hinge", lovasz_hinge, "Binary Lovasz hinge (Jaccard extension), per image.")
-register("lovasz_softmax", lovasz_softmax, "Lovasz-softmax (Berman et al.), per image.")
+register(
+    "unified_focal", unified_focal, "Unified focal loss (Yeung 2022; MR Eqs. 6-12), (a)symmetric."
+)
+register("lovasz_hinge", lovasz_hinge, "Binary Lovász hinge (Berman et al. 2018), per image.")
+register("lovasz_softmax", lovasz_softmax, "Lovász-softmax (Berman et al. 2018), per image.")
 
 __all__ = [
     "balanced_cross_entropy",

@@ -1,7 +1,9 @@
 """Static argument checks shared by the losses: shapes, ranks, dtypes and Python numbers.
 
 Only facts known before tracing are checked (shape, rank, dtype, hyperparameters given as
-Python numbers); array values are never inspected, so every loss works under ``jax.jit``.
+Python numbers, Python flags and choices), plus the class ids of concrete integer labels
+(:func:`check_label_values`, which skips tracers); traced values are never inspected, so every
+loss works under ``jax.jit``. Every check raises ``ValueError`` naming the argument.
 """
 
 from __future__ import annotations
@@ -69,8 +71,33 @@ def check_positive(name: str, value: object) -> None:
     check_range(name, value, low=0.0, low_open=True)
 
 
-def _dtype_of(x: object) -> np.dtype:
+def dtype_of(x: object) -> np.dtype:
+    """The NumPy dtype of an array, a scalar or a nested sequence."""
     return np.dtype(jnp.result_type(x)) if not hasattr(x, "dtype") else np.dtype(x.dtype)
+
+
+def is_numeric(dtype: np.dtype) -> bool:
+    """True for floating-point, integer and bool dtypes."""
+    return bool(
+        jnp.issubdtype(dtype, jnp.floating)
+        or jnp.issubdtype(dtype, jnp.integer)
+        or dtype == np.bool_
+    )
+
+
+def check_bool(name: str, value: object) -> None:
+    """Flags (``pool_batch``, ``include_background``, ...) must be Python bools: they are static."""
+    if not isinstance(value, bool):
+        raise ValueError(f"`{name}` must be a Python bool, got {value!r}.")
+
+
+def check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
+    """A static string option, one of ``choices``."""
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"`{name}` must be one of {choices}, got {value!r}.")
+
+
+# ------------------------------------------------------------------- binary (sigmoid) inputs
 
 
 def check_binary_inputs(logits: object, labels: object, where: object | None) -> None:
@@ -82,7 +109,7 @@ def check_binary_inputs(logits: object, labels: object, where: object | None) ->
         ``labels``/``where`` dtype.
     """
     shape = jnp.shape(logits)
-    dtype = _dtype_of(logits)
+    dtype = dtype_of(logits)
     if not jnp.issubdtype(dtype, jnp.floating):
         raise ValueError(
             f"`logits` must be a floating-point array (float32, bfloat16, float16, float64), "
@@ -99,18 +126,154 @@ def check_binary_inputs(logits: object, labels: object, where: object | None) ->
         if arg is None:
             raise ValueError("`labels` must be an array, got None.")
         a_shape = jnp.shape(arg)
-        a_dtype = _dtype_of(arg)
+        a_dtype = dtype_of(arg)
         if tuple(a_shape) != tuple(shape):
             raise ValueError(
                 f"`{arg_name}` must have the shape of `logits` {tuple(shape)}, "
                 f"got {tuple(a_shape)}."
             )
-        if not (
-            jnp.issubdtype(a_dtype, jnp.floating)
-            or jnp.issubdtype(a_dtype, jnp.integer)
-            or a_dtype == np.bool_
-        ):
+        if not is_numeric(a_dtype):
             raise ValueError(f"`{arg_name}` must be numeric or bool, got dtype {a_dtype}.")
+
+
+def is_class_id_input(logits: object, labels: object) -> bool:
+    """True when ``labels`` look like class ids for softmax ``logits``.
+
+    That is ``labels.shape == logits.shape[:-1]`` with at least 2 classes on the last axis of
+    ``logits``; binary losses take labels of the logits' own shape instead.
+    """
+    shape, l_shape = tuple(jnp.shape(logits)), tuple(jnp.shape(labels))
+    return len(shape) >= 2 and shape[-1] >= 2 and l_shape == shape[:-1]
+
+
+# ------------------------------------------------------------------ softmax (C-class) inputs
+
+
+def check_label_values(labels: object, num_classes: int, name: str = "labels") -> None:
+    """``ValueError`` if concrete integer ``labels`` hold a value outside ``[0, num_classes)``.
+
+    Only NumPy arrays, Python sequences and concrete (fully addressable, not traced) JAX arrays
+    are inspected; tracers are left alone, so nothing here runs inside ``jit``.
+    """
+    if isinstance(labels, jax.core.Tracer):
+        return
+    if isinstance(labels, jax.Array):
+        if not labels.is_fully_addressable or labels.size == 0:
+            return
+        with jax.ensure_compile_time_eval():  # concrete even when closed over inside a trace
+            lo, hi = int(jnp.min(labels)), int(jnp.max(labels))
+    else:
+        arr = np.asarray(labels)
+        if arr.size == 0 or not is_numeric(arr.dtype):
+            return
+        lo, hi = int(arr.min()), int(arr.max())
+    if lo < 0 or hi >= num_classes:
+        raise ValueError(
+            f"`{name}` must hold class ids in [0, {num_classes}) for {num_classes} classes, "
+            f"got values in [{lo}, {hi}]. Drop unlabelled pixels with `where` instead."
+        )
+
+
+def check_softmax_inputs(
+    logits: object,
+    labels: object,
+    where: object | None,
+    *,
+    name: str = "logits",
+    leading: int = 0,
+    dense_labels: bool = True,
+) -> None:
+    """Check the inputs of a softmax loss.
+
+    ``logits`` is float ``[*lead, B, *spatial, C]`` with ``leading`` extra leading axes (1 for
+    the Monte Carlo axis of the cross dropout focal loss), ``C >= 2``; ``labels`` is
+    ``[B, *spatial]`` (integer/bool class ids, checked to lie in ``[0, C)`` when concrete) or,
+    if ``dense_labels``, one-hot / soft labels ``[B, *spatial, C]``; ``where`` is
+    ``[B, *spatial]``.
+
+    Raises:
+      ValueError: naming the argument, for a non-float ``logits``, a wrong rank, fewer than
+        2 classes, a ``labels``/``where`` shape or dtype that does not fit, or (for concrete
+        labels) class ids outside ``[0, C)``.
+    """
+    shape = tuple(jnp.shape(logits))
+    dtype = dtype_of(logits)
+    lead = "T, " * leading
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise ValueError(
+            f"`{name}` must be a floating-point array, got dtype {dtype}. Losses take logits, "
+            "not probabilities or class ids."
+        )
+    if len(shape) < 2 + leading:
+        raise ValueError(
+            f"`{name}` must have shape [{lead}B, *spatial, C] (rank >= {2 + leading}), "
+            f"got shape {shape}."
+        )
+    core = shape[leading:]
+    c = core[-1]
+    if c < 2:
+        raise ValueError(
+            f"`{name}` must have at least 2 classes on its last axis, got shape {shape}; "
+            "use the binary losses for one sigmoid channel."
+        )
+    if labels is None:
+        raise ValueError("`labels` must be an array, got None.")
+    l_shape, l_dtype = tuple(jnp.shape(labels)), dtype_of(labels)
+    class_ids = l_shape == core[:-1]
+    if class_ids:
+        if not (jnp.issubdtype(l_dtype, jnp.integer) or l_dtype == np.bool_):
+            raise ValueError(
+                f"`labels` of shape {l_shape} must hold integer class ids, got dtype {l_dtype}; "
+                f"pass one-hot or soft labels with the shape of `{name}` instead."
+            )
+    elif dense_labels and l_shape == core:
+        if not is_numeric(l_dtype):
+            raise ValueError(f"`labels` must be numeric or bool, got dtype {l_dtype}.")
+    else:
+        dense = f" or {core} (one-hot / soft labels)" if dense_labels else ""
+        raise ValueError(
+            f"`labels` must have shape {core[:-1]} (class ids){dense} for `{name}` of shape "
+            f"{shape}, got {l_shape}."
+        )
+    if where is not None:
+        w_shape, w_dtype = tuple(jnp.shape(where)), dtype_of(where)
+        if w_shape != core[:-1]:
+            raise ValueError(
+                f"`where` must have shape {core[:-1]} (one value per pixel), got {w_shape}."
+            )
+        if not is_numeric(w_dtype):
+            raise ValueError(f"`where` must be numeric or bool, got dtype {w_dtype}.")
+    if class_ids:
+        check_label_values(labels, c)
+
+
+def check_class_weights(
+    name: str, value: object, num_classes: int, *, allow_scalar: bool = False
+) -> object:
+    """``None``, or a ``[C]`` vector of weights ``>= 0`` (checked when concrete).
+
+    With ``allow_scalar``, one number (range-checked like any hyperparameter) stands for the
+    same weight on every class. Lists and tuples become a float64 NumPy array.
+    """
+    if value is None:
+        return None
+    if isinstance(value, list | tuple):
+        value = np.asarray(value, dtype=np.float64)
+    if allow_scalar and jnp.ndim(value) == 0:
+        check_nonneg(name, value)
+        return value
+    if tuple(jnp.shape(value)) != (num_classes,):
+        one = " (or one number for all)" if allow_scalar else ""
+        raise ValueError(
+            f"`{name}` must have shape ({num_classes},), one weight per class{one}, "
+            f"got {tuple(jnp.shape(value))}."
+        )
+    if isinstance(value, np.ndarray) and not (np.all(np.isfinite(value)) and np.all(value >= 0)):
+        raise ValueError(f"`{name}` must be finite and >= 0, got {value}.")
+    return value
+
+
+# ------------------------------------------------------------------------ compute helpers
 
 
 def compute_dtype(logits_dtype: jnp.dtype) -> jnp.dtype:

@@ -9,8 +9,8 @@ Conventions (binding, see ``SPEC.md``):
 * ``logits``: float ``[B, *spatial]`` or ``[B, *spatial, 1]``; ``p = sigmoid(logits)`` and the
   predicted label is ``ŷ = 1`` iff ``logit >= 0``. ``labels``: same shape, values {0, 1}, any
   numeric or bool dtype. Everything is computed in log space and in at least float32.
-* Soft counts of one image: ``TP = Σ p·y``, ``FN = Σ (1 - p)·y`` (misses) and
-  ``FP = Σ p·(1 - y)`` (false alarms).
+* Soft counts of one image: ``TP = Σ p·y``, ``FP = Σ p·(1 - y)`` (false alarms) and
+  ``FN = Σ (1 - p)·y`` (misses), in the order of :class:`dibe_jax.metrics.Confusion`.
 * **α weights misses** (label 1 predicted 0) and **β weights false alarms** (label 0
   predicted 1), in both the distribution loss DIBE_Dis (Eq. 18) and the Tversky coefficient
   ``Tv = (TP + ε) / (TP + α·FN + β·FP + ε)`` (Eq. 7). The paper calls the first region "FP";
@@ -28,6 +28,11 @@ Hyperparameters are keyword-only and may be Python numbers (range-checked eagerl
 arrays (traced: a sweep over α with ``jax.vmap`` works). Defaults are the paper's
 (Sec. 4.3.2): λ = 0.25, θ = 0.5, (α, β) = (0.3, 0.7), γ_Focal = γ_DIBE_Dis = γ_DIBE = 2,
 γ_FT = 0.75, γ_DIBE_Reg = 1.5, γ_CE = γ_Dc = 1, ε = 1.
+
+This module takes sigmoid logits only. The package's ``dibe``, ``dibe_dis`` and ``dibe_reg``
+(:mod:`dibe_jax.losses`) also take softmax logits ``[B, *spatial, C]`` with class ids
+``[B, *spatial]`` and route them to the one-vs-rest losses of
+:mod:`~dibe_jax.losses.multiclass` (see :func:`~dibe_jax.losses._routing.binary_or_one_vs_rest`).
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from dibe_jax.losses import _checks, multiclass
+from dibe_jax.losses import _checks, _reduce
 from dibe_jax.losses._safe import log_sigmoids, safe_div, safe_pow, sigmoid_parts
 
 __all__ = [
@@ -57,18 +62,19 @@ __all__ = [
     "wbce",
 ]
 
-_STATIC = ("pool_batch", "axis_name")
-
 
 # --------------------------------------------------------------------------- shared pieces
 
 
 class SoftCounts(NamedTuple):
-    """Soft confusion counts per image (or pooled), each ``[B]``."""
+    """Soft confusion counts per image (or pooled), each ``[B]``.
 
-    tp: jax.Array
-    fn: jax.Array  # misses: label 1, weighted by α
-    fp: jax.Array  # false alarms: label 0, weighted by β
+    Field order as :class:`dibe_jax.metrics.Confusion` ``(tp, fp, fn, tn)``, without ``tn``.
+    """
+
+    tp: jax.Array  # Σ p·y
+    fp: jax.Array  # false alarms: label 0, Σ p·(1 - y); weighted by β
+    fn: jax.Array  # misses: label 1, Σ (1 - p)·y; weighted by α
 
 
 def _prepare(logits, labels, where):
@@ -81,7 +87,7 @@ def _prepare(logits, labels, where):
     return z, y, w
 
 
-def _soft_counts(z, y, w, pool_batch: bool, axis_name) -> SoftCounts:
+def _soft_counts(z, y, w, *, pool_batch: bool, axis_name: str | None) -> SoftCounts:
     # One sigmoid and three sums per image: FN = Σy - TP and FP = Σp - TP are the same
     # counts as Σ(1-p)·y and Σp·(1-y), with exact gradients (-y·p(1-p), (1-y)·p(1-p)) and a
     # rounding error below ~1e-7·Σy in float32; a fifth of the cost of the direct sums.
@@ -90,26 +96,10 @@ def _soft_counts(z, y, w, pool_batch: bool, axis_name) -> SoftCounts:
     tp = jnp.sum(p * pos, axis=1)
     total_p = jnp.sum(p if w is None else p * w, axis=1)
     total_y = jnp.sum(pos, axis=1)
-    counts = SoftCounts(
-        tp=tp, fn=jnp.maximum(total_y - tp, 0.0), fp=jnp.maximum(total_p - tp, 0.0)
+    counts = SoftCounts(tp=tp, fp=jnp.maximum(total_p - tp, 0.0), fn=jnp.maximum(total_y - tp, 0.0))
+    return SoftCounts(
+        *(_reduce.pool(c, pool_batch=pool_batch, axis_name=axis_name) for c in counts)
     )
-    if pool_batch or axis_name is not None:
-        batch = z.shape[0]
-
-        def pool(c):
-            c = jnp.sum(c, axis=0)
-            if axis_name is not None:
-                c = jax.lax.psum(c, axis_name)
-            return jnp.broadcast_to(c, (batch,))
-
-        counts = SoftCounts(*map(pool, counts))
-    return counts
-
-
-def _pixel_mean(per_pixel: jax.Array, w) -> jax.Array:
-    if w is None:
-        return jnp.mean(per_pixel, axis=1)
-    return safe_div(jnp.sum(per_pixel * w, axis=1), jnp.sum(w, axis=1))
 
 
 def _one_minus_tversky(c: SoftCounts, alpha, beta, eps) -> jax.Array:
@@ -135,7 +125,7 @@ def _focal_pixels(z, y, lam, gamma):
     return y * pos + (1 - y) * neg
 
 
-def _dibe_dis_pixels(z, y, lam, gamma, alpha, beta):
+def _dibe_dis_pixels(z, y, *, lam, gamma, alpha, beta):
     p, q, log_p, log_q = sigmoid_parts(z)
     pos = y > 0
     # Per pixel, the log-probability of the true class and the four cases of Eq. 18:
@@ -164,136 +154,118 @@ def _dice_loss(c: SoftCounts, eps) -> jax.Array:
 
 
 # ------------------------------------------------------------------ jitted implementations
-# Each takes the raw arrays and traced hyperparameters: one compilation per input shape.
+# Raw arrays in, hyperparameters keyword-only and traced (one compilation per input shape);
+# only ``pool_batch`` and ``axis_name`` are static. The pixel losses take no pooling options.
 
-_jit = functools.partial(jax.jit, static_argnames=_STATIC)
+_jit_counts = functools.partial(jax.jit, static_argnames=("pool_batch", "axis_name"))
 
 
-@_jit
-def _bce(logits, labels, where, pool_batch=False, axis_name=None):
+@jax.jit
+def _bce(logits, labels, where):
     z, y, w = _prepare(logits, labels, where)
-    return 2 * _pixel_mean(_wbce_pixels(z, y, 0.5), w)
+    return 2 * _reduce.pixel_mean(_wbce_pixels(z, y, 0.5), w)
 
 
-@_jit
-def _wbce(logits, labels, where, lam, pool_batch=False, axis_name=None):
+@jax.jit
+def _wbce(logits, labels, where, *, lam):
     z, y, w = _prepare(logits, labels, where)
-    return _pixel_mean(_wbce_pixels(z, y, lam), w)
+    return _reduce.pixel_mean(_wbce_pixels(z, y, lam), w)
 
 
-@_jit
-def _focal(logits, labels, where, lam, gamma, pool_batch=False, axis_name=None):
+@jax.jit
+def _focal(logits, labels, where, *, lam, gamma):
     z, y, w = _prepare(logits, labels, where)
-    return _pixel_mean(_focal_pixels(z, y, lam, gamma), w)
+    return _reduce.pixel_mean(_focal_pixels(z, y, lam, gamma), w)
 
 
-@_jit
-def _dibe_dis(logits, labels, where, lam, gamma, alpha, beta, pool_batch=False, axis_name=None):
+@jax.jit
+def _dibe_dis(logits, labels, where, *, lam, gamma, alpha, beta):
     z, y, w = _prepare(logits, labels, where)
-    return _pixel_mean(_dibe_dis_pixels(z, y, lam, gamma, alpha, beta), w)
+    per_pixel = _dibe_dis_pixels(z, y, lam=lam, gamma=gamma, alpha=alpha, beta=beta)
+    return _reduce.pixel_mean(per_pixel, w)
 
 
-@_jit
-def _dice(logits, labels, where, eps, pool_batch=False, axis_name=None):
+@_jit_counts
+def _dice(logits, labels, where, *, eps, pool_batch, axis_name):
     z, y, w = _prepare(logits, labels, where)
-    return _dice_loss(_soft_counts(z, y, w, pool_batch, axis_name), eps)
+    return _dice_loss(_soft_counts(z, y, w, pool_batch=pool_batch, axis_name=axis_name), eps)
 
 
-@_jit
-def _tversky(logits, labels, where, alpha, beta, eps, pool_batch=False, axis_name=None):
+@_jit_counts
+def _tversky(logits, labels, where, *, alpha, beta, eps, pool_batch, axis_name):
     z, y, w = _prepare(logits, labels, where)
-    return _one_minus_tversky(_soft_counts(z, y, w, pool_batch, axis_name), alpha, beta, eps)
+    c = _soft_counts(z, y, w, pool_batch=pool_batch, axis_name=axis_name)
+    return _one_minus_tversky(c, alpha, beta, eps)
 
 
-@_jit
-def _focal_tversky(
-    logits, labels, where, alpha, beta, gamma, eps, pool_batch=False, axis_name=None
-):
+@_jit_counts
+def _focal_tversky(logits, labels, where, *, alpha, beta, gamma, eps, pool_batch, axis_name):
     z, y, w = _prepare(logits, labels, where)
-    c = _soft_counts(z, y, w, pool_batch, axis_name)
+    c = _soft_counts(z, y, w, pool_batch=pool_batch, axis_name=axis_name)
     return safe_pow(_one_minus_tversky(c, alpha, beta, eps), 1 / gamma)
 
 
-@_jit
-def _dibe_reg(logits, labels, where, alpha, beta, gamma, eps, pool_batch=False, axis_name=None):
+@_jit_counts
+def _dibe_reg(logits, labels, where, *, alpha, beta, gamma, eps, pool_batch, axis_name):
     z, y, w = _prepare(logits, labels, where)
-    c = _soft_counts(z, y, w, pool_batch, axis_name)
+    c = _soft_counts(z, y, w, pool_batch=pool_batch, axis_name=axis_name)
     return safe_pow(_neg_log_tversky(c, alpha, beta, eps), 1 / gamma)
 
 
-@_jit
-def _combo(logits, labels, where, theta, lam, eps, pool_batch=False, axis_name=None):
+@_jit_counts
+def _combo(logits, labels, where, *, theta, lam, eps, pool_batch, axis_name):
     z, y, w = _prepare(logits, labels, where)
-    c = _soft_counts(z, y, w, pool_batch, axis_name)
-    dist = _pixel_mean(_wbce_pixels(z, y, lam), w)
+    c = _soft_counts(z, y, w, pool_batch=pool_batch, axis_name=axis_name)
+    dist = _reduce.pixel_mean(_wbce_pixels(z, y, lam), w)
     return theta * dist + (1 - theta) * _dice_loss(c, eps)
 
 
-@_jit
-def _exp_log(
-    logits, labels, where, theta, lam, gamma_ce, gamma_dc, eps, pool_batch=False, axis_name=None
-):
+@_jit_counts
+def _exp_log(logits, labels, where, *, theta, lam, gamma_ce, gamma_dc, eps, pool_batch, axis_name):
     z, y, w = _prepare(logits, labels, where)
-    c = _soft_counts(z, y, w, pool_batch, axis_name)
-    dist = _pixel_mean(_exp_log_ce_pixels(z, y, lam, gamma_ce), w)
+    c = _soft_counts(z, y, w, pool_batch=pool_batch, axis_name=axis_name)
+    dist = _reduce.pixel_mean(_exp_log_ce_pixels(z, y, lam, gamma_ce), w)
     neg_log_dc = jnp.log1p(safe_div(c.fp + c.fn, 2 * c.tp + eps))  # -log Dc, Eq. 10
     return theta * dist + (1 - theta) * safe_pow(neg_log_dc, gamma_dc)
 
 
-@_jit
+@_jit_counts
 def _hybrid_focal(
-    logits, labels, where, theta, lam, gamma, alpha, beta, gamma_ft, eps,
-    pool_batch=False, axis_name=None,
-):  # fmt: skip
+    logits,
+    labels,
+    where,
+    *,
+    theta,
+    lam,
+    gamma,
+    alpha,
+    beta,
+    gamma_ft,
+    eps,
+    pool_batch,
+    axis_name,
+):
     z, y, w = _prepare(logits, labels, where)
-    c = _soft_counts(z, y, w, pool_batch, axis_name)
-    dist = _pixel_mean(_focal_pixels(z, y, lam, gamma), w)
+    c = _soft_counts(z, y, w, pool_batch=pool_batch, axis_name=axis_name)
+    dist = _reduce.pixel_mean(_focal_pixels(z, y, lam, gamma), w)
     region = safe_pow(_one_minus_tversky(c, alpha, beta, eps), 1 / gamma_ft)
     return theta * dist + (1 - theta) * region
 
 
-@_jit
-def _dibe(
-    logits, labels, where, theta, lam, gamma, alpha, beta, eps, pool_batch=False, axis_name=None
-):
+@_jit_counts
+def _dibe(logits, labels, where, *, theta, lam, gamma, alpha, beta, eps, pool_batch, axis_name):
     z, y, w = _prepare(logits, labels, where)
-    c = _soft_counts(z, y, w, pool_batch, axis_name)
-    dist = _pixel_mean(_dibe_dis_pixels(z, y, lam, gamma, alpha, beta), w)
+    c = _soft_counts(z, y, w, pool_batch=pool_batch, axis_name=axis_name)
+    per_pixel = _dibe_dis_pixels(z, y, lam=lam, gamma=gamma, alpha=alpha, beta=beta)
+    dist = _reduce.pixel_mean(per_pixel, w)
     region = safe_pow(_neg_log_tversky(c, alpha, beta, eps), 1 / gamma)
     return theta * dist + (1 - theta) * region
 
 
 # --------------------------------------------------------------------------- public API
-
-_COMMON_ARGS = """
-    Args:
-      logits: float ``[B, *spatial]`` or ``[B, *spatial, 1]``; ``p = sigmoid(logits)``.
-      labels: ``{0, 1}`` of the same shape, any numeric or bool dtype.
-{hyper}      where: optional pixel mask of the same shape; pixels with 0 are left out.
-      pool_batch: sum the soft counts over the batch before the region term.
-      axis_name: also sum them over this device axis (``shard_map``); implies pooling.
-
-    Returns:
-      ``[B]`` float32 (float64 for float64 logits): one loss per image.
-"""
+# Each loss checks its arguments (static facts only), then calls its jitted twin above.
 
 
-def _doc(hyper: str):
-    """Append the shared Args/Returns section, with ``hyper`` listing the hyperparameters."""
-
-    def deco(fn):
-        fn.__doc__ = fn.__doc__.rstrip() + "\n" + _COMMON_ARGS.replace("{hyper}", hyper)
-        return fn
-
-    return deco
-
-
-def _check_pool(pool_batch: object) -> None:
-    if not isinstance(pool_batch, bool):
-        raise ValueError(f"`pool_batch` must be a Python bool, got {pool_batch!r}.")
-
-
-@_doc("")
 def bce(
     logits: ArrayLike,
     labels: ArrayLike,
@@ -306,16 +278,25 @@ def bce(
 
     .. math:: L = -\frac{1}{wh}\sum_i \big[y_i \log p_i + (1 - y_i)\log(1 - p_i)\big]
 
+    Args:
+      logits: float ``[B, *spatial]`` or ``[B, *spatial, 1]``; ``p = sigmoid(logits)``.
+      labels: ``{0, 1}`` of the same shape, any numeric or bool dtype.
+      where: optional pixel mask of the same shape; pixels with 0 are left out.
+      pool_batch: accepted for a uniform signature; a pixel mean needs no pooling.
+      axis_name: accepted for a uniform signature; changes nothing.
+
+    Returns:
+      ``[B]`` float32 (float64 for float64 logits): one loss per image.
+
     >>> import jax.numpy as jnp
     >>> float(bce(jnp.zeros((1, 4)), jnp.array([[1, 0, 0, 0]]))[0])  # log 2
     0.6931...
     """
     _checks.check_binary_inputs(logits, labels, where)
-    _check_pool(pool_batch)
-    return _bce(logits, labels, where, pool_batch=pool_batch, axis_name=axis_name)
+    _checks.check_bool("pool_batch", pool_batch)
+    return _bce(logits, labels, where)
 
 
-@_doc("      lam: λ in [0, 1], weight of the defect class (y = 1); 1 - λ weights y = 0.\n")
 def wbce(
     logits: ArrayLike,
     labels: ArrayLike,
@@ -332,20 +313,27 @@ def wbce(
 
     ``wbce(lam=0.5)`` is half of :func:`bce`.
 
+    Args:
+      logits: float ``[B, *spatial]`` or ``[B, *spatial, 1]``; ``p = sigmoid(logits)``.
+      labels: ``{0, 1}`` of the same shape, any numeric or bool dtype.
+      lam: λ in [0, 1], weight of the defect pixels (y = 1); 1 - λ weights the background.
+      where: optional pixel mask of the same shape; pixels with 0 are left out.
+      pool_batch: accepted for a uniform signature; a pixel mean needs no pooling.
+      axis_name: accepted for a uniform signature; changes nothing.
+
+    Returns:
+      ``[B]`` float32 (float64 for float64 logits): one loss per image.
+
     >>> import jax.numpy as jnp
     >>> float(wbce(jnp.zeros((1, 2)), jnp.array([[1, 0]]), lam=0.25)[0])  # log(2) / 2
     0.3465...
     """
     _checks.check_binary_inputs(logits, labels, where)
     _checks.check_unit("lam", lam)
-    _check_pool(pool_batch)
-    return _wbce(logits, labels, where, lam, pool_batch=pool_batch, axis_name=axis_name)
+    _checks.check_bool("pool_batch", pool_batch)
+    return _wbce(logits, labels, where, lam=lam)
 
 
-@_doc(
-    "      lam: λ in [0, 1], weight of the defect class.\n"
-    "      gamma: γ >= 0, focusing exponent; γ = 0 gives :func:`wbce`.\n"
-)
 def focal(
     logits: ArrayLike,
     labels: ArrayLike,
@@ -361,6 +349,18 @@ def focal(
     .. math:: L_i = -\lambda (1 - p_i)^\gamma \log p_i \ (y_i = 1), \quad
               -(1 - \lambda) p_i^\gamma \log(1 - p_i) \ (y_i = 0)
 
+    Args:
+      logits: float ``[B, *spatial]`` or ``[B, *spatial, 1]``; ``p = sigmoid(logits)``.
+      labels: ``{0, 1}`` of the same shape, any numeric or bool dtype.
+      lam: λ in [0, 1], weight of the defect pixels (y = 1); 1 - λ weights the background.
+      gamma: γ >= 0, focusing exponent; γ = 0 gives :func:`wbce`.
+      where: optional pixel mask of the same shape; pixels with 0 are left out.
+      pool_batch: accepted for a uniform signature; a pixel mean needs no pooling.
+      axis_name: accepted for a uniform signature; changes nothing.
+
+    Returns:
+      ``[B]`` float32 (float64 for float64 logits): one loss per image.
+
     >>> import jax.numpy as jnp
     >>> float(focal(jnp.zeros((1, 2)), jnp.array([[1, 0]]), lam=0.5, gamma=2.0)[0])
     0.0866...
@@ -368,16 +368,10 @@ def focal(
     _checks.check_binary_inputs(logits, labels, where)
     _checks.check_unit("lam", lam)
     _checks.check_nonneg("gamma", gamma)
-    _check_pool(pool_batch)
-    return _focal(logits, labels, where, lam, gamma, pool_batch=pool_batch, axis_name=axis_name)
+    _checks.check_bool("pool_batch", pool_batch)
+    return _focal(logits, labels, where, lam=lam, gamma=gamma)
 
 
-@_doc(
-    "      lam: λ in [0, 1], weight of the defect class.\n"
-    "      gamma: γ >= 0, focusing exponent.\n"
-    '      alpha: α >= 0, weight of **misses** (y = 1, ŷ = 0; the paper\'s "FP" region).\n'
-    "      beta: β >= 0, weight of **false alarms** (y = 0, ŷ = 1).\n"
-)
 def dibe_dis(
     logits: ArrayLike,
     labels: ArrayLike,
@@ -408,32 +402,40 @@ def dibe_dis(
     :func:`focal`; raising α raises the loss and gradient of misses (Eq. 19, Fig. 5), which
     lowers FN and hence OII.
 
+    Called as ``dibe_jax.losses.dibe_dis``, it also takes softmax logits ``[B, *spatial, C]``
+    with integer labels ``[B, *spatial]`` and then computes
+    :func:`~dibe_jax.losses.multiclass.dibe_dis_multiclass` (one-vs-rest, macro-averaged over
+    classes) with the same keywords.
+
+    Args:
+      logits: float ``[B, *spatial]`` or ``[B, *spatial, 1]``; ``p = sigmoid(logits)``.
+      labels: ``{0, 1}`` of the same shape, any numeric or bool dtype.
+      lam: λ in [0, 1], weight of the defect pixels (y = 1); 1 - λ weights the background.
+      gamma: γ >= 0, focusing exponent.
+      alpha: α >= 0, extra weight of **misses**: label 1 predicted 0 (y = 1, ŷ = 0; the
+        region the paper calls "FP", see SPEC.md).
+      beta: β >= 0, extra weight of **false alarms**: label 0 predicted 1 (y = 0, ŷ = 1).
+      where: optional pixel mask of the same shape; pixels with 0 are left out.
+      pool_batch: accepted for a uniform signature; a pixel mean needs no pooling.
+      axis_name: accepted for a uniform signature; changes nothing.
+
+    Returns:
+      ``[B]`` float32 (float64 for float64 logits): one loss per image.
+
     >>> import jax.numpy as jnp
     >>> z, y = jnp.array([[-1.0, 1.0]]), jnp.array([[1, 0]])  # one miss, one false alarm
     >>> bool(dibe_dis(z, y, alpha=0.7)[0] > dibe_dis(z, y, alpha=0.3)[0])
     True
-
-    Multi-class logits ``[B, *spatial, C]`` with integer labels ``[B, *spatial]`` go to
-    :func:`~dibe_jax.losses.multiclass.dibe_dis_multiclass` (one-vs-rest on the softmax,
-    macro-averaged over classes).
     """
-    if multiclass.is_multiclass_call(logits, labels):
-        return multiclass.dibe_dis_multiclass(
-            logits, labels, lam=lam, gamma=gamma, alpha=alpha, beta=beta, where=where,
-            pool_batch=pool_batch, axis_name=axis_name,
-        )  # fmt: skip
     _checks.check_binary_inputs(logits, labels, where)
     _checks.check_unit("lam", lam)
     _checks.check_nonneg("gamma", gamma)
     _checks.check_nonneg("alpha", alpha)
     _checks.check_nonneg("beta", beta)
-    _check_pool(pool_batch)
-    return _dibe_dis(
-        logits, labels, where, lam, gamma, alpha, beta, pool_batch=pool_batch, axis_name=axis_name
-    )
+    _checks.check_bool("pool_batch", pool_batch)
+    return _dibe_dis(logits, labels, where, lam=lam, gamma=gamma, alpha=alpha, beta=beta)
 
 
-@_doc("      eps: ε >= 0, smoothing added to numerator and denominator.\n")
 def dice(
     logits: ArrayLike,
     labels: ArrayLike,
@@ -448,23 +450,27 @@ def dice(
     .. math:: L = 1 - \frac{2TP + \varepsilon}{2TP + FP + FN + \varepsilon}
               = \frac{FP + FN}{2TP + FP + FN + \varepsilon}
 
+    Args:
+      logits: float ``[B, *spatial]`` or ``[B, *spatial, 1]``; ``p = sigmoid(logits)``.
+      labels: ``{0, 1}`` of the same shape, any numeric or bool dtype.
+      eps: ε >= 0, smoothing added to numerator and denominator.
+      where: optional pixel mask of the same shape; pixels with 0 are left out.
+      pool_batch: sum the soft counts over the batch before the loss.
+      axis_name: also sum them over this device axis (``shard_map``); implies pooling.
+
+    Returns:
+      ``[B]`` float32 (float64 for float64 logits): one loss per image.
+
     >>> import jax.numpy as jnp
     >>> float(dice(jnp.array([[100.0, -100.0]]), jnp.array([[1, 0]]), eps=0.0)[0])
     0.0
     """
     _checks.check_binary_inputs(logits, labels, where)
     _checks.check_nonneg("eps", eps)
-    _check_pool(pool_batch)
-    return _dice(logits, labels, where, eps, pool_batch=pool_batch, axis_name=axis_name)
+    _checks.check_bool("pool_batch", pool_batch)
+    return _dice(logits, labels, where, eps=eps, pool_batch=pool_batch, axis_name=axis_name)
 
 
-_TVERSKY_ARGS = (
-    '      alpha: α >= 0, weight of **misses** FN = Σ(1 - p)·y (the paper\'s "FP").\n'
-    "      beta: β >= 0, weight of **false alarms** FP = Σ p·(1 - y).\n"
-)
-
-
-@_doc(_TVERSKY_ARGS + "      eps: ε >= 0, smoothing.\n")
 def tversky(
     logits: ArrayLike,
     labels: ArrayLike,
@@ -484,6 +490,21 @@ def tversky(
     With α = β = 0.5 and ε/2 it equals :func:`dice` with ε. MONAI's
     ``TverskyLoss(alpha=a, beta=b)`` is ``tversky(alpha=b, beta=a)``.
 
+    Args:
+      logits: float ``[B, *spatial]`` or ``[B, *spatial, 1]``; ``p = sigmoid(logits)``.
+      labels: ``{0, 1}`` of the same shape, any numeric or bool dtype.
+      alpha: α >= 0, weight of **misses**: label 1 predicted 0, soft count
+        ``FN = Σ (1 - p)·y`` (the paper's "FP", see SPEC.md).
+      beta: β >= 0, weight of **false alarms**: label 0 predicted 1, soft count
+        ``FP = Σ p·(1 - y)``.
+      eps: ε >= 0, smoothing added to numerator and denominator.
+      where: optional pixel mask of the same shape; pixels with 0 are left out.
+      pool_batch: sum the soft counts over the batch before the loss.
+      axis_name: also sum them over this device axis (``shard_map``); implies pooling.
+
+    Returns:
+      ``[B]`` float32 (float64 for float64 logits): one loss per image.
+
     >>> import jax.numpy as jnp
     >>> z, y = jnp.array([[-100.0, 100.0]]), jnp.array([[1, 1]])  # one hit, one miss
     >>> float(tversky(z, y, alpha=1.0, beta=0.0, eps=0.0)[0])  # 1 - 1 / (1 + 1)
@@ -493,14 +514,19 @@ def tversky(
     _checks.check_nonneg("alpha", alpha)
     _checks.check_nonneg("beta", beta)
     _checks.check_nonneg("eps", eps)
-    _check_pool(pool_batch)
+    _checks.check_bool("pool_batch", pool_batch)
     return _tversky(
-        logits, labels, where, alpha, beta, eps, pool_batch=pool_batch, axis_name=axis_name
+        logits,
+        labels,
+        where,
+        alpha=alpha,
+        beta=beta,
+        eps=eps,
+        pool_batch=pool_batch,
+        axis_name=axis_name,
     )
 
 
-@_doc(_TVERSKY_ARGS + "      gamma: γ > 0; the loss is ``(1 - Tv)^(1/γ)``.\n"
-      "      eps: ε >= 0, smoothing.\n")  # fmt: skip
 def focal_tversky(
     logits: ArrayLike,
     labels: ArrayLike,
@@ -519,6 +545,22 @@ def focal_tversky(
 
     Finite with a finite gradient at ``Tv = 1`` for every γ (see ``_safe.safe_pow``).
 
+    Args:
+      logits: float ``[B, *spatial]`` or ``[B, *spatial, 1]``; ``p = sigmoid(logits)``.
+      labels: ``{0, 1}`` of the same shape, any numeric or bool dtype.
+      alpha: α >= 0, weight of **misses**: label 1 predicted 0, soft count
+        ``FN = Σ (1 - p)·y`` (the paper's "FP", see SPEC.md).
+      beta: β >= 0, weight of **false alarms**: label 0 predicted 1, soft count
+        ``FP = Σ p·(1 - y)``.
+      gamma: γ > 0 (default 0.75, the paper's γ_FT); the loss is ``(1 - Tv)^(1/γ)``.
+      eps: ε >= 0, smoothing of ``Tv``.
+      where: optional pixel mask of the same shape; pixels with 0 are left out.
+      pool_batch: sum the soft counts over the batch before the loss.
+      axis_name: also sum them over this device axis (``shard_map``); implies pooling.
+
+    Returns:
+      ``[B]`` float32 (float64 for float64 logits): one loss per image.
+
     >>> import jax.numpy as jnp
     >>> z, y = jnp.array([[-100.0, 100.0]]), jnp.array([[1, 1]])
     >>> float(focal_tversky(z, y, alpha=1.0, beta=0.0, gamma=0.5, eps=0.0)[0])  # 0.5 ** 2
@@ -529,14 +571,20 @@ def focal_tversky(
     _checks.check_nonneg("beta", beta)
     _checks.check_positive("gamma", gamma)
     _checks.check_nonneg("eps", eps)
-    _check_pool(pool_batch)
+    _checks.check_bool("pool_batch", pool_batch)
     return _focal_tversky(
-        logits, labels, where, alpha, beta, gamma, eps, pool_batch=pool_batch, axis_name=axis_name
+        logits,
+        labels,
+        where,
+        alpha=alpha,
+        beta=beta,
+        gamma=gamma,
+        eps=eps,
+        pool_batch=pool_batch,
+        axis_name=axis_name,
     )
 
 
-@_doc(_TVERSKY_ARGS + "      gamma: γ > 0; the loss is ``(-log Tv)^(1/γ)``.\n"
-      "      eps: ε >= 0, smoothing.\n")  # fmt: skip
 def dibe_reg(
     logits: ArrayLike,
     labels: ArrayLike,
@@ -558,37 +606,53 @@ def dibe_reg(
     Eq. 25 (:func:`dibe_jax.gradients.dibe_reg_grad`); finite at ``Tv = 1`` although the
     exact derivative is infinite there for γ > 1.
 
+    Called as ``dibe_jax.losses.dibe_reg``, it also takes softmax logits ``[B, *spatial, C]``
+    with integer labels ``[B, *spatial]`` and then computes
+    :func:`~dibe_jax.losses.multiclass.dibe_reg_multiclass` (one-vs-rest, macro-averaged over
+    classes) with the same keywords.
+
+    Args:
+      logits: float ``[B, *spatial]`` or ``[B, *spatial, 1]``; ``p = sigmoid(logits)``.
+      labels: ``{0, 1}`` of the same shape, any numeric or bool dtype.
+      alpha: α >= 0, weight of **misses**: label 1 predicted 0, soft count
+        ``FN = Σ (1 - p)·y`` (the paper's "FP", see SPEC.md).
+      beta: β >= 0, weight of **false alarms**: label 0 predicted 1, soft count
+        ``FP = Σ p·(1 - y)``.
+      gamma: γ > 0 (default 1.5, the paper's γ_DIBE_Reg used alone); the loss is
+        ``(-log Tv)^(1/γ)``.
+      eps: ε >= 0, smoothing of ``Tv``.
+      where: optional pixel mask of the same shape; pixels with 0 are left out.
+      pool_batch: sum the soft counts over the batch before the loss.
+      axis_name: also sum them over this device axis (``shard_map``); implies pooling.
+
+    Returns:
+      ``[B]`` float32 (float64 for float64 logits): one loss per image.
+
     >>> import math, jax.numpy as jnp
     >>> z, y = jnp.array([[-100.0, 100.0]]), jnp.array([[1, 1]])  # Tv = 1/2 at α=1, β=0, ε=0
-    >>> math.isclose(float(dibe_reg(z, y, alpha=1.0, beta=0.0, gamma=1.0, eps=0.0)[0]),
-    ...              math.log(2), rel_tol=1e-6)
+    >>> loss = dibe_reg(z, y, alpha=1.0, beta=0.0, gamma=1.0, eps=0.0)
+    >>> math.isclose(float(loss[0]), math.log(2), rel_tol=1e-6)
     True
-
-    Multi-class logits ``[B, *spatial, C]`` with integer labels ``[B, *spatial]`` go to
-    :func:`~dibe_jax.losses.multiclass.dibe_reg_multiclass` (one-vs-rest on the softmax,
-    macro-averaged over classes).
     """
-    if multiclass.is_multiclass_call(logits, labels):
-        return multiclass.dibe_reg_multiclass(
-            logits, labels, alpha=alpha, beta=beta, gamma=gamma, eps=eps, where=where,
-            pool_batch=pool_batch, axis_name=axis_name,
-        )  # fmt: skip
     _checks.check_binary_inputs(logits, labels, where)
     _checks.check_nonneg("alpha", alpha)
     _checks.check_nonneg("beta", beta)
     _checks.check_positive("gamma", gamma)
     _checks.check_nonneg("eps", eps)
-    _check_pool(pool_batch)
+    _checks.check_bool("pool_batch", pool_batch)
     return _dibe_reg(
-        logits, labels, where, alpha, beta, gamma, eps, pool_batch=pool_batch, axis_name=axis_name
+        logits,
+        labels,
+        where,
+        alpha=alpha,
+        beta=beta,
+        gamma=gamma,
+        eps=eps,
+        pool_batch=pool_batch,
+        axis_name=axis_name,
     )
 
 
-@_doc(
-    "      theta: θ in [0, 1], weight of the distribution term.\n"
-    "      lam: λ in [0, 1], WBCE weight of the defect class.\n"
-    "      eps: ε >= 0, Dice smoothing.\n"
-)
 def combo(
     logits: ArrayLike,
     labels: ArrayLike,
@@ -604,6 +668,19 @@ def combo(
 
     .. math:: L = \frac{\theta}{wh}\sum_i L_{WBCE,i} + (1 - \theta) L_{Dice}
 
+    Args:
+      logits: float ``[B, *spatial]`` or ``[B, *spatial, 1]``; ``p = sigmoid(logits)``.
+      labels: ``{0, 1}`` of the same shape, any numeric or bool dtype.
+      theta: θ in [0, 1], weight of the WBCE (distribution) term; 1 - θ weights Dice.
+      lam: λ in [0, 1], WBCE weight of the defect pixels (y = 1).
+      eps: ε >= 0, Dice smoothing.
+      where: optional pixel mask of the same shape; pixels with 0 are left out.
+      pool_batch: sum the soft counts over the batch before the Dice term.
+      axis_name: also sum them over this device axis (``shard_map``); implies pooling.
+
+    Returns:
+      ``[B]`` float32 (float64 for float64 logits): one loss per image.
+
     >>> import jax.numpy as jnp
     >>> z, y = jnp.zeros((1, 4)), jnp.array([[1, 0, 0, 0]])
     >>> bool(jnp.allclose(combo(z, y, theta=1.0), wbce(z, y)))
@@ -613,19 +690,19 @@ def combo(
     _checks.check_unit("theta", theta)
     _checks.check_unit("lam", lam)
     _checks.check_nonneg("eps", eps)
-    _check_pool(pool_batch)
+    _checks.check_bool("pool_batch", pool_batch)
     return _combo(
-        logits, labels, where, theta, lam, eps, pool_batch=pool_batch, axis_name=axis_name
+        logits,
+        labels,
+        where,
+        theta=theta,
+        lam=lam,
+        eps=eps,
+        pool_batch=pool_batch,
+        axis_name=axis_name,
     )
 
 
-@_doc(
-    "      theta: θ in [0, 1], weight of the distribution term.\n"
-    "      lam: λ in [0, 1], weight of the defect class.\n"
-    "      gamma_ce: γ_CE > 0, exponent of ``-log p`` (Eq. 11).\n"
-    "      gamma_dc: γ_Dc > 0, exponent of ``-log Dc`` (Eq. 10).\n"
-    "      eps: ε >= 0, Dice smoothing.\n"
-)
 def exp_log(
     logits: ArrayLike,
     labels: ArrayLike,
@@ -647,6 +724,21 @@ def exp_log(
 
     With γ_CE = γ_Dc = 1 (the defaults) it is ``θ·WBCE + (1 - θ)·(-log Dc)``.
 
+    Args:
+      logits: float ``[B, *spatial]`` or ``[B, *spatial, 1]``; ``p = sigmoid(logits)``.
+      labels: ``{0, 1}`` of the same shape, any numeric or bool dtype.
+      theta: θ in [0, 1], weight of the distribution term; 1 - θ weights ``(-log Dc)^γ_Dc``.
+      lam: λ in [0, 1], weight of the defect pixels (y = 1) in the distribution term.
+      gamma_ce: γ_CE > 0, exponent of ``-log p`` (Eq. 11).
+      gamma_dc: γ_Dc > 0, exponent of ``-log Dc`` (Eq. 10).
+      eps: ε >= 0, Dice smoothing.
+      where: optional pixel mask of the same shape; pixels with 0 are left out.
+      pool_batch: sum the soft counts over the batch before the Dice term.
+      axis_name: also sum them over this device axis (``shard_map``); implies pooling.
+
+    Returns:
+      ``[B]`` float32 (float64 for float64 logits): one loss per image.
+
     >>> import jax.numpy as jnp
     >>> z, y = jnp.zeros((1, 4)), jnp.array([[1, 0, 0, 0]])
     >>> bool(jnp.allclose(exp_log(z, y, theta=1.0), wbce(z, y)))
@@ -658,20 +750,21 @@ def exp_log(
     _checks.check_positive("gamma_ce", gamma_ce)
     _checks.check_positive("gamma_dc", gamma_dc)
     _checks.check_nonneg("eps", eps)
-    _check_pool(pool_batch)
+    _checks.check_bool("pool_batch", pool_batch)
     return _exp_log(
-        logits, labels, where, theta, lam, gamma_ce, gamma_dc, eps,
-        pool_batch=pool_batch, axis_name=axis_name,
-    )  # fmt: skip
+        logits,
+        labels,
+        where,
+        theta=theta,
+        lam=lam,
+        gamma_ce=gamma_ce,
+        gamma_dc=gamma_dc,
+        eps=eps,
+        pool_batch=pool_batch,
+        axis_name=axis_name,
+    )
 
 
-@_doc(
-    "      theta: θ in [0, 1], weight of the focal term.\n"
-    "      lam: λ in [0, 1], focal weight of the defect class.\n"
-    "      gamma: γ >= 0, focal exponent.\n" + _TVERSKY_ARGS +
-    "      gamma_ft: γ_FT > 0, focal Tversky exponent ``(1 - Tv)^(1/γ_FT)``.\n"
-    "      eps: ε >= 0, Tversky smoothing.\n"
-)  # fmt: skip
 def hybrid_focal(
     logits: ArrayLike,
     labels: ArrayLike,
@@ -691,6 +784,25 @@ def hybrid_focal(
 
     .. math:: L = \frac{\theta}{wh}\sum_i L_{Focal,i} + (1 - \theta)(1 - Tv)^{1/\gamma_{FT}}
 
+    Args:
+      logits: float ``[B, *spatial]`` or ``[B, *spatial, 1]``; ``p = sigmoid(logits)``.
+      labels: ``{0, 1}`` of the same shape, any numeric or bool dtype.
+      theta: θ in [0, 1], weight of the focal term; 1 - θ weights focal Tversky.
+      lam: λ in [0, 1], focal weight of the defect pixels (y = 1).
+      gamma: γ >= 0, focal exponent.
+      alpha: α >= 0, Tversky weight of **misses**: label 1 predicted 0, soft count
+        ``FN = Σ (1 - p)·y`` (the paper's "FP", see SPEC.md).
+      beta: β >= 0, Tversky weight of **false alarms**: label 0 predicted 1, soft count
+        ``FP = Σ p·(1 - y)``.
+      gamma_ft: γ_FT > 0, focal Tversky exponent: ``(1 - Tv)^(1/γ_FT)``.
+      eps: ε >= 0, smoothing of ``Tv``.
+      where: optional pixel mask of the same shape; pixels with 0 are left out.
+      pool_batch: sum the soft counts over the batch before the focal Tversky term.
+      axis_name: also sum them over this device axis (``shard_map``); implies pooling.
+
+    Returns:
+      ``[B]`` float32 (float64 for float64 logits): one loss per image.
+
     >>> import jax.numpy as jnp
     >>> z, y = jnp.zeros((1, 4)), jnp.array([[1, 0, 0, 0]])
     >>> bool(jnp.allclose(hybrid_focal(z, y, theta=0.0), focal_tversky(z, y)))
@@ -704,20 +816,23 @@ def hybrid_focal(
     _checks.check_nonneg("beta", beta)
     _checks.check_positive("gamma_ft", gamma_ft)
     _checks.check_nonneg("eps", eps)
-    _check_pool(pool_batch)
+    _checks.check_bool("pool_batch", pool_batch)
     return _hybrid_focal(
-        logits, labels, where, theta, lam, gamma, alpha, beta, gamma_ft, eps,
-        pool_batch=pool_batch, axis_name=axis_name,
-    )  # fmt: skip
+        logits,
+        labels,
+        where,
+        theta=theta,
+        lam=lam,
+        gamma=gamma,
+        alpha=alpha,
+        beta=beta,
+        gamma_ft=gamma_ft,
+        eps=eps,
+        pool_batch=pool_batch,
+        axis_name=axis_name,
+    )
 
 
-@_doc(
-    "      theta: θ in [0, 1], weight of DIBE_Dis (0.3 suggested for extreme imbalance).\n"
-    "      lam: λ in [0, 1], weight of the defect class in DIBE_Dis.\n"
-    "      gamma: γ > 0, shared: focusing exponent of DIBE_Dis and ``1/γ`` of DIBE_Reg.\n"
-    + _TVERSKY_ARGS.replace("**misses** FN", "**misses** (both halves) FN") +
-    "      eps: ε >= 0, Tversky smoothing.\n"
-)  # fmt: skip
 def dibe(
     logits: ArrayLike,
     labels: ArrayLike,
@@ -738,20 +853,36 @@ def dibe(
 
     α weighs misses and β false alarms in both halves (Eq. 18 and Eq. 7).
 
+    Called as ``dibe_jax.losses.dibe``, it also takes softmax logits ``[B, *spatial, C]``
+    with integer labels ``[B, *spatial]`` and then computes
+    :func:`~dibe_jax.losses.multiclass.dibe_multiclass` (one-vs-rest, macro-averaged over
+    classes) with the same keywords.
+
+    Args:
+      logits: float ``[B, *spatial]`` or ``[B, *spatial, 1]``; ``p = sigmoid(logits)``.
+      labels: ``{0, 1}`` of the same shape, any numeric or bool dtype.
+      theta: θ in [0, 1], weight of DIBE_Dis; 1 - θ weights DIBE_Reg (θ = 0.3 is suggested
+        for extreme imbalance).
+      lam: λ in [0, 1], weight of the defect pixels (y = 1) in DIBE_Dis.
+      gamma: γ > 0, shared: focusing exponent of DIBE_Dis and ``1/γ`` of DIBE_Reg.
+      alpha: α >= 0, weight of **misses** in both halves: label 1 predicted 0, soft count
+        ``FN = Σ (1 - p)·y`` (the paper's "FP", see SPEC.md).
+      beta: β >= 0, weight of **false alarms** in both halves: label 0 predicted 1, soft
+        count ``FP = Σ p·(1 - y)``.
+      eps: ε >= 0, smoothing of ``Tv``.
+      where: optional pixel mask of the same shape; pixels with 0 are left out.
+      pool_batch: sum the soft counts over the batch before the DIBE_Reg term (DIBE_Dis
+        stays per image).
+      axis_name: also sum them over this device axis (``shard_map``); implies pooling.
+
+    Returns:
+      ``[B]`` float32 (float64 for float64 logits): one loss per image.
+
     >>> import jax.numpy as jnp
     >>> z, y = jnp.zeros((1, 4)), jnp.array([[1, 0, 0, 0]])
     >>> bool(jnp.allclose(dibe(z, y, theta=1.0), dibe_dis(z, y)))
     True
-
-    Multi-class logits ``[B, *spatial, C]`` with integer labels ``[B, *spatial]`` go to
-    :func:`~dibe_jax.losses.multiclass.dibe_multiclass` (one-vs-rest on the softmax,
-    macro-averaged over classes).
     """
-    if multiclass.is_multiclass_call(logits, labels):
-        return multiclass.dibe_multiclass(
-            logits, labels, theta=theta, lam=lam, gamma=gamma, alpha=alpha, beta=beta, eps=eps,
-            where=where, pool_batch=pool_batch, axis_name=axis_name,
-        )  # fmt: skip
     _checks.check_binary_inputs(logits, labels, where)
     _checks.check_unit("theta", theta)
     _checks.check_unit("lam", lam)
@@ -759,8 +890,17 @@ def dibe(
     _checks.check_nonneg("alpha", alpha)
     _checks.check_nonneg("beta", beta)
     _checks.check_nonneg("eps", eps)
-    _check_pool(pool_batch)
+    _checks.check_bool("pool_batch", pool_batch)
     return _dibe(
-        logits, labels, where, theta, lam, gamma, alpha, beta, eps,
-        pool_batch=pool_batch, axis_name=axis_name,
-    )  # fmt: skip
+        logits,
+        labels,
+        where,
+        theta=theta,
+        lam=lam,
+        gamma=gamma,
+        alpha=alpha,
+        beta=beta,
+        eps=eps,
+        pool_batch=pool_batch,
+        axis_name=axis_name,
+    )

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from dibe_jax.losses import _checks, multiclass
+from dibe_jax.losses import _checks, _softmax
 from dibe_jax.losses._safe import safe_div
 
 __all__ = ["lovasz_grad", "lovasz_hinge", "lovasz_softmax"]
@@ -60,7 +60,7 @@ def _sorted_extension(errors, gt, valid):
 
 
 @functools.partial(jax.jit, static_argnames=("pool_batch",))
-def _lovasz_hinge(logits, labels, where, pool_batch=False):
+def _lovasz_hinge(logits, labels, where, *, pool_batch):
     logits = jnp.asarray(logits)
     dtype = _checks.compute_dtype(logits.dtype)
     b = logits.shape[0]
@@ -77,8 +77,8 @@ def _lovasz_hinge(logits, labels, where, pool_batch=False):
 
 
 @functools.partial(jax.jit, static_argnames=("classes", "pool_batch"))
-def _lovasz_softmax(logits, labels, where, classes="present", pool_batch=False):
-    logp, y, w = multiclass._prepare(logits, labels, where)  # [B, P, C]
+def _lovasz_softmax(logits, labels, where, *, classes, pool_batch):
+    logp, y, w = _softmax.prepare(logits, labels, where)  # [B, P, C]
     b = logp.shape[0]
     valid = jnp.ones(logp.shape[:2], bool) if w is None else w > 0
     if pool_batch:
@@ -135,7 +135,7 @@ def lovasz_hinge(
     1.3333
     """
     _checks.check_binary_inputs(logits, labels, where)
-    multiclass.check_pool(pool_batch)
+    _checks.check_bool("pool_batch", pool_batch)
     _no_device_pool(axis_name)
     return _lovasz_hinge(logits, labels, where, pool_batch=pool_batch)
 
@@ -175,8 +175,8 @@ def lovasz_softmax(
     >>> round(float(lovasz_softmax(z, jnp.array([[0, 0, 1]]))[0]), 4)  # (1/2 + 1/2) / 2
     0.5
     """
-    multiclass.check_inputs(logits, labels, where)
-    multiclass.check_pool(pool_batch)
-    multiclass.check_choice("classes", classes, ("present", "all"))
+    _checks.check_softmax_inputs(logits, labels, where)
+    _checks.check_bool("pool_batch", pool_batch)
+    _checks.check_choice("classes", classes, ("present", "all"))
     _no_device_pool(axis_name)
     return _lovasz_softmax(logits, labels, where, classes=classes, pool_batch=pool_batch)

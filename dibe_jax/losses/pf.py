@@ -1,5 +1,5 @@
 r"""Parameter-free loss (PF-loss), Du et al., *Parameter-Free Loss for Class-Imbalanced Deep
-Learning in Image Classification* (IEEE TNNLS), Eqs. 9-10 and 13, applied to pixels.
+Learning in Image Classification* (IEEE TNNLS), PF Eqs. 9-10 and 13, applied to pixels.
 
 PF-loss is a mini-batch statistic: every class ``j`` contributes the log of the **arithmetic**
 mean of the probability its pixels give to the right class, so each class counts the same
@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from dibe_jax.losses import _checks, multiclass
+from dibe_jax.losses import _checks
 
 __all__ = ["pf_loss"]
 
@@ -39,15 +39,15 @@ def _log_weighted_sum(a: jax.Array, b: jax.Array, axis_name) -> tuple[jax.Array,
 
 
 @functools.partial(jax.jit, static_argnames=("axis_name",))
-def _pf(logits, labels, where, axis_name=None):
+def _pf(logits, labels, where, *, axis_name):
     logits, labels = jnp.asarray(logits), jnp.asarray(labels)
     dtype = _checks.compute_dtype(logits.dtype)
-    if labels.shape == logits.shape:  # binary, Eq. 13: classes 0 and 1 of a sigmoid
+    if labels.shape == logits.shape:  # binary, PF Eq. 13: classes 0 and 1 of a sigmoid
         z = jnp.reshape(logits, (-1,)).astype(dtype)
         y = jnp.reshape(labels, (-1,)).astype(dtype)
         logp = jnp.stack([jax.nn.log_sigmoid(-z), jax.nn.log_sigmoid(z)], axis=-1)
         y = jnp.stack([1 - y, y], axis=-1)
-    else:  # softmax over the last axis, Eqs. 9-10
+    else:  # softmax over the last axis, PF Eqs. 9-10
         c = logits.shape[-1]
         logp = jax.nn.log_softmax(jnp.reshape(logits, (-1, c)).astype(dtype), axis=-1)
         y = jax.nn.one_hot(jnp.reshape(labels, (-1,)).astype(jnp.int32), c, dtype=dtype)
@@ -66,16 +66,16 @@ def pf_loss(
     where: ArrayLike | None = None,
     axis_name: str | None = None,
 ) -> jax.Array:
-    r"""PF-loss, Eqs. 9-10 (softmax) and 13 (binary), over every pixel of the batch.
+    r"""PF-loss, PF Eqs. 9-10 (softmax) and PF Eq. 13 (binary), over every pixel of the batch.
 
     .. math:: PF = -\frac{1}{M}\sum_{j=1}^{M} \log q_j, \quad
               q_j = \frac{1}{N_j}\sum_{i:\, y_i = j} p_{i,j}
 
     ``p_{i,j}`` is the probability pixel ``i`` gives to its labelled class ``j`` and ``N_j``
     the number of (unmasked) pixels labelled ``j`` in the batch. ``M`` is the number of
-    classes (``C`` for softmax logits, 2 for the binary form). The binary Eq. 13,
+    classes (``C`` for softmax logits, 2 for the binary form). The binary PF Eq. 13,
     ``-log q_1 - log q_0`` with ``q_1`` the mean of ``p`` over defect pixels and ``q_0`` the
-    mean of ``1 - p`` over background pixels, drops Eq. 9's ``1/M``; the paper's worked
+    mean of ``1 - p`` over background pixels, drops PF Eq. 9's ``1/M``; the paper's worked
     examples keep it (PF = 0.298 for probabilities 0.4 | 0.8, 0.7, 0.4, in log base 10), and so
     do we: ``pf_loss`` is ``-(log q_0 + log q_1) / 2`` for binary input. A class with no pixel
     in the batch contributes 0 (``q_j = 1``, the paper's rule) and still counts in ``M``.
@@ -106,5 +106,5 @@ def pf_loss(
     if tuple(jnp.shape(labels)) == shape:
         _checks.check_binary_inputs(logits, labels, where)
     else:
-        multiclass.check_inputs(logits, labels, where, dense_labels=False)
+        _checks.check_softmax_inputs(logits, labels, where, dense_labels=False)
     return _pf(logits, labels, where, axis_name=axis_name)

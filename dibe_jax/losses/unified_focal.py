@@ -2,7 +2,7 @@ r"""Unified focal loss, Yeung, Sala, Schönlieb & Rundo, *Unified Focal loss: Ge
 and cross entropy-based losses to handle class imbalanced medical image segmentation*,
 Computerized Medical Imaging and Graphics 95 (2022) 102026.
 
-The MR paper of our seeds (Cui et al., Eqs. 6-12) quotes it with garbled formulas; this module
+The MR paper of our seeds (Cui et al., MR Eqs. 6-12) quotes it with garbled formulas; this module
 follows Yeung et al. and their public reference code (``mlyg/unified-focal-loss``,
 ``loss_functions.py``), and says below where the two differ and which we take.
 """
@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from dibe_jax.losses import _checks, multiclass
+from dibe_jax.losses import _checks, _reduce, _softmax
 from dibe_jax.losses._safe import safe_div, safe_pow
 
 __all__ = ["unified_focal"]
@@ -23,17 +23,16 @@ __all__ = ["unified_focal"]
 
 @functools.partial(jax.jit, static_argnames=("asymmetric", "pool_batch", "axis_name"))
 def _unified_focal(
-    logits, labels, where, weight, delta, gamma, eps,
-    asymmetric=True, pool_batch=False, axis_name=None,
-):  # fmt: skip
+    logits, labels, where, *, weight, delta, gamma, eps, asymmetric, pool_batch, axis_name
+):
     logits, labels = jnp.asarray(logits), jnp.asarray(labels)
     if labels.shape == logits.shape:  # binary: softmax of [0, z] is [1 - σ(z), σ(z)]
         dtype = _checks.compute_dtype(logits.dtype)
         z, y = logits.astype(dtype), labels.astype(dtype)
         logits = jnp.stack([jnp.zeros_like(z), z], axis=-1)
         labels = jnp.stack([1 - y, y], axis=-1)
-    logp, y, w = multiclass._prepare(logits, labels, where)
-    log_q, _ = multiclass.log1m_softmax(logp)
+    logp, y, w = _softmax.prepare(logits, labels, where)
+    log_q, _ = _softmax.log1m_softmax(logp)
     rare = jnp.arange(logp.shape[-1]) > 0  # class 0 is the background, the rest are "rare"
     # focal part: δ on rare classes, 1 - δ on the background; (1 - p)^γ suppresses
     class_w = jnp.where(rare, delta, 1 - delta)
@@ -41,9 +40,9 @@ def _unified_focal(
     if asymmetric:
         suppress = jnp.where(rare, 1.0, suppress)
     per_pixel = jnp.sum(class_w * suppress * (-y * logp), axis=-1)
-    focal = multiclass._pixel_mean(per_pixel, w)
+    focal = _reduce.pixel_mean(per_pixel, w)
     # focal Tversky part: 1 - mTI_c, δ on misses, 1 - δ on false alarms; ^(1 - γ) enhances
-    c = multiclass._class_counts(logp, y, w, pool_batch, axis_name, log_q=log_q)
+    c = _softmax.class_counts(logp, y, w, pool_batch=pool_batch, axis_name=axis_name, log_q=log_q)
     errors = delta * c.fn + (1 - delta) * c.fp
     one_minus = safe_div(errors, c.tp + errors + eps)
     enhance = safe_pow(one_minus, 1 - gamma)
@@ -69,8 +68,9 @@ def unified_focal(
     r"""Unified focal loss (Yeung et al. 2022), asymmetric (default) or symmetric.
 
     Class 0 is the background; every other class is "rare" (for binary logits, class 1 is the
-    defect). With ``p_c`` the softmax (or sigmoid) probability, the per-image soft counts of
-    :mod:`dibe_jax.losses.multiclass` and ``N`` the pixels of the image:
+    defect). With ``p_c`` the softmax (or sigmoid) probability, the per-image soft counts
+    ``TP_c``, ``FP_c``, ``FN_c`` of :mod:`dibe_jax.losses.multiclass` and ``N`` the pixels of
+    the image:
 
     .. math::
        L = \lambda\, L_F + (1 - \lambda)\, L_{FT}, \qquad
@@ -99,8 +99,8 @@ def unified_focal(
       classes (``K.mean``), as we do, so the scale does not grow with C. Both take the mean
       over pixels of the per-pixel class sum in ``L_F``.
     * **γ convention.** Yeung's modified losses (MR Eqs. 6-7) read ``δ(1 - p_t)^{1-γ}·CE``
-      and ``Σ(1 - mTI)^γ``, under which γ = 0 would not give CE; the asymmetric Eqs. (MR
-      Eqs. 10-11) and the code use ``(1 - p)^γ`` to suppress and ``(1 - mTI)^{1-γ}`` to
+      and ``Σ(1 - mTI)^γ``, under which γ = 0 would not give CE; the asymmetric forms
+      (MR Eqs. 10-11) and the code use ``(1 - p)^γ`` to suppress and ``(1 - mTI)^{1-γ}`` to
       enhance, which is what makes the special cases hold. We use the latter, γ in [0, 1]
       (the original focal Tversky exponent ``1/γ_FT`` is ``1 - γ`` here).
     * **δ in mTI.** The code puts δ on false negatives (misses), "δ > 0.5 penalises FN
@@ -108,7 +108,7 @@ def unified_focal(
       positives. We follow the code: δ weights misses, matching α in
       :func:`~dibe_jax.losses.tversky`.
     * The MR paper writes the asymmetric focal term with ``log(p_{t,r})`` for every class
-      and λ as τ or δ (Eqs. 9, 12); these are typos. The code clips ``p`` to
+      and λ as τ or δ (MR Eqs. 9, 12); these are typos. The code clips ``p`` to
       ``[1e-7, 1 - 1e-7]``; we work in log space instead, and the smoothing ε (1e-6 in the
       code) is a keyword.
 
@@ -118,9 +118,11 @@ def unified_focal(
       labels: integer class ids in ``[0, C)``, or for binary logits ``{0, 1}`` (or soft
         values) of the logits' shape.
       weight: λ in [0, 1], weight of the focal (CE) term; 1 - λ weights focal Tversky.
-      delta: δ in [0, 1]: weight of the rare classes in L_F and of misses in mTI.
+      delta: δ in [0, 1]: weight of the rare classes in L_F, and in mTI the weight of
+        **misses** ``FN_c`` (label c, predicted elsewhere; like α of
+        :func:`~dibe_jax.losses.tversky`), 1 - δ that of false alarms ``FP_c``.
       gamma: γ in [0, 1]: suppression ``(1 - p)^γ`` and enhancement ``(1 - mTI)^{1-γ}``.
-      asymmetric: asymmetric (default, Yeung's recommendation) or symmetric form.
+      asymmetric: asymmetric (default, Yeung's recommendation) or symmetric form; static.
       eps: ε >= 0, smoothing of mTI.
       where: optional pixel mask with the shape of ``labels``; pixels with 0 are left out.
       pool_batch: sum the per-class counts over the batch before the focal Tversky term.
@@ -138,14 +140,22 @@ def unified_focal(
     if tuple(jnp.shape(labels)) == tuple(jnp.shape(logits)):
         _checks.check_binary_inputs(logits, labels, where)
     else:
-        multiclass.check_inputs(logits, labels, where, dense_labels=False)
-    multiclass.check_pool(pool_batch)
-    multiclass.check_choice("asymmetric", asymmetric, (True, False))
+        _checks.check_softmax_inputs(logits, labels, where, dense_labels=False)
+    _checks.check_bool("pool_batch", pool_batch)
+    _checks.check_bool("asymmetric", asymmetric)
     _checks.check_unit("weight", weight)
     _checks.check_unit("delta", delta)
     _checks.check_unit("gamma", gamma)
     _checks.check_nonneg("eps", eps)
     return _unified_focal(
-        logits, labels, where, weight, delta, gamma, eps,
-        asymmetric=asymmetric, pool_batch=pool_batch, axis_name=axis_name,
-    )  # fmt: skip
+        logits,
+        labels,
+        where,
+        weight=weight,
+        delta=delta,
+        gamma=gamma,
+        eps=eps,
+        asymmetric=asymmetric,
+        pool_batch=pool_batch,
+        axis_name=axis_name,
+    )
