@@ -87,14 +87,14 @@ def test_eval_and_predict_from_checkpoint(finished_run, sources, tmp_path):
     images.mkdir()
     for i, ex in enumerate(sources["validation"][:2]):
         Image.fromarray(ex["image"]).save(images / f"img{i}.png")
-    results = predict(workdir, images, tmp_path / "out")
-    assert len(results) == 2
-    for _, mask_path, overlay_path, frac in results:
-        mask = np.asarray(Image.open(mask_path))
+    report = predict(workdir, images, tmp_path / "out", progress=False)
+    assert len(report.written) == 2 and not report.skipped
+    for w in report.written:
+        mask = np.asarray(Image.open(w.mask))
         assert mask.shape == (32, 32) and set(np.unique(mask)) <= {0, 255}
-        assert np.asarray(Image.open(overlay_path)).shape == (32, 32, 3)
-        assert 0 <= frac <= 1
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+        assert np.asarray(Image.open(w.overlay)).shape == (32, 32, 3)
+        assert 0 <= w.defect_fraction <= 1
+    with pytest.raises(ValueError, match="does not exist"):
         predict(workdir, tmp_path / "missing.png", tmp_path / "out")
 
 

@@ -1,77 +1,508 @@
-"""Predict defect masks for image files with a trained run's checkpoint.
+"""Predict defect masks for image files at their native resolution with a trained run.
 
-For each input image: resize to the run's training size, run the model in eval mode, take
-``ŷ = [logit >= 0]``, resize the mask back to the image's own size (nearest neighbour), and
-write ``<stem>_mask.png`` (0 / 255) and ``<stem>_overlay.png`` (defects in red over the image).
+The models are fully convolutional, so an image is never resized (STYLE item 13, as MONAI's
+``sliding_window_inference`` and nnU-Net do):
+
+* an image no larger than the window (by default the run's training size,
+  ``workdir/model.json`` ``image_size``) is run whole, reflect-padded up to the network's size
+  multiple (:func:`dibe_jax.models.input_size_rule`) and cropped back;
+* a larger image is cut into overlapping windows of the window's shape (default overlap
+  0.25; the image is reflect-padded first wherever it is smaller than the window). The
+  windows run ``batch_size`` at a time through one jitted forward (the last batch is padded,
+  so each window shape compiles once), and their **logits** are blended with a Gaussian
+  importance map (:func:`blend_weights`, σ = window / 8, never exactly 0) before the
+  threshold ``ŷ = 1 iff logit ≥ 0`` (SPEC.md).
+
+Preprocessing is the training pipeline's: :func:`~dibe_jax.datasets._common.read_image`
+decodes, :func:`~dibe_jax.data.augment.to_float` maps ``uint8`` to ``[0, 1]``.
+
+Padding mode: ``numpy.pad(mode="reflect")`` (mirror about the edge pixel, which is not
+repeated), chosen over edge padding so the padded border continues the texture of the image
+rather than smearing its last row; padded pixels are cropped away again.
+
+:func:`predict` writes ``<stem>_mask.png`` (0 / 255, the input's ``H x W``) and
+``<stem>_overlay.png`` (defects in red over the image) for each readable input, each PNG
+written atomically (a temporary file in ``out`` then ``os.replace``), and returns a
+:class:`PredictReport` of what was written and what was skipped (unreadable files).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import io
 import json
+import logging
+from collections import deque
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
 from flax import nnx
 from PIL import Image
 
+from dibe_jax import models
 from dibe_jax.data import augment
-from dibe_jax.datasets._common import read_image
+from dibe_jax.datasets import DatasetFileError, read_image
+from dibe_jax.files import atomic_write_bytes
+from dibe_jax.train import checks
 from dibe_jax.train.checkpoints import CheckpointError, Checkpoints
 from dibe_jax.train.loop import load_config, make_state
 
-__all__ = ["predict"]
+__all__ = [
+    "LoadedRun",
+    "PredictReport",
+    "Written",
+    "blend_weights",
+    "load_forward",
+    "predict",
+    "predict_logits",
+    "window_starts",
+]
 
-_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
+log = logging.getLogger(__name__)
+
+_SUFFIXES = (".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff")
+_PAD_MODE = "reflect"
+_MIN_WEIGHT = 1e-6  # floor of the importance map: never exactly 0, even for tiny sigma
+
+Window = int | tuple[int, int] | Sequence[int]
 
 
-def _inputs(path: Path) -> list[Path]:
-    if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in _SUFFIXES)
-        if not files:
-            raise FileNotFoundError(f"{path} holds no image files ({', '.join(sorted(_SUFFIXES))})")
-        return files
-    if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist")
-    return [path]
+# --------------------------------------------------------------------------------------------
+# The core: logits of one image at its native resolution
 
 
-def predict(workdir: str | Path, inputs: str | Path, out: str | Path, *, best: bool = True):
-    """Write mask and overlay PNGs for ``inputs`` (a file or a folder) under ``out``.
+def _round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
+
+
+def _as_pair(window: Window | None, name: str = "window") -> tuple[int, int]:
+    """``S`` or ``(rows, cols)`` -> ``(rows, cols)`` of positive ints; ValueError otherwise."""
+    values = [window, window] if np.ndim(window) == 0 else list(window)  # type: ignore[arg-type]
+    if len(values) != 2 or not all(
+        isinstance(v, int | np.integer) and not isinstance(v, bool) for v in values
+    ):
+        raise ValueError(f"{name} must be an int or (rows, cols) of ints, got {window!r}")
+    if min(values) < 1:
+        raise ValueError(f"{name} must be positive, got {window!r}")
+    return int(values[0]), int(values[1])
+
+
+def _check_overlap(overlap: float) -> None:
+    try:
+        ok = 0 <= float(overlap) < 1
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(f"overlap must be in [0, 1), got {overlap!r}")
+
+
+def _check_batch_size(batch_size: int) -> None:
+    if (
+        isinstance(batch_size, bool)
+        or not isinstance(batch_size, int | np.integer)
+        or batch_size < 1
+    ):
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+
+
+def blend_weights(shape: tuple[int, int], *, sigma_scale: float = 0.125) -> np.ndarray:
+    """Gaussian importance map of one window: ``float32 [rows, cols]``, peak 1, all > 0.
+
+    .. math::
+        w(i, j) = \\max\\Big(g_r(i)\\, g_c(j),\\ 10^{-6}\\Big),\\qquad
+        g_n(i) = \\exp\\Big(-\\frac{(i - (n-1)/2)^2}{2\\,(\\sigma_s n)^2}\\Big)
+
+    with ``σ_s = sigma_scale`` (1/8, MONAI's ``mode="gaussian"`` and nnU-Net). Window
+    borders, where a fully convolutional network sees its zero padding instead of the
+    neighbouring pixels, count ``exp(-8) ≈ 3e-4`` times less than the centre.
+
+    >>> w = blend_weights((4, 6))
+    >>> w.shape, w.dtype, bool(w.min() > 0), float(w.max()) <= 1.0
+    ((4, 6), dtype('float32'), True, True)
+    """
+    rows, cols = _as_pair(shape, "shape")
+    if not sigma_scale > 0:
+        raise ValueError(f"sigma_scale must be positive, got {sigma_scale}")
+
+    def axis(n: int) -> np.ndarray:
+        x = np.arange(n, dtype=np.float64) - (n - 1) / 2
+        return np.exp(-0.5 * (x / (sigma_scale * n)) ** 2)
+
+    g = np.outer(axis(rows), axis(cols))
+    return np.maximum(g / g.max(), _MIN_WEIGHT).astype(np.float32)
+
+
+def window_starts(size: int, window: int, overlap: float, *, multiple: int = 1) -> list[int]:
+    """Start offsets of windows of length ``window`` covering ``[0, size)`` (``size >= window``).
+
+    The step is ``window * (1 - overlap)`` rounded down to a multiple of ``multiple`` (at
+    least ``multiple``), as in MONAI but on the network's stride grid: when ``size`` and
+    ``window`` are multiples of ``multiple`` too, every window is pooled on the same grid as
+    the whole image would be. The last window ends exactly at ``size``.
+
+    >>> window_starts(320, 160, 0.25), window_starts(480, 160, 0.25, multiple=16)
+    ([0, 120, 160], [0, 112, 224, 320])
+    >>> window_starts(96, 160, 0.5)
+    [0]
+    """
+    if size <= window:
+        return [0]
+    step = max(multiple, int(window * (1 - overlap)) // multiple * multiple)
+    n = -(-(size - window) // step) + 1
+    return sorted({min(i * step, size - window) for i in range(n)})
+
+
+def _pad_to(image: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, tuple[slice, slice]]:
+    """Reflect-pad ``image [H, W, C]`` to ``size`` (centred); return it and the crop back."""
+    h, w = image.shape[:2]
+    dh, dw = size[0] - h, size[1] - w
+    top, left = dh // 2, dw // 2
+    if dh or dw:
+        image = np.pad(image, ((top, dh - top), (left, dw - left), (0, 0)), mode=_PAD_MODE)
+    return image, (slice(top, top + h), slice(left, left + w))
+
+
+def _check_out(y: np.ndarray, x: np.ndarray) -> np.ndarray:
+    if y.ndim != 4 or y.shape[:3] != x.shape[:3]:
+        raise ValueError(
+            f"forward must map [N, h, w, C] to [N, h, w, K]; got {x.shape} -> {y.shape}"
+        )
+    return y
+
+
+def predict_logits(
+    forward: Callable[[np.ndarray], Any],
+    image: np.ndarray,
+    *,
+    multiple: int,
+    window: Window,
+    overlap: float = 0.25,
+    batch_size: int = 8,
+    minimum: int = 1,
+) -> np.ndarray:
+    """Logits of ``image`` at its native resolution: whole, or blended sliding windows.
+
+    Args:
+      forward: ``x float32 [N, h, w, C] -> logits [N, h, w, K]`` (e.g. a jitted model in
+        eval mode). It is called with ``N = 1`` and the padded image shape on the whole-image
+        path, and with ``N = batch_size`` and ``(h, w) = window`` on the sliding path, so a
+        jitted ``forward`` compiles once per window shape (plus once per distinct padded
+        shape of the images run whole).
+      image: ``float32 [H, W, C]`` preprocessed as in training (``augment.to_float``).
+      multiple: ``H`` and ``W`` given to ``forward`` must be multiples of this (the network's
+        total stride, :func:`dibe_jax.models.input_size_rule`).
+      window: ``S`` or ``(rows, cols)``; rounded up to ``multiple`` and ``minimum``. An image
+        with ``H <= rows`` and ``W <= cols`` is run whole, reflect-padded up to ``multiple``
+        (and ``minimum``); a larger one in overlapping windows of this shape.
+      overlap: fraction of a window shared with its neighbour, in ``[0, 1)``.
+      batch_size: windows per call of ``forward`` (the last batch is padded with zeros).
+      minimum: smallest ``h``, ``w`` that ``forward`` accepts.
 
     Returns:
-      ``[(input, mask_path, overlay_path, defect_fraction)]``.
+      ``float32 [H, W, K]``: blended logits ``Σ_k w_k z_k / Σ_k w_k`` over the windows ``k``
+      covering each pixel (weights :func:`blend_weights`, accumulated in float64, so a
+      constant forward comes back exactly); ``ŷ = logits >= 0``.
+
+    Raises:
+      ValueError: an argument out of range (the message names it) or a ``forward`` output
+        of the wrong shape.
+
+    >>> box = lambda x: x.mean(axis=-1, keepdims=True) - 0.5  # any [N, h, w, C] -> [N, h, w, 1]
+    >>> image = np.random.default_rng(0).random((50, 70, 3), dtype=np.float32)
+    >>> z = predict_logits(box, image, multiple=8, window=32, overlap=0.25, batch_size=4)
+    >>> z.shape, z.dtype, bool(np.allclose(z, box(image[None])[0], atol=1e-6))
+    ((50, 70, 1), dtype('float32'), True)
     """
-    workdir, out = Path(workdir), Path(out)
+    image = np.asarray(image, np.float32)
+    if image.ndim != 3:
+        raise ValueError(f"image must be [H, W, C], got shape {image.shape}")
+    if isinstance(multiple, bool) or int(multiple) != multiple or multiple < 1:
+        raise ValueError(f"multiple must be a positive int, got {multiple!r}")
+    if isinstance(minimum, bool) or int(minimum) != minimum or minimum < 1:
+        raise ValueError(f"minimum must be a positive int, got {minimum!r}")
+    multiple, minimum = int(multiple), int(minimum)
+    rows, cols = (_round_up(max(s, minimum), multiple) for s in _as_pair(window))
+    _check_overlap(overlap)
+    _check_batch_size(batch_size)
+    h, w = image.shape[:2]
+
+    if h <= rows and w <= cols:  # whole image, padded up to the size multiple only
+        size = (_round_up(max(h, minimum), multiple), _round_up(max(w, minimum), multiple))
+        x, crop = _pad_to(image, size)
+        y = _check_out(np.asarray(forward(x[None]), np.float32), x[None])
+        return np.ascontiguousarray(y[0][crop])
+
+    # padded to a multiple as well, so every window start lies on the stride grid
+    size = (_round_up(max(h, rows), multiple), _round_up(max(w, cols), multiple))
+    x, crop = _pad_to(image, size)
+    starts = [
+        (r, c)
+        for r in window_starts(size[0], rows, overlap, multiple=multiple)
+        for c in window_starts(size[1], cols, overlap, multiple=multiple)
+    ]
+    weights = blend_weights((rows, cols)).astype(np.float64)
+    total = np.zeros(size, np.float64)
+    acc: np.ndarray | None = None
+    pending: deque = deque()
+
+    def consume() -> None:
+        nonlocal acc
+        batch, chunk, y = pending.popleft()
+        y = _check_out(np.asarray(y, np.float32), batch)
+        if acc is None:
+            acc = np.zeros((*size, y.shape[-1]), np.float64)
+        for j, (r, c) in enumerate(chunk):
+            acc[r : r + rows, c : c + cols] += weights[..., None] * y[j]
+            total[r : r + rows, c : c + cols] += weights
+
+    for i in range(0, len(starts), batch_size):
+        chunk = starts[i : i + batch_size]
+        batch = np.zeros((batch_size, rows, cols, image.shape[-1]), np.float32)
+        for j, (r, c) in enumerate(chunk):
+            batch[j] = x[r : r + rows, c : c + cols]
+        pending.append((batch, chunk, forward(batch)))
+        if len(pending) > 1:  # the next batch runs while this one is blended
+            consume()
+    while pending:
+        consume()
+    assert acc is not None
+    return (acc / total[..., None])[crop].astype(np.float32)
+
+
+# --------------------------------------------------------------------------------------------
+# Files: a run's checkpoint over a file or a folder of images
+
+
+@dataclasses.dataclass(frozen=True)
+class Written:
+    """One input and what :func:`predict` wrote for it.
+
+    Attributes:
+      input: the image file.
+      mask: ``<stem>_mask.png``, ``uint8 [H, W]`` in ``{0, 255}``.
+      overlay: ``<stem>_overlay.png``, ``uint8 [H, W, 3]``: defects in red over the image.
+      defect_fraction: fraction of pixels predicted defect.
+    """
+
+    input: Path
+    mask: Path
+    overlay: Path
+    defect_fraction: float
+
+
+@dataclasses.dataclass
+class PredictReport:
+    """What :func:`predict` wrote to ``out`` and which inputs it skipped, with the reason."""
+
+    out: Path
+    written: list[Written] = dataclasses.field(default_factory=list)
+    skipped: list[tuple[Path, str]] = dataclasses.field(default_factory=list)
+
+    def summary(self) -> str:
+        """One paragraph for people: ``wrote N masks to OUT; skipped K files: a.png (...)``.
+
+        >>> r = PredictReport(Path("out"), skipped=[(Path("in/a.png"), "truncated")])
+        >>> r.summary()
+        'wrote 0 masks to out; skipped 1 file: a.png (truncated).'
+        """
+        n, k = len(self.written), len(self.skipped)
+        text = f"wrote {n} mask{'' if n == 1 else 's'} to {self.out}"
+        if not k:
+            return text + "; skipped no file."
+        items = ", ".join(f"{p.name} ({reason})" for p, reason in self.skipped)
+        return text + f"; skipped {k} file{'' if k == 1 else 's'}: {items}."
+
+
+def _list_inputs(inputs: Path) -> list[Path]:
+    if inputs.is_dir():
+        files = sorted(
+            p
+            for p in inputs.iterdir()
+            if p.suffix.lower() in _SUFFIXES and not p.name.startswith(".")
+        )
+        if not files:
+            raise ValueError(
+                f"inputs: folder {inputs} holds no image files ({', '.join(_SUFFIXES)})"
+            )
+        return files
+    return [inputs]
+
+
+def _check_arguments(inputs: Path, out: Path, window, overlap, batch_size) -> list[Path]:
+    """Refuse bad arguments before anything is loaded; return the input files."""
+    if not inputs.exists():
+        raise ValueError(f"inputs: {inputs} does not exist")
+    folder = inputs if inputs.is_dir() else inputs.parent
+    if out.resolve() == folder.resolve():
+        raise ValueError(
+            f"out: {out} is the folder of the inputs; choose another folder so masks and "
+            "overlays are not mixed with (and read back as) inputs"
+        )
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"out: {out} exists and is not a folder")
+    if window is not None:
+        _as_pair(window)
+    _check_overlap(overlap)
+    _check_batch_size(batch_size)
+    return _list_inputs(inputs)
+
+
+def _save_png_atomic(array: np.ndarray, path: Path) -> None:
+    """Write ``array`` as PNG at ``path`` so a killed run leaves no half-written file there."""
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="png")
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _overlay(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """``uint8 [H, W, 3]``: ``image`` with ``mask > 0`` pixels blended 60 % towards red."""
+    rgb = np.repeat(image, 3, axis=-1) if image.shape[-1] == 1 else image.copy()
+    hit = mask > 0
+    rgb[hit] = (0.4 * rgb[hit] + 0.6 * np.array([255, 0, 0])).astype(np.uint8)
+    return rgb
+
+
+class LoadedRun(NamedTuple):
+    """A run's checkpoint ready for :func:`predict_logits` (see :func:`load_forward`).
+
+    Attributes:
+      forward: jitted ``x float32 [N, h, w, C] -> logits float32 [N, h, w, 1]`` in eval
+        mode (BatchNorm running statistics, no dropout).
+      in_channels: ``C`` the run was trained on (1: grayscale, 3: RGB).
+      image_size: ``(rows, cols)`` of the last training epoch (``model.json``).
+      multiple, minimum: :func:`dibe_jax.models.input_size_rule` of the run's model.
+    """
+
+    forward: Callable[[Any], jax.Array]
+    in_channels: int
+    image_size: tuple[int, int]
+    multiple: int
+    minimum: int
+
+
+def load_forward(workdir: str | Path, *, best: bool = True) -> LoadedRun:
+    """Load the best (``best=True``; the latest if there is none) or latest checkpoint.
+
+    The model options come from the run's ``config.json`` (``model.options`` and ``dtype``,
+    as :func:`~dibe_jax.train.loop.make_state` builds it).
+
+    Raises:
+      FileNotFoundError: ``workdir`` lacks ``config.json`` or ``model.json``.
+      CheckpointError: no readable checkpoint.
+    """
+    workdir = Path(workdir)
     config = load_config(workdir)
     info_path = workdir / "model.json"
     if not info_path.exists():
         raise FileNotFoundError(f"{info_path} not found: was {workdir} written by dibe-jax train?")
     info = json.loads(info_path.read_text())
-    channels, size = int(info["in_channels"]), info["image_size"]
+    channels = int(info["in_channels"])
+    options = checks.model_options(config)  # as make_state builds the model
+    multiple, minimum = models.input_size_rule(config.model.name, in_channels=channels, **options)
     _, eval_graphdef, state = make_state(config, channels)
-    ckpt = Checkpoints(workdir / "checkpoints", keep=config.keep_checkpoints)
+    ckpt = Checkpoints(workdir / "checkpoints", keep=config.keep_checkpoints, create=False)
     try:
-        state, _, _ = ckpt.restore(state, best=best)
-    except CheckpointError:
-        state, _, _ = ckpt.restore(state, best=False)
-    ckpt.close()
-    model, _ = nnx.merge(eval_graphdef, state)
-    forward = jax.jit(lambda x: model(x))
+        try:
+            state, _, _ = ckpt.restore(state, best=best)
+        except CheckpointError as e:
+            if not best or type(e) is not CheckpointError:  # a mismatch is not "no best"
+                raise
+            state, _, _ = ckpt.restore(state, best=False)
+    finally:
+        ckpt.close()
+    model, _ = nnx.merge(eval_graphdef, state)  # eval mode: BatchNorm statistics, no dropout
+    graphdef, params = nnx.split(model)
+
+    @jax.jit
+    def apply(params, x):
+        return nnx.merge(graphdef, params)(x)
+
+    forward = functools.partial(apply, params)
+    return LoadedRun(
+        forward, channels, _as_pair(info["image_size"], "model.json image_size"), multiple, minimum
+    )
+
+
+def predict(
+    workdir: str | Path,
+    inputs: str | Path,
+    out: str | Path,
+    *,
+    best: bool = True,
+    window: Window | None = None,
+    overlap: float = 0.25,
+    batch_size: int = 8,
+    progress: bool = True,
+) -> PredictReport:
+    """Write ``<stem>_mask.png`` and ``<stem>_overlay.png`` under ``out`` for each input image.
+
+    Each image is predicted at its native resolution (:func:`predict_logits`: whole when it
+    fits the window, else blended overlapping windows), ``ŷ = 1 iff logit ≥ 0``.
+
+    Args:
+      workdir: a training run (``config.json``, ``model.json``, ``checkpoints/``).
+      inputs: an image file, or a folder whose image files (``.png``, ``.jpg``, ``.jpeg``,
+        ``.bmp``, ``.tif``, ``.tiff``; not recursive) are all predicted.
+      out: output folder (created); must not be the folder of the inputs.
+      best: use the best checkpoint by validation IoU (the latest if there is none);
+        ``False``: the latest.
+      window: window ``S`` or ``(rows, cols)``; default the run's training size
+        (``model.json`` ``image_size``). Rounded up to the network's size multiple.
+      overlap: fraction shared by neighbouring windows, in ``[0, 1)``.
+      batch_size: windows per forward call.
+      progress: show a progress bar over the files.
+
+    Returns:
+      A :class:`PredictReport`: the written masks (input, mask, overlay, defect fraction) and
+      the skipped inputs with the reason (unreadable or truncated images, duplicate stems).
+
+    Raises:
+      ValueError: ``inputs`` does not exist or is a folder without images, ``out`` is the
+        inputs' folder or a file, or ``window`` / ``overlap`` / ``batch_size`` is out of
+        range; the message names the argument. Nothing is loaded or written before.
+      FileNotFoundError: ``workdir`` is not a training run.
+    """
+    workdir, inputs, out = Path(workdir), Path(inputs), Path(out)
+    files = _check_arguments(inputs, out, window, overlap, batch_size)
+    run = load_forward(workdir, best=best)
+    window = _as_pair(window) if window is not None else run.image_size
     out.mkdir(parents=True, exist_ok=True)
-    results = []
-    for path in _inputs(Path(inputs)):
-        image = read_image(path, mode="RGB" if channels == 3 else "L")
-        h, w = image.shape[:2]
-        x, _ = augment.resize(image, np.zeros((h, w, 1), np.uint8), size)
-        logits = np.asarray(forward(augment.to_float(x)[None]))[0]
-        mask = (logits[..., :1] >= 0).astype(np.uint8)
-        mask = augment.resize_mask(mask, (h, w))[..., 0]
+    report = PredictReport(out)
+    stems: dict[str, Path] = {}
+
+    from tqdm.auto import tqdm
+
+    for path in tqdm(files, desc="predict", unit="image", disable=not progress, dynamic_ncols=True):
+        if path.stem in stems:
+            reason = f"same output name as {stems[path.stem].name}"
+            log.warning("skipping %s: %s", path, reason)
+            report.skipped.append((path, reason))
+            continue
+        try:
+            image = read_image(path, mode="RGB" if run.in_channels == 3 else "L")
+        except DatasetFileError as e:
+            reason = str(e).removeprefix(f"{path}: ")
+            log.warning("skipping %s: %s", path, reason)
+            report.skipped.append((path, reason))
+            continue
+        stems[path.stem] = path
+        logits = predict_logits(
+            run.forward,
+            augment.to_float(image),
+            multiple=run.multiple,
+            window=window,
+            overlap=overlap,
+            batch_size=batch_size,
+            minimum=run.minimum,
+        )
+        mask = (logits[..., 0] >= 0).astype(np.uint8)
         mask_path = out / f"{path.stem}_mask.png"
-        Image.fromarray(mask * 255).save(mask_path)
-        rgb = np.repeat(image, 3, axis=-1) if image.shape[-1] == 1 else image.copy()
-        rgb[mask > 0] = (0.4 * rgb[mask > 0] + 0.6 * np.array([255, 0, 0])).astype(np.uint8)
         overlay_path = out / f"{path.stem}_overlay.png"
-        Image.fromarray(rgb).save(overlay_path)
-        results.append((path, mask_path, overlay_path, float(mask.mean())))
-    return results
+        _save_png_atomic(mask * np.uint8(255), mask_path)
+        _save_png_atomic(_overlay(image, mask), overlay_path)
+        report.written.append(Written(path, mask_path, overlay_path, float(mask.mean())))
+    return report
