@@ -53,8 +53,14 @@ class KillingSource(Sequence):
 def tiny_config(**overrides):
     from dibe_jax import train
 
-    values = {"epochs": 4, "batch_size": 8, "eval_every": 1, "model.width": 4,
-              "model.num_stages": 2, "progress": False}  # fmt: skip
+    values = {
+        "epochs": 4,
+        "batch_size": 8,
+        "eval_every": 1,
+        "model.width": 4,
+        "model.num_stages": 2,
+        "progress": False,
+    }
     return train.override(train.Config(), {**values, **overrides})
 
 
@@ -90,6 +96,14 @@ def main() -> None:
     parser.add_argument("--kill-after", type=int)
     parser.add_argument("--signal-after", type=int)
     parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument(
+        "--process",
+        type=int,
+        nargs=3,
+        metavar=("ID", "COUNT", "PORT"),
+        help="join a multi-process run on localhost (jax.distributed)",
+    )
+    parser.add_argument("--eval-examples", type=int, default=8)
     parser.add_argument("--devices-check", action="store_true")
     args = parser.parse_args()
     if args.devices_check:
@@ -97,20 +111,33 @@ def main() -> None:
 
         print(json.dumps({"devices": jax.device_count(), "max_diff": devices_check()}))
         return
+    if args.process:
+        import jax
+
+        pid, count, port = args.process
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        jax.distributed.initialize(
+            coordinator_address=f"localhost:{port}", num_processes=count, process_id=pid
+        )
+        from jax.experimental import multihost_utils
+
+        # Set up the CPU collectives (gloo) now, while both processes are at the same point:
+        # gloo gives a peer 30 s to join, and one process may compile much longer than the
+        # other on a loaded machine.
+        multihost_utils.sync_global_devices("dibe_jax_test_start")
     from dibe_jax import train
 
     if args.signal_after is not None:
         source = KillingSource(make_examples(16, 0), args.signal_after, signal.SIGINT)
     else:
         source = KillingSource(make_examples(16, 0), args.kill_after)
-    sources = {"train": source, "validation": make_examples(8, 1)}
+    sources = {"train": source, "validation": make_examples(args.eval_examples, 1)}
     config = tiny_config(epochs=args.epochs)
     if args.resume and os.path.exists(os.path.join(args.workdir, "config.json")):
         config = train.load_config(args.workdir)  # the run describes itself
         config.epochs = args.epochs
     try:
-        record = train.train_and_evaluate(config, args.workdir, resume=args.resume,
-                                          sources=sources)  # fmt: skip
+        record = train.train_and_evaluate(config, args.workdir, resume=args.resume, sources=sources)
     except train.Interrupted as e:
         print(json.dumps({"interrupted_at_step": e.step, "epoch": e.epoch}))
         return 128 + int(e.signum)

@@ -506,3 +506,81 @@ def test_magnetic_tile_trains_without_image_size(tmp_path, caplog):
     assert "training at 224x224" in caplog.text
     assert train.load_config(tmp_path / "run").data.image_size == 224  # the run says so
     assert record["step"] > 0 and record["tp"] + record["fn"] > 0
+
+
+def test_nonfinite_raise_stops_within_a_few_steps(tmp_path, monkeypatch):
+    from dibe_jax.train import loop
+
+    calls = []
+    real = loop.shard_batch
+    monkeypatch.setattr(loop, "shard_batch", lambda b, m: calls.append(1) or real(b, m))
+    config = tiny_config(epochs=1, batch_size=2)
+    config.optim.lr = 1e30  # parameters overflow after the first update
+    data = {"train": make_examples(96, 0), "validation": make_examples(4, 1)}  # 48 steps
+    with pytest.raises(train.NonFiniteError, match=r"not finite at step [0-2] \(epoch 0\)"):
+        train.train_and_evaluate(config, tmp_path / "r", sources=data)
+    assert len(calls) <= 2 * loop.NONFINITE_CHECK_EVERY + 2 < 48  # not the whole epoch
+
+
+def _two_processes(workdir: Path, attempts: int = 2) -> list[tuple[str, str]]:
+    """Run the tiny training in 2 processes on localhost; their (stdout, stderr).
+
+    CPU collectives (gloo) give a peer 30 s to join, which a loaded machine can exceed while
+    the other process compiles: such a start-up time-out, and only that, is tried again.
+    """
+    import shutil
+    import socket
+
+    for attempt in range(attempts):
+        with socket.socket() as s:
+            s.bind(("localhost", 0))
+            port = s.getsockname()[1]
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        cmd = [
+            sys.executable,
+            str(SCRIPT),
+            str(workdir),
+            "--epochs",
+            "2",
+            "--eval-examples",
+            "9",
+            "--process",
+        ]
+        procs = [
+            subprocess.Popen(
+                [*cmd, str(i), "2", str(port)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=env,
+            )
+            for i in range(2)
+        ]
+        outs = [p.communicate(timeout=600) for p in procs]
+        if all(p.returncode == 0 for p in procs):
+            return outs
+        gloo_timeout = any("Gloo context initialization failed" in err for _, err in outs)
+        if not gloo_timeout or attempt == attempts - 1:
+            raise AssertionError("\n".join(err[-3000:] for _, err in outs))
+        shutil.rmtree(workdir, ignore_errors=True)
+    raise AssertionError("unreachable")
+
+
+@pytest.mark.slow
+def test_two_processes_train_and_evaluate_like_one(tmp_path):
+    """2 CPU processes on localhost (jax.distributed): a short train + evaluate finishes, with
+    9 validation examples (shards of 5 and 4: without padding, one process would wait for a
+    collective the other never enters), and the evaluation counts every example once and
+    equals a single-process evaluation of the saved state."""
+    outs = _two_processes(tmp_path / "run")
+    records = [json.loads(out.splitlines()[-1]) for out, _ in outs]
+    assert _comparable(records[0]) == _comparable(records[1])
+    assert sum(records[0][k] for k in ("tp", "fp", "fn", "tn")) == 9 * 32 * 32
+    single = train.evaluate_checkpoint(
+        tmp_path / "run",
+        best=False,
+        sources={"train": make_examples(16, 0), "validation": make_examples(9, 1)},
+    )
+    for key in ("tp", "fp", "fn", "tn"):
+        assert single[key] == records[0][key]
+    assert single["iou"] == pytest.approx(records[0]["iou"])

@@ -194,8 +194,9 @@ def test_progressive_resizing_one_size_per_epoch():
     assert [size_at(schedule, e) for e in range(5)] == [16, 16, 24, 32, 32]
     shapes: dict[int, set] = {}
     for epoch in range(4):  # one loader per epoch, as the training loop makes them
-        for b in make_loader(_synthetic(n=12), batch_size=4, image_size=schedule, train=True,
-                             epoch=epoch):  # fmt: skip
+        for b in make_loader(
+            _synthetic(n=12), batch_size=4, image_size=schedule, train=True, epoch=epoch
+        ):
             shapes.setdefault(epoch, set()).add(b["image"].shape[1:3])
     assert shapes == {0: {(16, 16)}, 1: {(16, 16)}, 2: {(24, 24)}, 3: {(32, 32)}}
     with pytest.raises(ValueError, match="start at epoch 0"):
@@ -233,6 +234,24 @@ def test_shards_are_disjoint_and_cover_the_data():
         names.append([n for b in loader for n in b["file_name"]])
     assert len(names[0]) == len(names[1]) == 10
     assert sorted(names[0] + names[1]) == [f"ex{i:03d}" for i in range(20)]
+
+
+def test_evaluation_shards_keep_every_example():
+    src = _synthetic(n=21)
+    names = []
+    for shard in range(2):
+        loader = make_loader(
+            src,
+            batch_size=4,
+            image_size=None,
+            train=False,
+            shard_index=shard,
+            shard_count=2,
+            keep_file_name=True,
+        )
+        names.append([n for b in loader for n in b["file_name"]])
+    assert (len(names[0]), len(names[1])) == (11, 10)  # differ by one: pad_batch evens them
+    assert sorted(names[0] + names[1]) == [f"ex{i:03d}" for i in range(21)]
 
 
 def test_pad_batch():

@@ -133,6 +133,25 @@ class ArraySource(Sequence):
         return f"ArraySource(name={self._name!r}, len={self._len})"
 
 
+class _Strided(Sequence):
+    """Examples ``start, start + step, ...`` of ``source`` (one process's evaluation shard)."""
+
+    def __init__(self, source: Sequence, start: int, step: int) -> None:
+        self._source, self._start, self._step = source, start, step
+        self._len = len(range(start, len(source), step))
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __getitem__(self, i):
+        if not 0 <= i < self._len:
+            raise IndexError(i)
+        return self._source[self._start + i * self._step]
+
+    def __repr__(self) -> str:
+        return f"_Strided({self._source!r}, start={self._start}, step={self._step})"
+
+
 @dataclasses.dataclass(frozen=True)
 class Preprocess:
     """Per-example processing shared by the train and eval transforms.
@@ -309,6 +328,11 @@ def make_loader(
         shard_index = jax.process_index() if shard_index is None else shard_index
         shard_count = jax.process_count() if shard_count is None else shard_count
     drop_remainder = train if drop_remainder is None else drop_remainder
+    if not train and shard_count > 1:
+        # grain's shards drop the remainder even when asked not to; evaluation must see
+        # every example once, so each process reads every shard_count-th one itself.
+        source = _Strided(source, shard_index, shard_count)
+        shard_index, shard_count = 0, 1
     shard_options = grain.ShardOptions(
         shard_index=shard_index, shard_count=shard_count, drop_remainder=train
     )

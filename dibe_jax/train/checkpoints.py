@@ -97,13 +97,20 @@ class Checkpoints:
         self.directory = Path(directory).absolute()
         if not create and not (self.directory / "latest").is_dir():
             raise CheckpointError(f"no checkpoints in {self.directory}")
-        options = ocp.CheckpointManagerOptions(max_to_keep=max(1, keep), create=create)
+        # Several processes: save synchronously, so that orbax's cross-process steps never run
+        # in a background thread beside the training step's collectives (their order would
+        # differ between processes, and both would wait for ever).
+        sync = jax.process_count() > 1
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=max(1, keep), create=create, enable_async_checkpointing=not sync
+        )
         self._latest = ocp.CheckpointManager(
             self.directory / "latest", options=options, item_handlers=_handlers()
         )
         best_options = ocp.CheckpointManagerOptions(
             max_to_keep=1,
             create=create,
+            enable_async_checkpointing=not sync,
             best_fn=lambda m: m["iou"],
             best_mode="max",
             keep_checkpoints_without_metrics=False,

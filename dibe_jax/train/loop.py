@@ -49,7 +49,7 @@ from dibe_jax.files import atomic_write_text
 from dibe_jax.train import checks, reporting
 from dibe_jax.train.checkpoints import CheckpointError, Checkpoints
 from dibe_jax.train.config import Config, ConfigError, from_dict
-from dibe_jax.train.step import make_mesh, make_steps, shard_batch, zero_totals
+from dibe_jax.train.step import make_mesh, make_steps, replicate, shard_batch, zero_totals
 
 __all__ = [
     "Interrupted",
@@ -64,6 +64,9 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+#: With ``nonfinite="raise"``, how often (in steps) the device-side flag is read.
+NONFINITE_CHECK_EVERY = 8
 
 OUTPUTS = ("config.json", "model.json", "metrics.jsonl", "checkpoints", "tensorboard", "plots")
 
@@ -204,6 +207,11 @@ def build(config: Config, sources: Mapping[str, Sequence] | None = None) -> Buil
     train_src, eval_src = _sources(config, sources)
     if len(train_src) == 0 or len(eval_src) == 0:
         raise ConfigError("data: the train and evaluation splits must not be empty")
+    if len(eval_src) < jax.process_count():
+        raise ConfigError(
+            f"data.eval_split: {len(eval_src)} examples cannot be shared by "
+            f"{jax.process_count()} processes"
+        )
     sample = np.asarray(train_src[0]["image"])
     in_channels = int(sample.shape[-1]) if sample.ndim == 3 else 1
     if config.data.image_size is None:  # native size: the network must take it
@@ -229,7 +237,7 @@ def build(config: Config, sources: Mapping[str, Sequence] | None = None) -> Buil
         mesh,
         skip_nonfinite=True,
     )
-    state = jax.device_put(state, steps.replicated)
+    state = replicate(state, steps.replicated)
     return Built(
         config,
         state,
@@ -269,10 +277,20 @@ def evaluate(built: Built, state, epoch: int) -> dict[str, Any]:
     kwargs = _loader_kwargs(built.config, built.local_batch)
     kwargs["image_size"] = pipeline.size_at(built.config.data.image_size, epoch)
     loader = pipeline.make_loader(built.eval_source, train=False, epoch=epoch, **kwargs)
-    totals = jax.device_put(zero_totals(), built.steps.replicated)
+    totals = replicate(zero_totals(), built.steps.replicated)
+    # Every process must run the same number of (collective) steps: the shards differ by at
+    # most one example, so the shorter ones add a batch of padding rows (valid = False).
+    per_process = -(-len(built.eval_source) // jax.process_count())
+    batches = -(-per_process // built.local_batch)
+    done, template = 0, None
     for batch in loader:
-        batch = shard_batch(pipeline.pad_batch(batch, built.local_batch), built.mesh)
-        totals = built.steps.evaluate(state, batch, totals)
+        batch = pipeline.pad_batch(batch, built.local_batch)
+        template = batch
+        totals = built.steps.evaluate(state, shard_batch(batch, built.mesh), totals)
+        done += 1
+    for _ in range(batches - done):
+        empty = {k: np.zeros_like(v) for k, v in template.items()}
+        totals = built.steps.evaluate(state, shard_batch(empty, built.mesh), totals)
     totals = jax.device_get(totals)
     counts = metrics.Confusion(*(int(totals[k]) for k in ("tp", "fp", "fn", "tn")))
     summary = metrics.summarize(counts)
@@ -519,7 +537,7 @@ def train_and_evaluate(
             latest = ckpt.latest_step()
             if latest is not None and step != latest:
                 ckpt.discard_after(step)
-            state = jax.device_put(state, built.steps.replicated)
+            state = replicate(state, built.steps.replicated)
             start_epoch, skip_batches = meta["epoch"], meta.get("loader")
             elapsed0 = meta.get("seconds", 0.0)
             loss_sum0, loss_count0 = meta.get("loss_sum", 0.0), meta.get("loss_count", 0)
@@ -557,8 +575,11 @@ def train_and_evaluate(
                     it.set_state(skip_batches.encode())
                     skip_batches = None
                 # Running sums stay on the device: no host round-trip inside the epoch.
-                acc = _new_epoch_sums(loss_sum0, loss_count0, skipped)
+                acc = replicate(
+                    _new_epoch_sums(loss_sum0, loss_count0, skipped), built.steps.replicated
+                )
                 loss_sum0, loss_count0 = 0.0, 0
+                earlier_bad = None
                 for batch in it:
                     state, stats = built.steps.train(state, shard_batch(batch, built.mesh))
                     acc = _add_step(acc, stats, step)
@@ -566,6 +587,13 @@ def train_and_evaluate(
                     progress.add(stats["loss"])
                     if step == first_step + 1:
                         wd.commit()
+                    if config.nonfinite == "raise" and step % NONFINITE_CHECK_EVERY == 0:
+                        # Read the flag of NONFINITE_CHECK_EVERY steps ago: long computed, so
+                        # reading it never stalls the device; a bad step stops the run within
+                        # 2 * NONFINITE_CHECK_EVERY steps.
+                        if earlier_bad is not None:
+                            _raise_if_nonfinite({"bad": earlier_bad}, config, ckpt, epoch, bar)
+                        earlier_bad = acc["bad"]
                     every = config.checkpoint_every_steps
                     if signals.received or (every and step % every == 0):
                         ckpt.save(
@@ -703,6 +731,6 @@ def evaluate_checkpoint(
         state, meta, step = ckpt.restore(built.state, best=False)
     finally:
         ckpt.close()
-    state = jax.device_put(state, built.steps.replicated)
+    state = replicate(state, built.steps.replicated)
     out = evaluate(built, state, max(0, meta["epoch"] - 1))
     return {"split": split, "step": step, "epoch": meta["epoch"], **out}

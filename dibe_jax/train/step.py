@@ -25,7 +25,7 @@ from jax.sharding import PartitionSpec as P
 
 from dibe_jax import metrics
 
-__all__ = ["Steps", "make_mesh", "make_steps", "shard_batch"]
+__all__ = ["Steps", "make_mesh", "make_steps", "replicate", "shard_batch"]
 
 
 def make_mesh(devices: list | None = None) -> jax.sharding.Mesh:
@@ -43,6 +43,29 @@ def shard_batch(batch: dict[str, np.ndarray], mesh: jax.sharding.Mesh) -> dict[s
         for k, v in batch.items()
         if np.asarray(v).dtype.kind in "biuf"
     }
+
+
+def _is_key(x: Any) -> bool:
+    return hasattr(x, "dtype") and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+
+
+def replicate(tree: Any, sharding: NamedSharding) -> Any:
+    """Place ``tree`` (the same values on every process) replicated over ``sharding``'s mesh.
+
+    One process: ``jax.device_put``. Several: each process gives its (identical) copy as its
+    local data, since ``device_put`` cannot address other processes' devices; typed PRNG
+    keys travel as their key data.
+    """
+    if jax.process_count() == 1:
+        return jax.device_put(tree, sharding)
+
+    def put(x):
+        if _is_key(x):
+            data = put(jax.random.key_data(x))
+            return jax.random.wrap_key_data(data, impl=jax.random.key_impl(x))
+        return jax.make_array_from_process_local_data(sharding, np.asarray(x))
+
+    return jax.tree.map(put, tree)
 
 
 class Steps(NamedTuple):
