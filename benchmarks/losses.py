@@ -28,8 +28,20 @@ import numpy as np
 from benchmarks._common import cpu_name, emit
 from dibe_jax import losses
 
-NAMES = ["bce", "wbce", "focal", "dibe_dis", "dice", "tversky", "focal_tversky", "dibe_reg",
-         "combo", "exp_log", "hybrid_focal", "dibe"]  # fmt: skip
+NAMES = [
+    "bce",
+    "wbce",
+    "focal",
+    "dibe_dis",
+    "dice",
+    "tversky",
+    "focal_tversky",
+    "dibe_reg",
+    "combo",
+    "exp_log",
+    "hybrid_focal",
+    "dibe",
+]
 
 
 def _rss_reset() -> int:
@@ -119,8 +131,12 @@ def main(argv: list[str] | None = None) -> str:
         j = base if name == "bce" else jax_case(name, z, y, args.repeats)
         t = None if args.no_torch else torch_case(name, z_np, y_np, args.repeats)
         rows.append((name, j, t))
-        print(name, f"jax {j['seconds'] * 1e3:.1f} ms", "" if t is None else
-              f"torch {t['seconds'] * 1e3:.1f} ms", flush=True)  # fmt: skip
+        print(
+            name,
+            f"jax {j['seconds'] * 1e3:.1f} ms",
+            "" if t is None else f"torch {t['seconds'] * 1e3:.1f} ms",
+            flush=True,
+        )
 
     cpu = cpu_name()
     dev = jax.devices()[0]

@@ -29,10 +29,19 @@ from benchmarks._common import cpu_name
 from dibe_jax import losses
 
 NAMES = [
-    "softmax_cross_entropy", "balanced_cross_entropy", "softmax_focal", "dice_multiclass",
-    "tversky_multiclass", "focal_tversky_multiclass", "dibe_dis_multiclass",
-    "dibe_reg_multiclass", "dibe_multiclass", "unified_focal", "pf_loss", "cross_dropout_focal",
-]  # fmt: skip
+    "softmax_cross_entropy",
+    "balanced_cross_entropy",
+    "softmax_focal",
+    "dice_multiclass",
+    "tversky_multiclass",
+    "focal_tversky_multiclass",
+    "dibe_dis_multiclass",
+    "dibe_reg_multiclass",
+    "dibe_multiclass",
+    "unified_focal",
+    "pf_loss",
+    "cross_dropout_focal",
+]
 SORTING = ["lovasz_softmax"]
 
 
@@ -76,16 +85,20 @@ def time_loss(name: str, z, y, repeats: int, passes: int, base=None) -> dict:
     value, grad = compiled(z, y)
     finite = bool(jnp.isfinite(value)) and bool(jnp.all(jnp.isfinite(grad)))
     return {
-        "seconds": statistics.median(times), "compile": compile_s, "value": float(value),
-        "finite": finite, "ratio": statistics.median(ratios) if ratios else 1.0,
+        "seconds": statistics.median(times),
+        "compile": compile_s,
+        "value": float(value),
+        "finite": finite,
+        "ratio": statistics.median(ratios) if ratios else 1.0,
         "compiled": compiled,
-    }  # fmt: skip
+    }
 
 
 def main(argv: list[str] | None = None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--shape", type=int, nargs=4, default=[8, 512, 1024, 19],
-                        metavar=("B", "H", "W", "C"))  # fmt: skip
+    parser.add_argument(
+        "--shape", type=int, nargs=4, default=[8, 512, 1024, 19], metavar=("B", "H", "W", "C")
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--mc-passes", type=int, default=5, help="T of cross_dropout_focal")
     parser.add_argument("--losses", nargs="+", default=NAMES + SORTING, choices=NAMES + SORTING)
@@ -103,9 +116,11 @@ def main(argv: list[str] | None = None) -> str:
     print(f"softmax_cross_entropy {base['seconds'] * 1e3:.0f} ms", flush=True)
     rows = {}
     for name in args.losses:
-        r = base if name == "softmax_cross_entropy" else time_loss(
-            name, z, y, args.repeats, args.mc_passes, base=base["compiled"]
-        )  # fmt: skip
+        r = (
+            base
+            if name == "softmax_cross_entropy"
+            else time_loss(name, z, y, args.repeats, args.mc_passes, base=base["compiled"])
+        )
         rows[name] = r
         print(f"{name} {r['seconds'] * 1e3:.0f} ms ({r['ratio']:.2f}x)", flush=True)
 

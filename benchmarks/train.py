@@ -26,14 +26,18 @@ from dibe_jax import train
 from dibe_jax.data import make_loader
 from dibe_jax.datasets import generate_example
 
-PEAK_TFLOPS = {"H100": {"bfloat16": 989.0, "float32": 67.0},  # dense, SXM
-               "H200": {"bfloat16": 989.0, "float32": 67.0}}  # fmt: skip
+PEAK_TFLOPS = {
+    "H100": {"bfloat16": 989.0, "float32": 67.0},  # dense, SXM
+    "H200": {"bfloat16": 989.0, "float32": 67.0},
+}
 
 
 def _examples(n: int, size: int) -> list[dict[str, np.ndarray]]:
     rng = np.random.default_rng(0)
-    return [dict(zip(("image", "mask"), generate_example(rng, size, 500), strict=True))
-            for _ in range(n)]  # fmt: skip
+    return [
+        dict(zip(("image", "mask"), generate_example(rng, size, 500), strict=True))
+        for _ in range(n)
+    ]
 
 
 def _config(size: int, width: int, batch: int, dtype: str):
@@ -61,8 +65,12 @@ def jax_case(size: int, width: int, batch: int, steps: int, dtype: str) -> dict[
         n += 1
     jax.block_until_ready(stats)
     seconds = time.perf_counter() - t
-    return {"images_s": n * batch / seconds, "flops": flops, "step_s": seconds / n,
-            "loss": float(stats["loss"])}  # fmt: skip
+    return {
+        "images_s": n * batch / seconds,
+        "flops": flops,
+        "step_s": seconds / n,
+        "loss": float(stats["loss"]),
+    }
 
 
 def torch_case(size: int, width: int, batch: int, steps: int) -> dict[str, Any]:
@@ -103,8 +111,7 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--width", type=int, default=16, help="U-Net width (paper: 64)")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--steps", type=int, default=5, help="timed steps after warm-up")
-    parser.add_argument("--dtypes", nargs="+", default=["float32"],
-                        choices=["float32", "bfloat16"])  # fmt: skip
+    parser.add_argument("--dtypes", nargs="+", default=["float32"], choices=["float32", "bfloat16"])
     parser.add_argument("--no-torch", action="store_true")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
@@ -117,8 +124,13 @@ def main(argv: list[str] | None = None) -> str:
         for dtype in args.dtypes:
             j = jax_case(size, args.width, args.batch, args.steps, dtype)
             rows.append((size, dtype, j, t))
-            print(size, dtype, f"jax {j['images_s']:.2f} img/s",
-                  "" if t is None else f"torch {t['images_s']:.2f} img/s", flush=True)
+            print(
+                size,
+                dtype,
+                f"jax {j['images_s']:.2f} img/s",
+                "" if t is None else f"torch {t['images_s']:.2f} img/s",
+                flush=True,
+            )
     lines = [
         f"U-Net width {args.width}, DIBE loss, SGD, batch {args.batch}, {args.steps} timed steps "
         f"after warm-up, grain loader with augmentation; JAX {jax.__version__} on {dev.platform} "
@@ -132,10 +144,15 @@ def main(argv: list[str] | None = None) -> str:
         tflops = j["flops"] / j["step_s"] / 1e12
         peak = next((v[dtype] for k, v in PEAK_TFLOPS.items() if k in kind), None)
         mfu = f"{tflops / peak:.1%}" if peak else "n/a (CPU)"
-        tcols = ["–", "–"] if t is None else [f"{t['images_s']:.2f}",
-                                              f"{j['images_s'] / t['images_s']:.2f}×"]  # fmt: skip
-        lines.append(f"| {size}² | {dtype} | {j['images_s']:.2f} | {j['flops'] / 1e9:.1f} | "
-                     f"{tflops:.3f} | {mfu} | {' | '.join(tcols)} |")  # fmt: skip
+        tcols = (
+            ["–", "–"]
+            if t is None
+            else [f"{t['images_s']:.2f}", f"{j['images_s'] / t['images_s']:.2f}×"]
+        )
+        lines.append(
+            f"| {size}² | {dtype} | {j['images_s']:.2f} | {j['flops'] / 1e9:.1f} | "
+            f"{tflops:.3f} | {mfu} | {' | '.join(tcols)} |"
+        )
     return emit("\n".join(lines), args.out)
 
 

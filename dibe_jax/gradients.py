@@ -44,9 +44,11 @@ def dibe_dis_miss_grad(
     p = _float(p)
     base = 1 - p ** (1 + alpha)
     return (
-        lam * (1 + alpha) * base**gamma
+        lam
+        * (1 + alpha)
+        * base**gamma
         * (gamma / base * (1 + alpha) * p**alpha * jnp.log(p) - 1 / p)
-    )  # fmt: skip
+    )
 
 
 def focal_tversky_grad(tv: ArrayLike, *, gamma: ArrayLike = 0.75) -> jax.Array:

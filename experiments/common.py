@@ -118,14 +118,22 @@ DATASETS: dict[str, Dataset] = {
         Dataset("cfd", "CFD (crack = label 2)", "CFD", "crackforest/label2", 160, 25),
         Dataset("blowhole", "MTSDD Blowhole", "Blowhole", "magnetic_tile/blowhole", 224, 333),
         Dataset("crack", "MTSDD Crack", "Crack", "magnetic_tile/crack", 224, 113),
-        Dataset("syn190", "synthetic 1:190, 112 px", "THC112", "synthetic_cracks/r190_112",
-                None, 190),
-        Dataset("syn580", "synthetic 1:580, 224 px", "THC224", "synthetic_cracks/r580_224",
-                None, 580),
-        Dataset("syn2200", "synthetic 1:2200, 448 px", "THC448", "synthetic_cracks/r2200_448",
-                None, 2200),
+        Dataset(
+            "syn190", "synthetic 1:190, 112 px", "THC112", "synthetic_cracks/r190_112", None, 190
+        ),
+        Dataset(
+            "syn580", "synthetic 1:580, 224 px", "THC224", "synthetic_cracks/r580_224", None, 580
+        ),
+        Dataset(
+            "syn2200",
+            "synthetic 1:2200, 448 px",
+            "THC448",
+            "synthetic_cracks/r2200_448",
+            None,
+            2200,
+        ),
     )
-}  # fmt: skip
+}
 
 _CUSTOM = re.compile(r"^syn(\d+)_(\d+)(?:_(\d+)_(\d+))?$")
 _PAPER_FOR_RATIO = ((1000, "THC448"), (400, "THC224"), (150, "THC112"), (0, "CFD"))
@@ -153,8 +161,15 @@ def resolve_dataset(key: str) -> Dataset:
     ratio, size = float(m[1]), int(m[2])
     n_train, n_val = (int(m[3]), int(m[4])) if m[3] else (384, 128)
     paper = next(name for r, name in _PAPER_FOR_RATIO if ratio >= r)
-    return Dataset(key, f"synthetic 1:{ratio:g}, {size} px", paper, None, None, ratio,
-                   (size, ratio, n_train, n_val))  # fmt: skip
+    return Dataset(
+        key,
+        f"synthetic 1:{ratio:g}, {size} px",
+        paper,
+        None,
+        None,
+        ratio,
+        (size, ratio, n_train, n_val),
+    )
 
 
 @functools.lru_cache(maxsize=16)
@@ -190,11 +205,18 @@ def _custom_synthetic(size: int, ratio: float, n_train: int, n_val: int) -> dict
     from dibe_jax.datasets import SyntheticCracks, SyntheticCracksConfig
 
     name = _custom_name(size, ratio, n_train, n_val)
-    cfg = SyntheticCracksConfig(name=name, description=f"{size} px, FG:BG 1:{ratio:g}",
-                                size=size, ratio=ratio, num_train=n_train, num_validation=n_val,
-                                contrast=CUSTOM_CONTRAST)  # fmt: skip
-    builder = SyntheticCracks(config=cfg, data_dir=os.fspath(tfds_dir()),
-                              file_format="array_record")  # fmt: skip
+    cfg = SyntheticCracksConfig(
+        name=name,
+        description=f"{size} px, FG:BG 1:{ratio:g}",
+        size=size,
+        ratio=ratio,
+        num_train=n_train,
+        num_validation=n_val,
+        contrast=CUSTOM_CONTRAST,
+    )
+    builder = SyntheticCracks(
+        config=cfg, data_dir=os.fspath(tfds_dir()), file_format="array_record"
+    )
     builder.download_and_prepare()
     ds = builder.as_data_source()
     return {"train": ds["train"], "validation": ds["validation"]}
@@ -235,18 +257,31 @@ class Mode:
 
 MODES: dict[str, Mode] = {
     # U-Net with 2 stages instead of 4: compiles about 3x faster, which is most of a quick run.
-    "quick": Mode("quick", epochs=1, batch_size=4, eval_every=1, seeds=1, width=4, quick=True,
-                  model_options={"unet": {"num_stages": 2}}),
+    "quick": Mode(
+        "quick",
+        epochs=1,
+        batch_size=4,
+        eval_every=1,
+        seeds=1,
+        width=4,
+        quick=True,
+        model_options={"unet": {"num_stages": 2}},
+    ),
     # Measured on 2 busy cores (EXPERIMENTS.md): U-Net width 8, batch 8 costs about 14 s per
     # CFD epoch at 64 px and 33 s at 96 px (width 4 is no faster; pixels dominate).
     "medium": Mode(
-        "medium", epochs=20, batch_size=8, eval_every=2, seeds=3, width=8,
+        "medium",
+        epochs=20,
+        batch_size=8,
+        eval_every=2,
+        seeds=3,
+        width=8,
         sizes={"cfd": 64, "crack": 96, "blowhole": 96},
         epochs_for={"cfd": 8, "crack": 30, "blowhole": 30},
         eval_every_for={"cfd": 2, "crack": 3, "blowhole": 3},
     ),
     "full": Mode("full", epochs=50, batch_size=32, eval_every=5, seeds=3),
-}  # fmt: skip
+}
 
 QUICK_DATA = dict(size=32, max_ratio=100.0, n_train=8, n_val=4)
 
@@ -267,8 +302,9 @@ def sources_for(mode: Mode, dataset: Dataset) -> dict[str, Any] | None:
     TFDS dataset is used)."""
     if mode.quick:
         q = QUICK_DATA
-        return synthetic_sources(q["size"], min(dataset.ratio, q["max_ratio"]), q["n_train"],
-                                 q["n_val"])  # fmt: skip
+        return synthetic_sources(
+            q["size"], min(dataset.ratio, q["max_ratio"]), q["n_train"], q["n_val"]
+        )
     if dataset.synthetic is not None:
         return _custom_synthetic(*dataset.synthetic)
     return None
@@ -325,12 +361,17 @@ def make_config(cell: Cell, mode: Mode, seed: int):
             f"{q['n_train']} train / {q['n_val']} validation, seed 0"
         )
     elif dataset.spec is not None:
-        values |= {"data.dataset": dataset.spec, "data.data_dir": str(tfds_dir()),
-                   "data.manual_dir": str(data_root())}  # fmt: skip
+        values |= {
+            "data.dataset": dataset.spec,
+            "data.data_dir": str(tfds_dir()),
+            "data.manual_dir": str(data_root()),
+        }
     elif dataset.synthetic is not None:  # a custom SyntheticCracks config (sources_for)
         size, ratio, n_train, n_val = dataset.synthetic
-        values |= {"data.dataset": f"synthetic_cracks/{_custom_name(size, ratio, n_train, n_val)}",
-                   "data.data_dir": str(tfds_dir())}  # fmt: skip
+        values |= {
+            "data.dataset": f"synthetic_cracks/{_custom_name(size, ratio, n_train, n_val)}",
+            "data.data_dir": str(tfds_dir()),
+        }
     else:
         values["data.dataset"] = f"synthetic_cracks/{dataset.key}"
     size = image_size_for(mode, dataset)
@@ -408,8 +449,11 @@ def add_common_args(parser: argparse.ArgumentParser, *, default_out: str) -> Non
         metavar="KEY=VALUE",
         help="any dibe_jax.train.Config override, e.g. optim.lr=0.05",
     )
-    parser.add_argument("--out", default=f"results/{default_out}",
-                        help=f"output folder (default results/{default_out})")  # fmt: skip
+    parser.add_argument(
+        "--out",
+        default=f"results/{default_out}",
+        help=f"output folder (default results/{default_out})",
+    )
 
 
 def mode_from_args(args: argparse.Namespace) -> Mode:
@@ -433,8 +477,9 @@ def setup_jax() -> None:
     import jax
 
     if not jax.config.jax_compilation_cache_dir:
-        cache = os.environ.get("JAX_COMPILATION_CACHE_DIR",
-                               os.fspath(REPO / "results" / "xla_cache"))  # fmt: skip
+        cache = os.environ.get(
+            "JAX_COMPILATION_CACHE_DIR", os.fspath(REPO / "results" / "xla_cache")
+        )
         jax.config.update("jax_compilation_cache_dir", cache)
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
@@ -449,26 +494,34 @@ def mode_description(mode: Mode, datasets: Iterable[str] = ()) -> str:
         sizes.append(f"{d.label}: {'stored size' if size is None else f'{size} px'}")
     if mode.quick:
         q = QUICK_DATA
-        data = (f"tiny in-memory synthetic stand-ins ({q['size']} px, {q['n_train']} train / "
-                f"{q['n_val']} validation images, FG:BG = the dataset's, capped at "
-                f"1:{q['max_ratio']:g}); the numbers only show the pipeline runs")  # fmt: skip
+        data = (
+            f"tiny in-memory synthetic stand-ins ({q['size']} px, {q['n_train']} train / "
+            f"{q['n_val']} validation images, FG:BG = the dataset's, capped at "
+            f"1:{q['max_ratio']:g}); the numbers only show the pipeline runs"
+        )
     else:
         data = "; ".join(sizes) if sizes else "see the table"
     width = "model default" if mode.width is None else str(mode.width)
     extra = f", overrides {', '.join(mode.overrides)}" if mode.overrides else ""
     epochs = f"{mode.epochs} epochs, evaluation every {mode.eval_every}"
-    per = [f"{resolve_dataset(k).label}: {mode.epochs_of(k)} epochs, evaluation every "
-           f"{mode.eval_every_of(k)}" for k in datasets
-           if k in mode.epochs_for or k in mode.eval_every_for]  # fmt: skip
+    per = [
+        f"{resolve_dataset(k).label}: {mode.epochs_of(k)} epochs, evaluation every "
+        f"{mode.eval_every_of(k)}"
+        for k in datasets
+        if k in mode.epochs_for or k in mode.eval_every_for
+    ]
     if per:
         epochs += f" ({'; '.join(per)})"
-    return (f"Mode **{mode.name}**: {epochs}; batch {mode.batch_size}, SGD lr {mode.lr:g} "
-            f"momentum {mode.momentum:g}, width {width}, U-Net unless stated, "
-            f"{mode.seeds} seed(s){extra}. Data: {data}.")  # fmt: skip
+    return (
+        f"Mode **{mode.name}**: {epochs}; batch {mode.batch_size}, SGD lr {mode.lr:g} "
+        f"momentum {mode.momentum:g}, width {width}, U-Net unless stated, "
+        f"{mode.seeds} seed(s){extra}. Data: {data}."
+    )
 
 
-def markdown_table(header: Sequence[str], rows: Iterable[Sequence[Any]],
-                   align: str | None = None) -> str:  # fmt: skip
+def markdown_table(
+    header: Sequence[str], rows: Iterable[Sequence[Any]], align: str | None = None
+) -> str:
     """A Markdown table; ``align`` is one character per column (``l`` or ``r``)."""
     align = align or "l" + "r" * (len(header) - 1)
     sep = ["---" if a == "l" else "---:" for a in align]
@@ -490,7 +543,9 @@ def write_json(path: str | Path, data: Any) -> Path:
 
 
 def stats_legend() -> str:
-    return ("Cells: **last-3** = mean ± sd of the last 3 evaluations of every seed (pooled), "
-            "the value held against the paper's single number; **final** = mean ± sd over "
-            "seeds of the last evaluation; **best** = mean ± sd over seeds of each seed's best "
-            "evaluation. PA is precision TP / (TP + FP).")  # fmt: skip
+    return (
+        "Cells: **last-3** = mean ± sd of the last 3 evaluations of every seed (pooled), "
+        "the value held against the paper's single number; **final** = mean ± sd over "
+        "seeds of the last evaluation; **best** = mean ± sd over seeds of each seed's best "
+        "evaluation. PA is precision TP / (TP + FP)."
+    )

@@ -43,11 +43,16 @@ MEDIUM_EPOCHS = 15
 THRESHOLDS = (0.05, 0.1, 0.2)
 
 
-def run(mode: common.Mode, out: str, *, dataset: str, losses: Sequence[str] = LOSSES,
-        model: str = "unet") -> dict[str, common.CellResult]:  # fmt: skip
+def run(
+    mode: common.Mode,
+    out: str,
+    *,
+    dataset: str,
+    losses: Sequence[str] = LOSSES,
+    model: str = "unet",
+) -> dict[str, common.CellResult]:
     """Train ``model`` with every loss on ``dataset``; results by loss."""
-    return {loss: common.run_cell(common.Cell(dataset, model, loss), mode, out)
-            for loss in losses}  # fmt: skip
+    return {loss: common.run_cell(common.Cell(dataset, model, loss), mode, out) for loss in losses}
 
 
 def first_epoch(result: common.CellResult, threshold: float, key: str = "iou") -> int | None:
@@ -61,14 +66,17 @@ def convergence_verdict(dibe_reg: common.CellResult, ft: common.CellResult) -> s
     firsts = {t: (first_epoch(dibe_reg, t), first_epoch(ft, t)) for t in THRESHOLDS}
     reached = {t: v for t, v in firsts.items() if v != (None, None)}
     if not reached:
-        return (f"Neither loss reaches IoU ≥ {min(THRESHOLDS):g}: no conclusion on "
-                "convergence speed.")  # fmt: skip
+        return (
+            f"Neither loss reaches IoU ≥ {min(THRESHOLDS):g}: no conclusion on convergence speed."
+        )
     earlier = [d is not None and (f is None or d < f) for d, f in reached.values()]
     later = [f is not None and (d is None or f < d) for d, f in reached.values()]
     where = ", ".join(f"IoU ≥ {t:g}" for t in reached)
     if all(earlier):
-        return (f"DIBE_Reg reaches {where} before FT: the paper's claim (DIBE_Reg converges "
-                "earlier) holds here.")  # fmt: skip
+        return (
+            f"DIBE_Reg reaches {where} before FT: the paper's claim (DIBE_Reg converges "
+            "earlier) holds here."
+        )
     if any(later):
         return f"FT reaches {where} no later than DIBE_Reg: the paper's claim is contradicted."
     return "Mixed or tied: no clear earlier convergence of either loss."
@@ -83,8 +91,9 @@ def plot(results: dict[str, common.CellResult], title: str, path: Path) -> Path:
             epochs, stats = r.curve(key)
             mean = [s.mean for s in stats]
             ax.plot(epochs, mean, marker="o", ms=3, label=LABELS.get(loss, loss))
-            ax.fill_between(epochs, [s.mean - s.std for s in stats],
-                            [s.mean + s.std for s in stats], alpha=0.2)  # fmt: skip
+            ax.fill_between(
+                epochs, [s.mean - s.std for s in stats], [s.mean + s.std for s in stats], alpha=0.2
+            )
     axes[0].set(xlabel="epoch", ylabel="validation IoU", ylim=(0, 1), title=title)
     axes[1].set(xlabel="epoch", ylabel="validation OII", ylim=(-1, 1), title="OII")
     axes[1].axhline(0, color="k", lw=0.6)
@@ -108,24 +117,44 @@ def report(results: dict[str, common.CellResult], mode: common.Mode, dataset: st
         rows.append(row)
     curve = common.markdown_table(["epoch", *(f"IoU {LABELS.get(x, x)}" for x in losses)], rows)
     reach = common.markdown_table(
-        ["loss", *(f"first epoch IoU ≥ {t:g}" for t in THRESHOLDS), "IoU last-3", "IoU best",
-         "OII last-3", "seed ids", "train s"],
-        [[LABELS.get(loss, loss), *(str(first_epoch(r, t) or "never") for t in THRESHOLDS),
-          common.fmt(r.last3("iou")), common.fmt(r.best("iou")),
-          common.fmt(r.last3("oii"), signed=True), ",".join(map(str, r.seeds)),
-          f"{r.wall_seconds:.0f}"] for loss, r in results.items()],
-    )  # fmt: skip
+        [
+            "loss",
+            *(f"first epoch IoU ≥ {t:g}" for t in THRESHOLDS),
+            "IoU last-3",
+            "IoU best",
+            "OII last-3",
+            "seed ids",
+            "train s",
+        ],
+        [
+            [
+                LABELS.get(loss, loss),
+                *(str(first_epoch(r, t) or "never") for t in THRESHOLDS),
+                common.fmt(r.last3("iou")),
+                common.fmt(r.best("iou")),
+                common.fmt(r.last3("oii"), signed=True),
+                ",".join(map(str, r.seeds)),
+                f"{r.wall_seconds:.0f}",
+            ]
+            for loss, r in results.items()
+        ],
+    )
     verdict = ""
     if set(LOSSES) <= set(results):
         ft, dr = results["focal_tversky"], results["dibe_reg"]
         verdict = convergence_verdict(dr, ft)
-    return "\n\n".join([
-        common.mode_description(mode, [dataset]),
-        f"Dataset: {common.resolve_dataset(dataset).label} (stands for the paper's "
-        f"{common.resolve_dataset(dataset).paper}); U-Net; IoU mean ± sd over seeds.",
-        "## First epoch reaching an IoU (mean over seeds)", reach, verdict,
-        "## IoU per epoch", curve,
-    ])  # fmt: skip
+    return "\n\n".join(
+        [
+            common.mode_description(mode, [dataset]),
+            f"Dataset: {common.resolve_dataset(dataset).label} (stands for the paper's "
+            f"{common.resolve_dataset(dataset).paper}); U-Net; IoU mean ± sd over seeds.",
+            "## First epoch reaching an IoU (mean over seeds)",
+            reach,
+            verdict,
+            "## IoU per epoch",
+            curve,
+        ]
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -133,8 +162,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
     common.add_common_args(parser, default_out="convergence")
-    parser.add_argument("--dataset", help="default: syn2200 (full), syn580_96_128_64 "
-                        "(medium); any key of experiments.common.resolve_dataset")  # fmt: skip
+    parser.add_argument(
+        "--dataset",
+        help="default: syn2200 (full), syn580_96_128_64 "
+        "(medium); any key of experiments.common.resolve_dataset",
+    )
     parser.add_argument("--losses", nargs="+", default=list(LOSSES))
     parser.add_argument("--model", default="unet")
     args = parser.parse_args(argv)
@@ -148,12 +180,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     t0 = time.perf_counter()
     results = run(mode, args.out, dataset=dataset, losses=args.losses, model=args.model)
     wall = time.perf_counter() - t0
-    png = plot(results, f"{args.model}, {common.resolve_dataset(dataset).label}",
-               Path(args.out) / f"fig11_{dataset}.png")  # fmt: skip
+    png = plot(
+        results,
+        f"{args.model}, {common.resolve_dataset(dataset).label}",
+        Path(args.out) / f"fig11_{dataset}.png",
+    )
     body = report(results, mode, dataset)
-    path = common.write_markdown(Path(args.out) / "fig11.md", "Fig. 11: convergence of FT "
-                                 "and DIBE_Reg", [body, f"Figure: `{png.name}`. Script wall "
-                                 f"time: {wall:.0f} s."])  # fmt: skip
+    path = common.write_markdown(
+        Path(args.out) / "fig11.md",
+        "Fig. 11: convergence of FT and DIBE_Reg",
+        [body, f"Figure: `{png.name}`. Script wall time: {wall:.0f} s."],
+    )
     common.write_json(Path(args.out) / "fig11.json", [r.summary() for r in results.values()])
     print(path.read_text())
     return 0

@@ -91,28 +91,52 @@ def report(results: dict[tuple[str, str], common.CellResult], mode: common.Mode)
         )
         paper = PAPER_TABLE5.get(ds.paper)
         if paper:
-            rows.append([f"{ds.paper} (paper)",
-                         *(common.fmt(paper.get(loss)) for loss in losses)])  # fmt: skip
+            rows.append([f"{ds.paper} (paper)", *(common.fmt(paper.get(loss)) for loss in losses)])
     compact = common.markdown_table(["dataset", *(LABELS.get(x, x) for x in losses)], rows)
 
     detail_rows = []
     for (d, loss), r in results.items():
-        detail_rows.append([
-            common.resolve_dataset(d).label, LABELS.get(loss, loss),
-            common.fmt(r.last3("iou")), common.fmt(r.final("iou")), common.fmt(r.best("iou")),
-            common.fmt(r.last3("pa")), common.fmt(r.last3("oii"), signed=True),
-            ",".join(map(str, r.seeds)), f"{r.wall_seconds:.0f}",
-        ])  # fmt: skip
+        detail_rows.append(
+            [
+                common.resolve_dataset(d).label,
+                LABELS.get(loss, loss),
+                common.fmt(r.last3("iou")),
+                common.fmt(r.final("iou")),
+                common.fmt(r.best("iou")),
+                common.fmt(r.last3("pa")),
+                common.fmt(r.last3("oii"), signed=True),
+                ",".join(map(str, r.seeds)),
+                f"{r.wall_seconds:.0f}",
+            ]
+        )
     detail = common.markdown_table(
-        ["dataset", "loss", "IoU last-3", "IoU final", "IoU best", "PA last-3", "OII last-3",
-         "seed ids", "train s"], detail_rows)  # fmt: skip
+        [
+            "dataset",
+            "loss",
+            "IoU last-3",
+            "IoU final",
+            "IoU best",
+            "PA last-3",
+            "OII last-3",
+            "seed ids",
+            "train s",
+        ],
+        detail_rows,
+    )
 
     seeds = sorted({s for r in results.values() for s in r.seeds})
     per_seed = common.markdown_table(
         ["dataset", "loss", *(f"seed {s}" for s in seeds)],
-        [[common.resolve_dataset(d).label, LABELS.get(loss, loss),
-          *(common.fmt(_final_iou(r, s)) for s in seeds)]
-         for (d, loss), r in results.items()], align="ll" + "r" * len(seeds))  # fmt: skip
+        [
+            [
+                common.resolve_dataset(d).label,
+                LABELS.get(loss, loss),
+                *(common.fmt(_final_iou(r, s)) for s in seeds),
+            ]
+            for (d, loss), r in results.items()
+        ],
+        align="ll" + "r" * len(seeds),
+    )
 
     checks = []
     for d in datasets:
@@ -125,23 +149,53 @@ def report(results: dict[tuple[str, str], common.CellResult], mode: common.Mode)
                     " (within the spread)" if abs(diff) < noise else ""
                 )
                 shared = [s for s in results[d, ours].seeds if s in results[d, base].seeds]
-                wins = sum(_final_iou(results[d, ours], s) >= _final_iou(results[d, base], s)
-                           for s in shared)  # fmt: skip
-                checks.append([common.resolve_dataset(d).label,
-                               f"{LABELS[ours]} ≥ {LABELS[base]}",
-                               f"{diff:+.3f}", f"{noise:.3f}", f"{wins} of {len(shared)}",
-                               verdict])  # fmt: skip
-    check = common.markdown_table(["dataset", "claim", "IoU difference (last-3)", "larger sd",
-                                   "seeds where it holds (final IoU)", "verdict"],
-                                  checks, align="llrrrl") if checks else (
-        "None checked: each claim needs both of its losses (DIBE_Reg and FT, or DIBE and HF) "
-        "in the same run.")  # fmt: skip
-    return "\n\n".join([
-        common.mode_description(mode, datasets), common.stats_legend(),
-        "## IoU of U-Net (Table 5)", compact, "## Every statistic", detail,
-        "## Final IoU per seed", per_seed,
-        "## The paper's claims on our numbers", check,
-    ])  # fmt: skip
+                wins = sum(
+                    _final_iou(results[d, ours], s) >= _final_iou(results[d, base], s)
+                    for s in shared
+                )
+                checks.append(
+                    [
+                        common.resolve_dataset(d).label,
+                        f"{LABELS[ours]} ≥ {LABELS[base]}",
+                        f"{diff:+.3f}",
+                        f"{noise:.3f}",
+                        f"{wins} of {len(shared)}",
+                        verdict,
+                    ]
+                )
+    check = (
+        common.markdown_table(
+            [
+                "dataset",
+                "claim",
+                "IoU difference (last-3)",
+                "larger sd",
+                "seeds where it holds (final IoU)",
+                "verdict",
+            ],
+            checks,
+            align="llrrrl",
+        )
+        if checks
+        else (
+            "None checked: each claim needs both of its losses (DIBE_Reg and FT, or DIBE and HF) "
+            "in the same run."
+        )
+    )
+    return "\n\n".join(
+        [
+            common.mode_description(mode, datasets),
+            common.stats_legend(),
+            "## IoU of U-Net (Table 5)",
+            compact,
+            "## Every statistic",
+            detail,
+            "## Final IoU per seed",
+            per_seed,
+            "## The paper's claims on our numbers",
+            check,
+        ]
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -149,10 +203,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
     common.add_common_args(parser, default_out="losses_by_dataset")
-    parser.add_argument("--datasets", nargs="+", help=f"default {' '.join(DATASETS)} "
-                        f"(quick: {' '.join(QUICK_DATASETS)})")  # fmt: skip
-    parser.add_argument("--losses", nargs="+", help=f"default {' '.join(LOSSES)} "
-                        f"(quick: {' '.join(QUICK_LOSSES)})")  # fmt: skip
+    parser.add_argument(
+        "--datasets",
+        nargs="+",
+        help=f"default {' '.join(DATASETS)} (quick: {' '.join(QUICK_DATASETS)})",
+    )
+    parser.add_argument(
+        "--losses", nargs="+", help=f"default {' '.join(LOSSES)} (quick: {' '.join(QUICK_LOSSES)})"
+    )
     parser.add_argument("--model", default="unet")
     args = parser.parse_args(argv)
     common.setup_jax()
@@ -163,10 +221,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = run(mode, args.out, datasets=datasets, losses=losses, model=args.model)
     wall = time.perf_counter() - t0
     body = report(results, mode)
-    path = common.write_markdown(f"{args.out}/table5.md", "Table 5: U-Net, losses by dataset",
-                                 [body, f"Script wall time: {wall:.0f} s."])  # fmt: skip
-    common.write_json(f"{args.out}/table5.json",
-                      [r.summary() for r in results.values()])  # fmt: skip
+    path = common.write_markdown(
+        f"{args.out}/table5.md",
+        "Table 5: U-Net, losses by dataset",
+        [body, f"Script wall time: {wall:.0f} s."],
+    )
+    common.write_json(f"{args.out}/table5.json", [r.summary() for r in results.values()])
     print(path.read_text())
     return 0
 

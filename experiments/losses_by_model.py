@@ -42,12 +42,30 @@ if __package__ in (None, ""):  # run as `python experiments/losses_by_model.py`:
 from experiments import common  # noqa: E402
 
 DISTRIBUTION = ("bce", "focal", "dibe_dis")
-REGION = ("dice", "tversky", "focal_tversky", "dibe_reg", "combo", "exp_log", "hybrid_focal",
-          "dibe")  # fmt: skip
+REGION = (
+    "dice",
+    "tversky",
+    "focal_tversky",
+    "dibe_reg",
+    "combo",
+    "exp_log",
+    "hybrid_focal",
+    "dibe",
+)
 MODELS = ("segnet", "unet", "pspnet", "deeplabv3")
-LABELS = {"bce": "CE", "focal": "Focal", "dibe_dis": "DIBE_Dis", "dice": "Dice",
-          "tversky": "Tversky", "focal_tversky": "FT", "dibe_reg": "DIBE_Reg",
-          "combo": "Combo", "exp_log": "EL", "hybrid_focal": "HF", "dibe": "DIBE"}  # fmt: skip
+LABELS = {
+    "bce": "CE",
+    "focal": "Focal",
+    "dibe_dis": "DIBE_Dis",
+    "dice": "Dice",
+    "tversky": "Tversky",
+    "focal_tversky": "FT",
+    "dibe_reg": "DIBE_Reg",
+    "combo": "Combo",
+    "exp_log": "EL",
+    "hybrid_focal": "HF",
+    "dibe": "DIBE",
+}
 QUICK = dict(models=("unet",), losses=("bce", "dibe_reg"))
 
 _COLS = ("segnet", "unet", "pspnet", "deeplabv3")
@@ -70,11 +88,14 @@ PAPER_IOU = {
 }
 
 
-def run(mode: common.Mode, out: str, *, dataset: str, models: Sequence[str],
-        losses: Sequence[str]) -> dict[tuple[str, str], common.CellResult]:  # fmt: skip
+def run(
+    mode: common.Mode, out: str, *, dataset: str, models: Sequence[str], losses: Sequence[str]
+) -> dict[tuple[str, str], common.CellResult]:
     """Train every (model, loss) on ``dataset``; results keyed by ``(loss, model)``."""
-    return {(loss, model): common.run_cell(common.Cell(dataset, model, loss), mode, out)
-            for loss, model in itertools.product(losses, models)}  # fmt: skip
+    return {
+        (loss, model): common.run_cell(common.Cell(dataset, model, loss), mode, out)
+        for loss, model in itertools.product(losses, models)
+    }
 
 
 def table(results, losses: Sequence[str], models: Sequence[str]) -> str:
@@ -87,8 +108,11 @@ def table(results, losses: Sequence[str], models: Sequence[str]) -> str:
         row = [LABELS.get(loss, loss)]
         for m in models:
             r = results[loss, m]
-            row += [common.fmt(r.last3("iou")), common.fmt(r.last3("pa")),
-                    common.fmt(PAPER_IOU.get(loss, {}).get(m))]  # fmt: skip
+            row += [
+                common.fmt(r.last3("iou")),
+                common.fmt(r.last3("pa")),
+                common.fmt(PAPER_IOU.get(loss, {}).get(m)),
+            ]
         rows.append(row)
     best = []
     for loss in losses:
@@ -118,9 +142,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     t0 = time.perf_counter()
     results = run(mode, args.out, dataset=args.dataset, models=models, losses=losses)
     wall = time.perf_counter() - t0
-    intro = [common.mode_description(mode, [args.dataset]),
-             f"Dataset: {common.resolve_dataset(args.dataset).label}; the paper's numbers are "
-             "THC448. " + common.stats_legend()]  # fmt: skip
+    intro = [
+        common.mode_description(mode, [args.dataset]),
+        f"Dataset: {common.resolve_dataset(args.dataset).label}; the paper's numbers are "
+        "THC448. " + common.stats_legend(),
+    ]
     paths = []
     for number, family, title in (
         (3, DISTRIBUTION, "distribution-based losses"),

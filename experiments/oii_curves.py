@@ -52,17 +52,19 @@ ALPHAS = (0.1, 0.3, 0.5, 0.7, 0.9)
 LABELS = {"dibe_dis": "DIBE_Dis", "tversky": "Tversky", "dibe_reg": "DIBE_Reg"}
 PRESETS = {
     "10": dict(models=("segnet", "unet"), datasets=("syn2200",), losses=("dibe_dis", "tversky")),
-    "14": dict(models=("unet",), datasets=("syn190", "syn580", "syn2200"),
-               losses=("tversky", "dibe_reg")),
-}  # fmt: skip
+    "14": dict(
+        models=("unet",), datasets=("syn190", "syn580", "syn2200"), losses=("tversky", "dibe_reg")
+    ),
+}
 #: |OII| above this for every α: the models still predict (almost) nothing or everything, so
 #: the order of the curves says little about the balance the paper describes.
 SATURATED = 0.9
 QUICK = dict(models=("unet",), datasets=("syn2200",), losses=("dibe_reg",), alphas=(0.3, 0.7))
 
 
-def alpha_cell(dataset: str, model: str, loss: str, alpha: float,
-               beta: float | None = None) -> common.Cell:  # fmt: skip
+def alpha_cell(
+    dataset: str, model: str, loss: str, alpha: float, beta: float | None = None
+) -> common.Cell:
     """The cell of one α, with the library's β rule (:func:`dibe_jax.train.runs.
     with_hyperparameter`: β = 1 - α when the loss takes β, unless ``beta`` fixes it)."""
     from dibe_jax.train import Config, runs
@@ -91,9 +93,16 @@ def _sign(v: float) -> int:
     return (v > 0) - (v < 0)
 
 
-def run(mode: common.Mode, out: str, *, models: Sequence[str], datasets: Sequence[str],
-        losses: Sequence[str], alphas: Sequence[float], beta: float | None = None
-        ) -> dict[tuple[str, str, str, float], common.CellResult]:  # fmt: skip
+def run(
+    mode: common.Mode,
+    out: str,
+    *,
+    models: Sequence[str],
+    datasets: Sequence[str],
+    losses: Sequence[str],
+    alphas: Sequence[float],
+    beta: float | None = None,
+) -> dict[tuple[str, str, str, float], common.CellResult]:
     """Train every (model, dataset, loss, α); results keyed by that tuple."""
     results = {}
     for model, dataset, loss, alpha in itertools.product(models, datasets, losses, alphas):
@@ -102,8 +111,9 @@ def run(mode: common.Mode, out: str, *, models: Sequence[str], datasets: Sequenc
     return results
 
 
-def plot(results, model: str, dataset: str, losses: Sequence[str], alphas: Sequence[float],
-         path: Path) -> Path:  # fmt: skip
+def plot(
+    results, model: str, dataset: str, losses: Sequence[str], alphas: Sequence[float], path: Path
+) -> Path:
     """One panel per loss: OII against epoch, a line per α (mean over seeds)."""
     fig = Figure(figsize=(5 * len(losses), 3.8), layout="constrained")
     axes = fig.subplots(1, len(losses), squeeze=False)[0]
@@ -143,10 +153,18 @@ def report(results, mode: common.Mode, *, models, datasets, losses, alphas, beta
         rows = []
         for loss, alpha in itertools.product(losses, alphas):
             r = results[model, dataset, loss, alpha]
-            rows.append([LABELS.get(loss, loss), f"{alpha:g}",
-                         common.fmt(r.last3("oii"), signed=True), common.fmt(r.final("oii"),
-                         signed=True), common.fmt(r.last3("iou")), common.fmt(r.last3("pa")),
-                         common.fmt(r.last3("recall")), f"{r.wall_seconds:.0f}"])  # fmt: skip
+            rows.append(
+                [
+                    LABELS.get(loss, loss),
+                    f"{alpha:g}",
+                    common.fmt(r.last3("oii"), signed=True),
+                    common.fmt(r.final("oii"), signed=True),
+                    common.fmt(r.last3("iou")),
+                    common.fmt(r.last3("pa")),
+                    common.fmt(r.last3("recall")),
+                    f"{r.wall_seconds:.0f}",
+                ]
+            )
         for loss in losses:
             oiis = [results[model, dataset, loss, a].last3("oii").mean for a in alphas]
             tau = kendall_tau(list(alphas), oiis)
@@ -154,9 +172,16 @@ def report(results, mode: common.Mode, *, models, datasets, losses, alphas, beta
             claim = "holds" if tau < 0 else "contradicted"
             if all(abs(o) > SATURATED for o in oiis):
                 claim += f" (saturated: every OII beyond ±{SATURATED:g})"
-            checks.append([model, common.resolve_dataset(dataset).label,
-                           LABELS.get(loss, loss), f"{tau:+.2f}",
-                           "yes" if drops else "no", claim])  # fmt: skip
+            checks.append(
+                [
+                    model,
+                    common.resolve_dataset(dataset).label,
+                    LABELS.get(loss, loss),
+                    f"{tau:+.2f}",
+                    "yes" if drops else "no",
+                    claim,
+                ]
+            )
         sections += [
             f"## {model}, {common.resolve_dataset(dataset).label}",
             common.markdown_table(
@@ -173,10 +198,21 @@ def report(results, mode: common.Mode, *, models, datasets, losses, alphas, beta
                 rows,
             ),
         ]
-    sections += ["## Does raising α lower OII? (last-3 OII against α)",
-                 common.markdown_table(["model", "dataset", "loss", "Kendall τ(α, OII)",
-                                        "OII falls at every step of α", "claim"], checks,
-                                       align="lllrll")]  # fmt: skip
+    sections += [
+        "## Does raising α lower OII? (last-3 OII against α)",
+        common.markdown_table(
+            [
+                "model",
+                "dataset",
+                "loss",
+                "Kendall τ(α, OII)",
+                "OII falls at every step of α",
+                "claim",
+            ],
+            checks,
+            align="lllrll",
+        ),
+    ]
     return "\n\n".join(sections)
 
 
@@ -200,19 +236,42 @@ def main(argv: Sequence[str] | None = None) -> int:
     losses = args.losses or preset["losses"]
     alphas = args.alphas or preset["alphas"]
     t0 = time.perf_counter()
-    results = run(mode, args.out, models=models, datasets=datasets, losses=losses,
-                  alphas=alphas, beta=args.beta)  # fmt: skip
+    results = run(
+        mode,
+        args.out,
+        models=models,
+        datasets=datasets,
+        losses=losses,
+        alphas=alphas,
+        beta=args.beta,
+    )
     wall = time.perf_counter() - t0
-    pngs = [plot(results, m, d, losses, alphas, Path(args.out) / f"fig{args.figure}_{m}_{d}.png")
-            for m, d in itertools.product(models, datasets)]  # fmt: skip
-    body = report(results, mode, models=models, datasets=datasets, losses=losses,
-                  alphas=alphas, beta=args.beta)  # fmt: skip
+    pngs = [
+        plot(results, m, d, losses, alphas, Path(args.out) / f"fig{args.figure}_{m}_{d}.png")
+        for m, d in itertools.product(models, datasets)
+    ]
+    body = report(
+        results,
+        mode,
+        models=models,
+        datasets=datasets,
+        losses=losses,
+        alphas=alphas,
+        beta=args.beta,
+    )
     path = common.write_markdown(
-        Path(args.out) / f"fig{args.figure}.md", f"Fig. {args.figure}: OII against epoch by α",
-        [body, "Figures: " + ", ".join(f"`{p.name}`" for p in pngs)
-         + f". Script wall time: {wall:.0f} s."])  # fmt: skip
-    common.write_json(Path(args.out) / f"fig{args.figure}.json",
-                      [r.summary() for r in results.values()])  # fmt: skip
+        Path(args.out) / f"fig{args.figure}.md",
+        f"Fig. {args.figure}: OII against epoch by α",
+        [
+            body,
+            "Figures: "
+            + ", ".join(f"`{p.name}`" for p in pngs)
+            + f". Script wall time: {wall:.0f} s.",
+        ],
+    )
+    common.write_json(
+        Path(args.out) / f"fig{args.figure}.json", [r.summary() for r in results.values()]
+    )
     print(path.read_text())
     return 0
 

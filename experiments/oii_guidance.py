@@ -54,8 +54,14 @@ from experiments.oii_curves import LABELS, alpha_cell  # noqa: E402
 LOSSES = ("dibe_dis", "tversky", "dibe_reg")
 MODELS = ("segnet", "unet")
 DATASET = "syn2200"
-QUICK = dict(models=("unet",), datasets=("syn2200",), losses=("dibe_reg",),
-             bounds=(0.3, 0.7), points=2, max_runs=1)  # fmt: skip
+QUICK = dict(
+    models=("unet",),
+    datasets=("syn2200",),
+    losses=("dibe_reg",),
+    bounds=(0.3, 0.7),
+    points=2,
+    max_runs=1,
+)
 
 #: Table 6 of the paper: (model, loss, method) -> (runs, α, IoU, PA).
 PAPER_TABLE6 = {
@@ -103,48 +109,84 @@ def search(
 
     centre = round((bounds[0] + bounds[1]) / 2, 6)
     first = {"value": centre, **train_fn(centre), "run": 0}
-    basic = tuning.SearchResult(runs=[first], best=first, runs_needed=1, converged=True,
-                                method="basic", stop_reason="one run")  # fmt: skip
+    basic = tuning.SearchResult(
+        runs=[first],
+        best=first,
+        runs_needed=1,
+        converged=True,
+        method="basic",
+        stop_reason="one run",
+    )
     grid = tuning.grid_search(train_fn, bounds=bounds, points=points)
-    oii = tuning.oii_search(train_fn, interval=interval, bounds=bounds, resolution=resolution,
-                            max_runs=max_runs if max_runs is not None else points)  # fmt: skip
+    oii = tuning.oii_search(
+        train_fn,
+        interval=interval,
+        bounds=bounds,
+        resolution=resolution,
+        max_runs=max_runs if max_runs is not None else points,
+    )
     return {"basic": basic, "grid": grid, "oii": oii}
 
 
 def report(found, mode: common.Mode, *, datasets, interval) -> str:
     rows = []
     for (model, dataset, loss), res in found.items():
-        for method, name in (("basic", "Basic"), ("grid", "Grid search"),
-                             ("oii", "OII guidance")):  # fmt: skip
+        for method, name in (("basic", "Basic"), ("grid", "Grid search"), ("oii", "OII guidance")):
             r = res[method]
             b = r.best
             paper = PAPER_TABLE6.get((model, loss, method))
             note = "" if method != "oii" or r.converged else " (OII not in interval)"
-            rows.append([
-                model, common.resolve_dataset(dataset).label, LABELS.get(loss, loss),
-                name + note, str(r.runs_needed), f"{r.value:g}",
-                f"{b['iou']:.3f} ± {b['iou_sd']:.3f}", f"{b['pa']:.3f} ± {b['pa_sd']:.3f}",
-                f"{b['oii']:+.3f}",
-                "–" if paper is None else f"{paper[0]} / {paper[1]:g} / {paper[2]:.3f} / "
-                f"{paper[3]:.3f}",
-            ])  # fmt: skip
+            rows.append(
+                [
+                    model,
+                    common.resolve_dataset(dataset).label,
+                    LABELS.get(loss, loss),
+                    name + note,
+                    str(r.runs_needed),
+                    f"{r.value:g}",
+                    f"{b['iou']:.3f} ± {b['iou_sd']:.3f}",
+                    f"{b['pa']:.3f} ± {b['pa_sd']:.3f}",
+                    f"{b['oii']:+.3f}",
+                    "–"
+                    if paper is None
+                    else f"{paper[0]} / {paper[1]:g} / {paper[2]:.3f} / {paper[3]:.3f}",
+                ]
+            )
     table = common.markdown_table(
-        ["model", "dataset", "loss", "method", "runs", "α", "IoU last-3", "PA last-3",
-         "OII last-3", "paper: runs / α / IoU / PA"], rows)  # fmt: skip
+        [
+            "model",
+            "dataset",
+            "loss",
+            "method",
+            "runs",
+            "α",
+            "IoU last-3",
+            "PA last-3",
+            "OII last-3",
+            "paper: runs / α / IoU / PA",
+        ],
+        rows,
+    )
     trail = []
     for (model, _dataset, loss), res in found.items():
-        steps = ", ".join(f"α={run['value']:g} → OII {run['oii']:+.3f}, IoU {run['iou']:.3f}"
-                          for run in res["oii"].runs)  # fmt: skip
+        steps = ", ".join(
+            f"α={run['value']:g} → OII {run['oii']:+.3f}, IoU {run['iou']:.3f}"
+            for run in res["oii"].runs
+        )
         trail.append(
             f"* {model}, {LABELS.get(loss, loss)}: {steps} (stop: {res['oii'].stop_reason})"
         )
-    return "\n\n".join([
-        common.mode_description(mode, datasets),
-        f"Target OII interval {interval}; the paper's on THC448 is (0.15, 0.25). β = 1 - α "
-        "unless stated. IoU/PA/OII: last-3 mean ± sd over seeds (SPEC.md). The paper's "
-        "values are single runs on THC448, not on our data.",
-        table, "## OII-guided bisection, run by run", "\n".join(trail),
-    ])  # fmt: skip
+    return "\n\n".join(
+        [
+            common.mode_description(mode, datasets),
+            f"Target OII interval {interval}; the paper's on THC448 is (0.15, 0.25). β = 1 - α "
+            "unless stated. IoU/PA/OII: last-3 mean ± sd over seeds (SPEC.md). The paper's "
+            "values are single runs on THC448, not on our data.",
+            table,
+            "## OII-guided bisection, run by run",
+            "\n".join(trail),
+        ]
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -190,9 +232,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     found = {}
     for model, dataset, loss in itertools.product(models, datasets, losses):
         found[model, dataset, loss] = search(
-            mode, args.out, model=model, dataset=dataset, loss=loss, beta=args.beta,
-            interval=interval, bounds=bounds, points=points, resolution=args.resolution,
-            max_runs=preset["max_runs"])  # fmt: skip
+            mode,
+            args.out,
+            model=model,
+            dataset=dataset,
+            loss=loss,
+            beta=args.beta,
+            interval=interval,
+            bounds=bounds,
+            points=points,
+            resolution=args.resolution,
+            max_runs=preset["max_runs"],
+        )
     wall = time.perf_counter() - t0
     body = report(found, mode, datasets=datasets, interval=interval)
     path = common.write_markdown(
@@ -200,9 +251,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "Table 6: grid search and OII guidance of α",
         [body, f"Script wall time: {wall:.0f} s."],
     )
-    common.write_json(Path(args.out) / "table6.json",
-                      {"/".join(k): {m: r.to_dict() for m, r in v.items()}
-                       for k, v in found.items()})  # fmt: skip
+    common.write_json(
+        Path(args.out) / "table6.json",
+        {"/".join(k): {m: r.to_dict() for m, r in v.items()} for k, v in found.items()},
+    )
     print(path.read_text())
     return 0
 

@@ -47,10 +47,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     worst = largest_difference()
     verdict = "reproduced to three decimals" if worst <= 5e-4 else "NOT reproduced"
     path = common.write_markdown(
-        Path(args.out) / "table1.md", "Table 1: OII instead of FP/FN",
-        [analysis.table1_markdown(),
-         f"Largest difference from the paper (IoU, PA, OII): {worst:.5f}: {verdict}."],
-    )  # fmt: skip
+        Path(args.out) / "table1.md",
+        "Table 1: OII instead of FP/FN",
+        [
+            analysis.table1_markdown(),
+            f"Largest difference from the paper (IoU, PA, OII): {worst:.5f}: {verdict}.",
+        ],
+    )
     print(path.read_text())
     return 0 if worst <= 5e-4 else 1
 

@@ -8,8 +8,7 @@ from dibe_jax import cli
 
 
 def test_data_stats_prints_table(tmp_path, capsys):
-    assert cli.main(["data", "stats", "synthetic_cracks/r150_96", "--data-dir",
-                     str(tmp_path)]) == 0  # fmt: skip
+    assert cli.main(["data", "stats", "synthetic_cracks/r150_96", "--data-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "train" in out and "validation" in out and "1:1" in out  # FG:BG ratios printed
 

@@ -461,12 +461,22 @@ def test_names_and_config_names(nothing_is_built):
     assert dd.names() == ("crackforest", "magnetic_tile", "synthetic_cracks", "thc")
     assert dd.config_names("crackforest") == ("label2", "label_ge2")
     assert dd.config_names("magnetic_tile") == (
-        "blowhole", "break", "crack", "fray", "uneven", "free", "all"
-    )  # fmt: skip
+        "blowhole",
+        "break",
+        "crack",
+        "fray",
+        "uneven",
+        "free",
+        "all",
+    )
     assert dd.config_names("thc") == ("thc448", "thc224", "thc112")
     assert dd.config_names("synthetic_cracks") == (
-        "r150_96", "r25_160", "r190_112", "r580_224", "r2200_448"
-    )  # fmt: skip
+        "r150_96",
+        "r25_160",
+        "r190_112",
+        "r580_224",
+        "r2200_448",
+    )
     with pytest.raises(ValueError, match=f"^unknown dataset 'cfd'; {KNOWN}$"):
         dd.config_names("cfd")
 

@@ -23,8 +23,9 @@ def test_eq19_matches_grad_of_dibe_dis(alpha, lam, gamma):
     z = jnp.log(p) - jnp.log1p(-p)
 
     def loss_of_logit(v):
-        return losses.dibe_dis(v.reshape(1, 1), jnp.ones((1, 1)), lam=lam, gamma=gamma,
-                               alpha=alpha, beta=0.7)[0]  # fmt: skip
+        return losses.dibe_dis(
+            v.reshape(1, 1), jnp.ones((1, 1)), lam=lam, gamma=gamma, alpha=alpha, beta=0.7
+        )[0]
 
     dl_dz = jax.vmap(jax.grad(loss_of_logit))(z)
     dl_dp = dl_dz / (p * (1 - p))  # chain rule: dp/dz = p (1 - p)
@@ -53,10 +54,12 @@ def test_eq24_eq25_match_grad_of_losses(gamma):
     dtv_dz = jax.grad(lambda v: _tv(v, y, **h)[0])(z)
     ft = jax.grad(lambda v: losses.focal_tversky(v, y, gamma=gamma, **h)[0])(z)
     reg = jax.grad(lambda v: losses.dibe_reg(v, y, gamma=gamma, **h)[0])(z)
-    np.testing.assert_allclose(ft, gradients.focal_tversky_grad(tv, gamma=gamma) * dtv_dz,
-                               rtol=1e-9, atol=1e-14)  # fmt: skip
-    np.testing.assert_allclose(reg, gradients.dibe_reg_grad(tv, gamma=gamma) * dtv_dz,
-                               rtol=1e-9, atol=1e-14)  # fmt: skip
+    np.testing.assert_allclose(
+        ft, gradients.focal_tversky_grad(tv, gamma=gamma) * dtv_dz, rtol=1e-9, atol=1e-14
+    )
+    np.testing.assert_allclose(
+        reg, gradients.dibe_reg_grad(tv, gamma=gamma) * dtv_dz, rtol=1e-9, atol=1e-14
+    )
 
 
 @pytest.mark.parametrize("gamma", [0.75, 1.5, 2.0])

@@ -52,8 +52,10 @@ def _oii_eq15(tp, fp, fn):
 
 @settings(max_examples=50, deadline=None)
 @given(
-    st.floats(0, 1e6), st.floats(1e-3, 1e6), st.floats(1e-3, 1e6),
-)  # fmt: skip
+    st.floats(0, 1e6),
+    st.floats(1e-3, 1e6),
+    st.floats(1e-3, 1e6),
+)
 def test_oii_equals_piecewise_form_and_is_bounded(tp, fp, fn):
     with jax.enable_x64(True):
         got = float(metrics.oii(np.float64(tp), np.float64(fp), np.float64(fn)))

@@ -50,8 +50,9 @@ def test_confusion_matrix_matches_a_loop_and_is_additive():
     for i in range(3):
         np.testing.assert_array_equal(cm[i], _cm_loop(pred[i], labels[i], mask[i]))
     # additive: per-image matrices sum to the matrix of the batch as one image
-    whole = metrics.confusion_matrix(logits.reshape(1, -1, C), labels.reshape(1, -1), C,
-                                     where=mask.reshape(1, -1))  # fmt: skip
+    whole = metrics.confusion_matrix(
+        logits.reshape(1, -1, C), labels.reshape(1, -1), C, where=mask.reshape(1, -1)
+    )
     np.testing.assert_array_equal(cm.sum(0), whole[0])
     # integer predictions give the same matrix; under jit too
     np.testing.assert_array_equal(metrics.confusion_matrix(pred, labels, C, where=mask), cm)
@@ -75,8 +76,10 @@ def test_binary_logits_agree_with_binary_counts():
     per_class = metrics.class_counts(cm.sum(0))
     total = c.sum()
     assert [int(v) for v in (per_class.tp[1], per_class.fp[1], per_class.fn[1])] == [
-        int(total.tp), int(total.fp), int(total.fn),
-    ]  # fmt: skip
+        int(total.tp),
+        int(total.fp),
+        int(total.fn),
+    ]
 
 
 def test_confusion_matrix_bad_input():
@@ -114,10 +117,12 @@ def test_per_class_metrics_hand_values_and_eqs_7_8():
     # Eq. 7 over classes that occur (all four do); Eq. 8 over classes with labels (not 2)
     iou = [50 / 60, 20 / 27, 0 / 5, 7 / 11]
     np.testing.assert_allclose(metrics.mean_iou(cm), np.mean(iou), rtol=1e-6)
-    np.testing.assert_allclose(metrics.mean_accuracy(cm), np.mean([50 / 55, 20 / 25, 7 / 10]),
-                               rtol=1e-6)  # fmt: skip
-    np.testing.assert_allclose(metrics.mean_iou(cm, include_background=False), np.mean(iou[1:]),
-                               rtol=1e-6)  # fmt: skip
+    np.testing.assert_allclose(
+        metrics.mean_accuracy(cm), np.mean([50 / 55, 20 / 25, 7 / 10]), rtol=1e-6
+    )
+    np.testing.assert_allclose(
+        metrics.mean_iou(cm, include_background=False), np.mean(iou[1:]), rtol=1e-6
+    )
     # a class absent from labels and predictions does not count
     cm5 = np.zeros((5, 5), int)
     cm5[:4, :4] = cm
@@ -171,8 +176,10 @@ def test_roc_auc_matches_pairwise_count(s, y):
         assert metrics.roc_auc_from_histograms(h) == pytest.approx(want, abs=1e-12)
     else:
         assert np.isnan(float(metrics.roc_auc(s, y)))
-        assert metrics.roc_auc_from_histograms(metrics.score_histograms(s, y), zero_division=0.5) \
-            == 0.5  # fmt: skip
+        assert (
+            metrics.roc_auc_from_histograms(metrics.score_histograms(s, y), zero_division=0.5)
+            == 0.5
+        )
 
 
 def test_roc_auc_masks_shapes_and_accumulation():

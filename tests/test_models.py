@@ -156,29 +156,47 @@ assert VGG16_CONVS == 138_357_544 - VGG16_CLASSIFIER == 14_714_688  # SegNet pap
 
 # U-Net (Ronneberger et al. 2015) with BN after every bias-free 3x3 convolution, 3 -> 1 channel.
 UNET_ENCODER = (
-    convbn(3, 3, 64) + convbn(3, 64, 64)
-    + convbn(3, 64, 128) + convbn(3, 128, 128)
-    + convbn(3, 128, 256) + convbn(3, 256, 256)
-    + convbn(3, 256, 512) + convbn(3, 512, 512)
-)  # fmt: skip
+    convbn(3, 3, 64)
+    + convbn(3, 64, 64)
+    + convbn(3, 64, 128)
+    + convbn(3, 128, 128)
+    + convbn(3, 128, 256)
+    + convbn(3, 256, 256)
+    + convbn(3, 256, 512)
+    + convbn(3, 512, 512)
+)
 UNET_BILINEAR = (
     UNET_ENCODER
-    + convbn(3, 512, 512) + convbn(3, 512, 512)  # bottleneck 1024 // 2 (milesial's factor 2)
-    + convbn(3, 1024, 512) + convbn(3, 512, 256)  # cat(512 skip, 512 up) -> mid 512 -> 256
-    + convbn(3, 512, 256) + convbn(3, 256, 128)
-    + convbn(3, 256, 128) + convbn(3, 128, 64)
-    + convbn(3, 128, 64) + convbn(3, 64, 64)
+    + convbn(3, 512, 512)
+    + convbn(3, 512, 512)  # bottleneck 1024 // 2 (milesial's factor 2)
+    + convbn(3, 1024, 512)
+    + convbn(3, 512, 256)  # cat(512 skip, 512 up) -> mid 512 -> 256
+    + convbn(3, 512, 256)
+    + convbn(3, 256, 128)
+    + convbn(3, 256, 128)
+    + convbn(3, 128, 64)
+    + convbn(3, 128, 64)
+    + convbn(3, 64, 64)
     + conv(1, 64, 1)  # 1x1 classifier
-)  # fmt: skip
+)
 UNET_TRANSPOSED = (
     UNET_ENCODER
-    + convbn(3, 512, 1024) + convbn(3, 1024, 1024)  # bottleneck
-    + conv(2, 1024, 512) + convbn(3, 1024, 512) + convbn(3, 512, 512)  # 2x2 up-conv, unit
-    + conv(2, 512, 256) + convbn(3, 512, 256) + convbn(3, 256, 256)
-    + conv(2, 256, 128) + convbn(3, 256, 128) + convbn(3, 128, 128)
-    + conv(2, 128, 64) + convbn(3, 128, 64) + convbn(3, 64, 64)
+    + convbn(3, 512, 1024)
+    + convbn(3, 1024, 1024)  # bottleneck
+    + conv(2, 1024, 512)
+    + convbn(3, 1024, 512)
+    + convbn(3, 512, 512)  # 2x2 up-conv, unit
+    + conv(2, 512, 256)
+    + convbn(3, 512, 256)
+    + convbn(3, 256, 256)
+    + conv(2, 256, 128)
+    + convbn(3, 256, 128)
+    + convbn(3, 128, 128)
+    + conv(2, 128, 64)
+    + convbn(3, 128, 64)
+    + convbn(3, 64, 64)
     + conv(1, 64, 1)
-)  # fmt: skip
+)
 # The original network (1 input channel, 2 classes, biases, no BN) has 31,030,658 parameters.
 assert UNET_TRANSPOSED - 2 * 9 * 64 + 65 - 5888 == 31_030_658
 
@@ -356,8 +374,11 @@ def test_mc_dropout_without_dropout_repeats_the_eval_forward():
     graphdef, state = nnx.split(model)
     x = inputs((8, 8))
     rngs = nnx.Rngs(dropout=5)  # an nnx.Rngs is accepted too
-    mc = jit(lambda state, x, key: models.mc_dropout_logits(
-        nnx.merge(graphdef, state), x, num_samples=2, rngs_or_key=key))  # fmt: skip
+    mc = jit(
+        lambda state, x, key: models.mc_dropout_logits(
+            nnx.merge(graphdef, state), x, num_samples=2, rngs_or_key=key
+        )
+    )
     out = mc(state, x, rngs.dropout())
     assert out.shape == (2, BATCH, 8, 8, 1)
     np.testing.assert_array_equal(out[0], out[1])
@@ -558,6 +579,7 @@ def test_resize_bilinear_matches_jax_image_resize(size):
 def test_resize_bilinear_align_corners_keeps_corners_and_is_linear():
     x = np.asarray(jax.random.normal(jax.random.key(1), (1, 4, 6, 2)))
     ramp = np.broadcast_to(np.arange(4.0, dtype=np.float32)[None, :, None, None], (1, 4, 3, 1))
+
     @jit
     def resize(x, ramp):
         return (
@@ -614,9 +636,10 @@ def test_backbone_checkpoint_npz_roundtrip_and_errors(tmp_path):
 
     def build(name, **config):
         return nnx.eval_shape(
-            lambda: models.create(name, in_channels=3, backbone_checkpoint=path,
-                                  rngs=nnx.Rngs(0), **config)
-        )  # fmt: skip
+            lambda: models.create(
+                name, in_channels=3, backbone_checkpoint=path, rngs=nnx.Rngs(0), **config
+            )
+        )
 
     with pytest.raises(ValueError, match="encoder.npz.*shape mismatch"):
         build("unet", width=8, num_stages=1)
@@ -650,6 +673,12 @@ def test_backbone_checkpoint_orbax_directory(tmp_path):
         np.testing.assert_array_equal(got[key], expected[key])
     with pytest.raises(ValueError, match="encoder_orbax.*shape mismatch"):
         nnx.eval_shape(
-            lambda: models.create("unet", in_channels=1, width=4, num_stages=1,
-                                  backbone_checkpoint=path, rngs=nnx.Rngs(0))
-        )  # fmt: skip
+            lambda: models.create(
+                "unet",
+                in_channels=1,
+                width=4,
+                num_stages=1,
+                backbone_checkpoint=path,
+                rngs=nnx.Rngs(0),
+            )
+        )

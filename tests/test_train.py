@@ -24,8 +24,9 @@ KEYS = ("epoch", "step", "train_loss", "iou", "pa", "recall", "oii", "tp", "fp",
 
 def _run_script(*args: str, env: dict | None = None, check: bool = True):
     env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
-    out = subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True,
-                         env=env, timeout=600)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, str(SCRIPT), *args], capture_output=True, text=True, env=env, timeout=600
+    )
     if check and out.returncode != 0:
         raise AssertionError(f"script failed ({out.returncode}):\n{out.stderr[-3000:]}")
     return out
@@ -57,8 +58,7 @@ def test_run_writes_metrics_checkpoints_plots(finished_run):
         assert key in record
     assert record == lines[-1]
     assert record["tp"] + record["fn"] > 0 and -1 <= record["oii"] <= 1
-    assert sorted(p.name for p in (workdir / "plots").iterdir()) == ["iou.png", "oii.png",
-                                                                     "pa.png"]  # fmt: skip
+    assert sorted(p.name for p in (workdir / "plots").iterdir()) == ["iou.png", "oii.png", "pa.png"]
     assert list((workdir / "tensorboard").glob("events.out.tfevents.*"))
     assert sorted(int(p.name) for p in (workdir / "checkpoints" / "latest").iterdir()) == [2, 4]
     assert len(list((workdir / "checkpoints" / "best").iterdir())) == 1

@@ -104,9 +104,11 @@ def _confusion_counts(logits, labels, where, threshold) -> Confusion:
         return jnp.sum(m & valid, axis=1, dtype=jnp.int32)
 
     return Confusion(
-        tp=count(pred & true), fp=count(pred & ~true), fn=count(~pred & true),
+        tp=count(pred & true),
+        fp=count(pred & ~true),
+        fn=count(~pred & true),
         tn=count(~pred & ~true),
-    )  # fmt: skip
+    )
 
 
 class ConfusionAccumulator:

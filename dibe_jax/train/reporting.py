@@ -109,8 +109,10 @@ def plot_history(records: list[dict[str, Any]], out_dir: str | Path) -> list[Pat
 
 def summary_table(records: list[dict[str, Any]]) -> str:
     """Markdown table of every evaluation."""
-    head = ("| epoch | step | train loss | val loss | IoU | PA | recall | OII | FP/FN |\n"
-            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|")  # fmt: skip
+    head = (
+        "| epoch | step | train loss | val loss | IoU | PA | recall | OII | FP/FN |\n"
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    )
     rows = []
     for r in records:
         x = r["fp_fn_ratio"]

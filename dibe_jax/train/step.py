@@ -31,8 +31,9 @@ __all__ = ["Steps", "make_mesh", "make_steps", "replicate", "shard_batch"]
 def make_mesh(devices: list | None = None) -> jax.sharding.Mesh:
     """A 1-D mesh named ``data`` over ``devices`` (default: every device of every process)."""
     devices = jax.devices() if devices is None else devices
-    return jax.sharding.Mesh(np.asarray(devices), ("data",),
-                             axis_types=(jax.sharding.AxisType.Auto,))  # fmt: skip
+    return jax.sharding.Mesh(
+        np.asarray(devices), ("data",), axis_types=(jax.sharding.AxisType.Auto,)
+    )
 
 
 def shard_batch(batch: dict[str, np.ndarray], mesh: jax.sharding.Mesh) -> dict[str, jax.Array]:
