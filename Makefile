@@ -26,6 +26,7 @@ analyze: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check dibe_jax tests benchmarks experiments
+	$(VENV)/bin/ruff format --check dibe_jax tests benchmarks experiments
 	$(PY) -m pytest -q -n 2
 
 # Benchmarks need the PyTorch CPU wheel (never a runtime dependency).
