@@ -25,7 +25,8 @@ def test_main_job_learns(tmp_path):
         },
     )
     record = train.train_and_evaluate(config, tmp_path / "run")
-    # the full 12-epoch demo reaches IoU ~0.85; 4 epochs gave 0.68 when this floor was set
+    # the full 12-epoch demo reaches IoU 0.85-0.90 depending on the CPU (README); 4 epochs
+    # gave 0.68 when this floor was set and 0.74 on the AVX-512-less CPU of 2026-11-30
     assert record["iou"] >= 0.4, record
     assert record["oii"] == pytest.approx(record["oii"])  # finite
     assert abs(record["oii"]) < 0.9
