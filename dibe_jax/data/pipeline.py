@@ -134,11 +134,13 @@ class ArraySource(Sequence):
 
 
 class _Strided(Sequence):
-    """Examples ``start, start + step, ...`` of ``source`` (one process's evaluation shard)."""
+    """Examples ``start, start + step, ...`` of ``source`` (one process's evaluation shard, or
+    the whole of a source whose ``repr`` would change between processes)."""
 
-    def __init__(self, source: Sequence, start: int, step: int) -> None:
+    def __init__(self, source: Sequence, start: int, step: int, *, name: str | None = None):
         self._source, self._start, self._step = source, start, step
         self._len = len(range(start, len(source), step))
+        self._name = name  # shown instead of repr(source) (one without a memory address)
 
     def __len__(self) -> int:
         return self._len
@@ -149,7 +151,8 @@ class _Strided(Sequence):
         return self._source[self._start + i * self._step]
 
     def __repr__(self) -> str:
-        return f"_Strided({self._source!r}, start={self._start}, step={self._step})"
+        inner = f"{self._name}(len={len(self._source)})" if self._name else repr(self._source)
+        return f"_Strided({inner}, start={self._start}, step={self._step})"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -328,6 +331,10 @@ def make_loader(
         shard_index = jax.process_index() if shard_index is None else shard_index
         shard_count = jax.process_count() if shard_count is None else shard_count
     drop_remainder = train if drop_remainder is None else drop_remainder
+    if " at 0x" in repr(source):
+        # grain checks repr(source) when a saved iterator state is restored; a default repr
+        # holds a memory address that differs in a resumed process.
+        source = _Strided(source, 0, 1, name=type(source).__name__)
     if not train and shard_count > 1:
         # grain's shards drop the remainder even when asked not to; evaluation must see
         # every example once, so each process reads every shard_count-th one itself.
