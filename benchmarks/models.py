@@ -100,6 +100,7 @@ def jax_case(
     compiled = jax.jit(step).lower(state, x, y).compile()
     compile_s = time.perf_counter() - t
     flops = _flops(compiled)
+
     def run() -> Any:
         return jax.block_until_ready(compiled(state, x, y))
 
@@ -107,52 +108,132 @@ def jax_case(
     return {"seconds": seconds, "flops": flops, "params": params, "compile": compile_s}
 
 
-def torch_unet(width: int, in_channels: int = 3, num_classes: int = 1, num_stages: int = 4):
-    """PyTorch eager U-Net with the architecture of ``dibe_jax.models.UNet`` (bilinear)."""
+def torch_unet(
+    width: int,
+    in_channels: int = 3,
+    num_classes: int = 1,
+    num_stages: int = 4,
+    *,
+    upsampling: str = "bilinear",
+    align_corners: bool = True,
+    bn_running_var: str = "unbiased",
+):
+    """PyTorch eager U-Net with the architecture of ``dibe_jax.models.UNet``.
+
+    ``x [B, in_channels, H, W] -> logits [B, num_classes, H, W]`` (NCHW), ``H`` and ``W``
+    multiples of ``2**num_stages``. Layers as milesial/Pytorch-UNet (the DIBE paper's U-Net):
+    ``(Conv3x3(padding=1, bias=False) -> BatchNorm2d -> ReLU) x 2`` per unit, 2x2 max pooling,
+    bilinear x2 upsampling (``align_corners``) with the bottleneck and decoder halved
+    (``upsampling="bilinear"``), or ``ConvTranspose2d(2, stride=2)`` (``"transposed"``), the
+    skip concatenated before the upsampled map, a 1x1 head with bias. PyTorch's default
+    initialisation (``kaiming_uniform_(a=sqrt(5))``), BatchNorm ``momentum=0.1, eps=1e-5``.
+
+    Module names mirror the JAX module tree, so ``model.state_dict()`` keys are the JAX
+    paths joined by dots with the leaf renamed (see ``experiments/parity_torch.py``):
+    ``backbone.units.{i}.conv{1,2}.conv.weight`` ↔ ``backbone/units/i/conv{1,2}/conv/kernel``,
+    ``...bn.{weight,bias,running_mean,running_var}`` ↔ ``.../bn/{scale,bias,mean,var}``,
+    ``decoder.{j}...``, ``ups.{j}.{weight,bias}`` (transposed only) and ``head.{weight,bias}``.
+
+    ``bn_running_var``: ``"unbiased"`` (``nn.BatchNorm2d``: the running variance averages the
+    unbiased batch variance, ``n / (n - 1)`` times the one used to normalise) or ``"biased"``
+    (flax's ``nnx.BatchNorm``: the running variance averages the biased batch variance;
+    normalisation and running mean are unchanged).
+    """
     import torch
     from torch import nn
 
-    def double_conv(c_in: int, c_out: int, mid: int | None = None) -> nn.Sequential:
-        mid = c_out if mid is None else mid
-        return nn.Sequential(
-            nn.Conv2d(c_in, mid, 3, padding=1, bias=False),
-            nn.BatchNorm2d(mid),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(mid, c_out, 3, padding=1, bias=False),
-            nn.BatchNorm2d(c_out),
-            nn.ReLU(inplace=True),
-        )
+    if bn_running_var not in ("unbiased", "biased"):
+        raise ValueError(f"bn_running_var must be 'unbiased' or 'biased'; got {bn_running_var!r}")
+    if upsampling not in ("bilinear", "transposed"):
+        raise ValueError(f"upsampling must be 'bilinear' or 'transposed'; got {upsampling!r}")
+
+    class BiasedBatchNorm2d(nn.BatchNorm2d):
+        """``nn.BatchNorm2d`` whose running variance tracks the biased batch variance (flax)."""
+
+        def forward(self, x):
+            if not self.training:
+                return super().forward(x)
+            with torch.no_grad():
+                mean = x.mean(dim=(0, 2, 3))
+                var = x.var(dim=(0, 2, 3), unbiased=False)
+                self.running_mean.lerp_(mean, self.momentum)
+                self.running_var.lerp_(var, self.momentum)
+                self.num_batches_tracked += 1
+            return nn.functional.batch_norm(
+                x, None, None, self.weight, self.bias, True, 0.0, self.eps
+            )
+
+    batch_norm = nn.BatchNorm2d if bn_running_var == "unbiased" else BiasedBatchNorm2d
+
+    class ConvBN(nn.Module):
+        def __init__(self, c_in: int, c_out: int):
+            super().__init__()
+            self.conv = nn.Conv2d(c_in, c_out, 3, padding=1, bias=False)
+            self.bn = batch_norm(c_out, momentum=0.1, eps=1e-5)
+
+        def forward(self, x):
+            return torch.relu(self.bn(self.conv(x)))
+
+    class DoubleConv(nn.Module):
+        def __init__(self, c_in: int, c_out: int, mid: int | None = None):
+            super().__init__()
+            mid = c_out if mid is None else mid
+            self.conv1 = ConvBN(c_in, mid)
+            self.conv2 = ConvBN(mid, c_out)
+
+        def forward(self, x):
+            return self.conv2(self.conv1(x))
+
+    class Encoder(nn.Module):
+        def __init__(self, features: list[int]):
+            super().__init__()
+            inputs = [in_channels, *features[:-1]]
+            self.units = nn.ModuleList(
+                DoubleConv(a, b) for a, b in zip(inputs, features, strict=True)
+            )
+
+        def forward(self, x):
+            outs = []
+            for i, unit in enumerate(self.units):
+                if i:
+                    x = nn.functional.max_pool2d(x, 2)
+                x = unit(x)
+                outs.append(x)
+            return outs
 
     class UNet(nn.Module):
         def __init__(self):
             super().__init__()
-            features = [width * 2**i for i in range(num_stages)] + [width * 2**num_stages // 2]
-            inputs = [in_channels, *features[:-1]]
-            self.encoder = nn.ModuleList(
-                double_conv(a, b) for a, b in zip(inputs, features, strict=True)
-            )
-            decoder, deep = [], features[-1]
+            factor = 2 if upsampling == "bilinear" else 1
+            features = [width * 2**i for i in range(num_stages)]
+            features.append(width * 2**num_stages // factor)
+            self.backbone = Encoder(features)
+            decoder, ups, deep = [], [], features[-1]
             for i in reversed(range(num_stages)):
                 skip = features[i]
-                out = skip // 2 if i else skip
-                decoder.append(double_conv(skip + deep, out, (skip + deep) // 2))
-                deep = out
+                if upsampling == "transposed":
+                    ups.append(nn.ConvTranspose2d(deep, deep // 2, 2, stride=2))
+                    decoder.append(DoubleConv(skip + deep // 2, skip))
+                    deep = skip
+                else:
+                    out = skip // 2 if i else skip
+                    decoder.append(DoubleConv(skip + deep, out, (skip + deep) // 2))
+                    deep = out
+            self.ups = nn.ModuleList(ups)
             self.decoder = nn.ModuleList(decoder)
-            self.head = nn.Conv2d(width, num_classes, 1)
+            self.head = nn.Conv2d(deep, num_classes, 1)
 
         def forward(self, x):
-            skips = []
-            for i, unit in enumerate(self.encoder):
-                if i:
-                    x = nn.functional.max_pool2d(x, 2)
-                x = unit(x)
-                skips.append(x)
+            skips = self.backbone(x)
             y = skips.pop()
-            for unit in self.decoder:
+            for j, unit in enumerate(self.decoder):
                 skip = skips.pop()
-                y = nn.functional.interpolate(
-                    y, size=skip.shape[-2:], mode="bilinear", align_corners=True
-                )
+                if self.ups:
+                    y = self.ups[j](y)
+                else:
+                    y = nn.functional.interpolate(
+                        y, size=skip.shape[-2:], mode="bilinear", align_corners=align_corners
+                    )
                 y = unit(torch.cat([skip, y], dim=1))
             return self.head(y)
 
@@ -192,19 +273,25 @@ def _config(name: str, width: int, dtype: str, depth: int) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", nargs="+", default=list(models.names()),
-                        choices=list(models.names()))  # fmt: skip
+    parser.add_argument(
+        "--models", nargs="+", default=list(models.names()), choices=list(models.names())
+    )
     parser.add_argument("--sizes", type=int, nargs="+", default=[224, 448])
-    parser.add_argument("--widths", nargs="+", default=["paper", "small"],
-                        help="'paper' (64), 'small' (--small-width) or integers")  # fmt: skip
+    parser.add_argument(
+        "--widths",
+        nargs="+",
+        default=["paper", "small"],
+        help="'paper' (64), 'small' (--small-width) or integers",
+    )
     parser.add_argument("--small-width", type=int, default=16)
     parser.add_argument("--dtypes", nargs="+", default=list(DTYPES), choices=list(DTYPES))
     parser.add_argument("--depth", type=int, default=50, help="ResNet depth of PSPNet/DeepLabv3")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps before timing")
-    parser.add_argument("--quick", action="store_true",
-                        help="224 only, small width (U-Net also at 64), 2 repeats")  # fmt: skip
+    parser.add_argument(
+        "--quick", action="store_true", help="224 only, small width (U-Net also at 64), 2 repeats"
+    )
     parser.add_argument("--no-torch", action="store_true")
     parser.add_argument("--out", type=Path, help="also write the Markdown table here")
     args = parser.parse_args(argv)
@@ -233,14 +320,21 @@ def main(argv: list[str] | None = None) -> str:
                     if name == "unet" and not args.no_torch:
                         t = torch_case(width, size, dtype, args.batch, args.repeats, args.warmup)
                         if t["params"] != j["params"]:
-                            raise AssertionError(f"PyTorch U-Net has {t['params']} parameters, "
-                                                 f"JAX {j['params']}")  # fmt: skip
+                            raise AssertionError(
+                                f"PyTorch U-Net has {t['params']} parameters, JAX {j['params']}"
+                            )
                     rows.append((name, width, size, dtype, j, t))
                     gc.collect()
-                    print(f"{name} w{width} {size} {dtype}: jax "
-                          f"{j['seconds'] / args.batch * 1e3:.0f} ms/img"
-                          + ("" if t is None else f", torch {t['seconds'] / args.batch * 1e3:.0f}"
-                             " ms/img"), flush=True)  # fmt: skip
+                    print(
+                        f"{name} w{width} {size} {dtype}: jax "
+                        f"{j['seconds'] / args.batch * 1e3:.0f} ms/img"
+                        + (
+                            ""
+                            if t is None
+                            else f", torch {t['seconds'] / args.batch * 1e3:.0f} ms/img"
+                        ),
+                        flush=True,
+                    )
     load_after = os.getloadavg()
 
     dev = jax.devices()[0]

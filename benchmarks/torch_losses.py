@@ -87,8 +87,7 @@ def exp_log(z, y, theta=0.5, lam=0.25, gamma_ce=1.0, gamma_dc=1.0, eps=1.0):
     return theta * _mean(ce) + (1 - theta) * (-torch.log(dc)).clamp_min(1e-12) ** gamma_dc
 
 
-def hybrid_focal(z, y, theta=0.5, lam=0.25, gamma=2.0, alpha=0.3, beta=0.7, gamma_ft=0.75,
-                 eps=1.0):  # fmt: skip
+def hybrid_focal(z, y, theta=0.5, lam=0.25, gamma=2.0, alpha=0.3, beta=0.7, gamma_ft=0.75, eps=1.0):
     ft = focal_tversky(z, y, alpha, beta, gamma_ft, eps)
     return theta * focal(z, y, lam, gamma) + (1 - theta) * ft
 
@@ -100,6 +99,18 @@ def dibe(z, y, theta=0.5, lam=0.25, gamma=2.0, alpha=0.3, beta=0.7, eps=1.0):
 
 LOSSES = {
     f.__name__: f
-    for f in (bce, wbce, focal, dibe_dis, dice, tversky, focal_tversky, dibe_reg, combo,
-              exp_log, hybrid_focal, dibe)
-}  # fmt: skip
+    for f in (
+        bce,
+        wbce,
+        focal,
+        dibe_dis,
+        dice,
+        tversky,
+        focal_tversky,
+        dibe_reg,
+        combo,
+        exp_log,
+        hybrid_focal,
+        dibe,
+    )
+}

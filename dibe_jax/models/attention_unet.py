@@ -27,7 +27,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from dibe_jax.models import ops
-from dibe_jax.models.blocks import BN_EPSILON, BN_MOMENTUM, Dtype, he_normal
+from dibe_jax.models.blocks import BN_EPSILON, BN_MOMENTUM, Dtype, conv_initializers
 from dibe_jax.models.unet import UNet
 
 __all__ = ["AttentionGate", "AttentionUNet"]
@@ -38,7 +38,8 @@ class AttentionGate(nnx.Module):
 
     ``x [B, H, W, skip_features]``, ``g [B, H/2, W/2, gate_features]`` ->
     ``[B, H, W, skip_features]``. The attention coefficients of the last call are not stored;
-    :meth:`coefficients` returns them (``[B, H, W, 1]`` in ``[0, 1]``).
+    :meth:`coefficients` returns them (``[B, H, W, 1]`` in ``[0, 1]``). ``kernel_init`` is a
+    scheme of :func:`~dibe_jax.models.blocks.conv_initializers` (the U-Net's option).
     """
 
     def __init__(
@@ -48,18 +49,30 @@ class AttentionGate(nnx.Module):
         *,
         inter_features: int | None = None,
         align_corners: bool = True,
+        kernel_init: str = "he_normal_fan_out",
         dtype: Dtype = jnp.float32,
         param_dtype: Dtype = jnp.float32,
         rngs: nnx.Rngs,
     ):
         inter = max(1, skip_features // 2) if inter_features is None else inter_features
-        kw = dict(dtype=dtype, param_dtype=param_dtype, kernel_init=he_normal, rngs=rngs)
+        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+
+        def init(fan_in: int) -> dict:
+            return conv_initializers(kernel_init, fan_in)
+
         self.theta = nnx.Conv(
-            skip_features, inter, (2, 2), strides=(2, 2), padding="VALID", use_bias=False, **kw
+            skip_features,
+            inter,
+            (2, 2),
+            strides=(2, 2),
+            padding="VALID",
+            use_bias=False,
+            **init(4 * skip_features),
+            **kw,
         )
-        self.phi = nnx.Conv(gate_features, inter, (1, 1), **kw)
-        self.psi = nnx.Conv(inter, 1, (1, 1), **kw)
-        self.out = nnx.Conv(skip_features, skip_features, (1, 1), **kw)
+        self.phi = nnx.Conv(gate_features, inter, (1, 1), **init(gate_features), **kw)
+        self.psi = nnx.Conv(inter, 1, (1, 1), **init(inter), **kw)
+        self.out = nnx.Conv(skip_features, skip_features, (1, 1), **init(skip_features), **kw)
         self.bn = nnx.BatchNorm(
             skip_features,
             momentum=BN_MOMENTUM,

@@ -8,7 +8,9 @@ Conventions (the same in every model of :mod:`dibe_jax.models`):
   PyTorch reference implementations, so a stride-2 layer maps ``H`` to ``H / 2`` for even ``H``.
 * BatchNorm uses ``momentum=0.9`` and ``epsilon=1e-5`` (PyTorch's ``momentum=0.1``, ``eps=1e-5``).
 * Convolution kernels use He (Kaiming) normal initialisation with ``fan_out``, as torchvision's
-  ResNet and VGG.
+  ResNet and VGG (``kernel_init="he_normal_fan_out"``, biases 0). ``kernel_init="torch_default"``
+  is what an ``nn.Conv2d`` / ``nn.ConvTranspose2d`` gets when nobody initialises it; see
+  :func:`conv_initializers` (the U-Net and Attention U-Net take it as a model option).
 * ``dtype`` is the computation dtype (e.g. ``jnp.bfloat16``), ``param_dtype`` the storage dtype
   of the parameters (``float32``); BatchNorm statistics are always computed in float32.
 """
@@ -25,18 +27,69 @@ from flax import nnx
 __all__ = [
     "BN_EPSILON",
     "BN_MOMENTUM",
+    "KERNEL_INITS",
     "ConvBN",
     "DoubleConv",
     "Dtype",
     "bilinear_kernel_init",
+    "conv_initializers",
     "conv_transpose",
     "he_normal",
+    "torch_bias_init",
+    "torch_kernel_init",
 ]
 
 Dtype = Any
 BN_MOMENTUM = 0.9
 BN_EPSILON = 1e-5
 he_normal = nnx.initializers.variance_scaling(2.0, "fan_out", "normal")
+# PyTorch's default ``kaiming_uniform_(w, a=sqrt(5))``: gain sqrt(2 / (1 + a^2)) = sqrt(1/3), bound
+# gain * sqrt(3 / fan_in) = 1 / sqrt(fan_in), i.e. U(-1/sqrt(fan_in), 1/sqrt(fan_in)), std
+# 1 / sqrt(3 fan_in); flax's variance_scaling(1/3, "fan_in", "uniform") has that bound exactly.
+torch_kernel_init = nnx.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+KERNEL_INITS = ("he_normal_fan_out", "torch_default")
+
+
+def torch_bias_init(fan_in: int):
+    """PyTorch's default bias initialiser of a layer with ``fan_in`` inputs per output:
+    ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))`` (``nn.Conv2d.reset_parameters``)."""
+    bound = 1.0 / float(np.sqrt(fan_in))
+
+    def init(key: jax.Array, shape: tuple[int, ...], dtype: Dtype = jnp.float32) -> jax.Array:
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return init
+
+
+def conv_initializers(kernel_init: str, fan_in: int, *, transposed: bool = False) -> dict[str, Any]:
+    """``kernel_init`` / ``bias_init`` keyword arguments of ``nnx.Conv`` for a named scheme.
+
+    Args:
+      kernel_init: ``"he_normal_fan_out"`` (default of every model here): kernel
+        ``N(0, 2 / fan_out)`` with ``fan_out = kh * kw * out`` (torchvision's ResNet/VGG),
+        biases 0. ``"torch_default"``: PyTorch's unchanged ``nn.Conv2d`` initialisation,
+        kernel ``U(-b, b)`` with ``b = 1 / sqrt(fan_in)`` (std ``1 / sqrt(3 fan_in)``,
+        ``kaiming_uniform_(a=sqrt(5))``) and bias ``U(-b, b)``.
+      fan_in: what PyTorch calls the layer's fan-in: ``kh * kw * in`` for a convolution. For a
+        transposed convolution PyTorch's weight is ``[in, out, kh, kw]`` and its fan-in is
+        ``kh * kw * out`` (dimension 1); pass that, with ``transposed=True``.
+      transposed: the layer is an ``nnx.ConvTranspose`` with kernel ``[kh, kw, in, out]``, so
+        PyTorch's fan-in is flax's ``fan_out`` axis.
+
+    Returns:
+      ``{"kernel_init": ..., "bias_init": ...}``.
+
+    >>> init = conv_initializers("torch_default", 27)
+    >>> w = init["kernel_init"](jax.random.key(0), (3, 3, 3, 1000))
+    >>> bool(jnp.abs(w).max() <= 1 / 27**0.5), round(float(w.std() * (3 * 27) ** 0.5), 1)
+    (True, 1.0)
+    """
+    check_choice(kernel_init, KERNEL_INITS, "kernel_init")
+    if kernel_init == "he_normal_fan_out":
+        return {"kernel_init": he_normal, "bias_init": nnx.initializers.zeros}
+    mode = "fan_out" if transposed else "fan_in"
+    kernel = nnx.initializers.variance_scaling(1.0 / 3.0, mode, "uniform")
+    return {"kernel_init": kernel, "bias_init": torch_bias_init(fan_in)}
 
 
 def canonical_dtype(dtype: Dtype, name: str) -> jnp.dtype:
@@ -80,6 +133,7 @@ class ConvBN(nnx.Module):
     """``Conv(k x k, stride, dilation) -> BatchNorm (optional) -> ReLU (optional)``.
 
     ``x [B, H, W, in_features] -> [B, ceil(H / strides), ceil(W / strides), out_features]``.
+    ``kernel_init`` names the initialisation scheme of :func:`conv_initializers`.
     """
 
     def __init__(
@@ -93,11 +147,13 @@ class ConvBN(nnx.Module):
         use_bias: bool = False,
         batch_norm: bool = True,
         activation: bool = True,
+        kernel_init: str = "he_normal_fan_out",
         dtype: Dtype = jnp.float32,
         param_dtype: Dtype = jnp.float32,
         rngs: nnx.Rngs,
     ):
         pad = dilation * (kernel_size - 1) // 2
+        inits = conv_initializers(kernel_init, kernel_size * kernel_size * in_features)
         self.conv = nnx.Conv(
             in_features,
             out_features,
@@ -108,8 +164,8 @@ class ConvBN(nnx.Module):
             use_bias=use_bias,
             dtype=dtype,
             param_dtype=param_dtype,
-            kernel_init=he_normal,
             rngs=rngs,
+            **inits,
         )
         self.bn = (
             nnx.BatchNorm(
@@ -137,7 +193,8 @@ class DoubleConv(nnx.Module):
     with BatchNorm as in the common PyTorch implementation).
 
     ``x [B, H, W, in_features] -> [B, H, W, out_features]``; the first convolution outputs
-    ``mid_features`` (default ``out_features``). Convolutions have no bias (BatchNorm follows).
+    ``mid_features`` (default ``out_features``). Convolutions have no bias (BatchNorm follows);
+    ``kernel_init`` is a scheme of :func:`conv_initializers`.
     """
 
     def __init__(
@@ -146,12 +203,13 @@ class DoubleConv(nnx.Module):
         out_features: int,
         mid_features: int | None = None,
         *,
+        kernel_init: str = "he_normal_fan_out",
         dtype: Dtype = jnp.float32,
         param_dtype: Dtype = jnp.float32,
         rngs: nnx.Rngs,
     ):
         mid_features = out_features if mid_features is None else mid_features
-        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        kw = dict(kernel_init=kernel_init, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.conv1 = ConvBN(in_features, mid_features, 3, **kw)
         self.conv2 = ConvBN(mid_features, out_features, 3, **kw)
 
@@ -194,10 +252,17 @@ def conv_transpose(
 
     Equivalent to ``torch.nn.ConvTranspose2d(kernel_size, stride, padding=(k - s) // 2)``: in
     ``lax.conv_transpose`` terms the dilated input is padded by ``k - 1 - (k - s) // 2`` per side.
-    Requires ``kernel_size - strides`` even.
+    The kernel is ``[k, k, in, out]`` and is not flipped, so a PyTorch weight ``w [in, out, k, k]``
+    corresponds to ``w.permute(2, 3, 0, 1)[::-1, ::-1]``. Requires ``kernel_size - strides`` even.
+    ``kernel_init`` is an initialiser or a scheme name of :func:`conv_initializers` (then the
+    bias follows the same scheme, with PyTorch's transposed fan-in ``k * k * out``).
     """
     if (kernel_size - strides) % 2:
         raise ValueError(f"kernel_size - strides must be even; got {kernel_size}, {strides}")
+    inits: dict[str, Any] = {"kernel_init": kernel_init}
+    if isinstance(kernel_init, str):
+        fan_in = kernel_size * kernel_size * out_features
+        inits = conv_initializers(kernel_init, fan_in, transposed=True)
     pad = kernel_size - 1 - (kernel_size - strides) // 2
     return nnx.ConvTranspose(
         in_features,
@@ -206,8 +271,8 @@ def conv_transpose(
         strides=(strides, strides),
         padding=((pad, pad), (pad, pad)),
         use_bias=use_bias,
-        kernel_init=kernel_init,
         dtype=dtype,
         param_dtype=param_dtype,
         rngs=rngs,
+        **inits,
     )

@@ -47,8 +47,8 @@ def config_keys(name: str) -> tuple[str, ...]:
     """The configuration keys that :func:`create` accepts for model ``name``.
 
     >>> config_keys("unet")
-    ('width', 'num_stages', 'upsampling', 'align_corners', 'dropout_rate', 'dtype', \
-'param_dtype', 'backbone_checkpoint')
+    ('width', 'num_stages', 'upsampling', 'align_corners', 'dropout_rate', 'kernel_init', \
+'dtype', 'param_dtype', 'backbone_checkpoint')
     """
     params = inspect.signature(_model_class(name).__init__).parameters
     return tuple(k for k in params if k not in _FIXED)

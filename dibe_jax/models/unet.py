@@ -18,6 +18,15 @@ Dropout: the original places dropout "at the end of the contracting path" (its C
 0.5 on the outputs of the two deepest encoder units). ``dropout_rate`` enables exactly that;
 the default 0.0 is the DIBE paper's (milesial's) U-Net, which has none.
 
+Initialisation: ``kernel_init="he_normal_fan_out"`` (default) draws every convolution kernel from
+``N(0, 2 / fan_out)`` with zero biases; ``kernel_init="torch_default"`` reproduces a PyTorch U-Net
+that nobody initialised by hand (``nn.Conv2d``'s ``kaiming_uniform_(a=sqrt(5))``: kernel and bias
+``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``, kernel std ``1/sqrt(3 fan_in)``), about ``sqrt(6)`` times
+smaller kernels for ``fan_in = fan_out``. With BatchNorm after every convolution the output does
+not depend on a kernel's scale but its effective learning rate does (``lr / ||w||^2``), so the two
+train differently at the same learning rate; ``experiments/parity_torch.py --init-study`` measures
+it. BatchNorm scales start at 1 and offsets at 0 in both.
+
 Input sizes: ``H`` and ``W`` must be multiples of ``2**num_stages`` (16 by default: 112, 224 and
 448 are all accepted).
 """
@@ -30,14 +39,15 @@ from flax import nnx
 
 from dibe_jax.models import ops
 from dibe_jax.models.blocks import (
+    KERNEL_INITS,
     DoubleConv,
     Dtype,
     canonical_dtype,
     check_choice,
     check_positive_int,
     check_rate,
+    conv_initializers,
     conv_transpose,
-    he_normal,
 )
 from dibe_jax.models.checkpoint import load_backbone
 
@@ -58,11 +68,12 @@ class UNetEncoder(nnx.Module):
         features: tuple[int, ...],
         *,
         dropout_rate: float = 0.0,
+        kernel_init: str = "he_normal_fan_out",
         dtype: Dtype = jnp.float32,
         param_dtype: Dtype = jnp.float32,
         rngs: nnx.Rngs,
     ):
-        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        kw = dict(kernel_init=kernel_init, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         inputs = (in_channels, *features[:-1])
         self.units = nnx.List(
             [DoubleConv(c_in, c_out, **kw) for c_in, c_out in zip(inputs, features, strict=True)]
@@ -94,6 +105,9 @@ class UNet(nnx.Module):
       upsampling: ``"bilinear"`` (default, DIBE / milesial) or ``"transposed"`` (original).
       align_corners: bilinear upsampling convention (``True``, as milesial).
       dropout_rate: dropout at the end of the contracting path (default 0.0: none).
+      kernel_init: ``"he_normal_fan_out"`` (default) or ``"torch_default"`` (PyTorch's default
+        ``nn.Conv2d`` initialisation, biases included); see
+        :func:`~dibe_jax.models.blocks.conv_initializers`. BatchNorm starts at scale 1, offset 0.
       dtype: computation dtype (e.g. ``jnp.bfloat16``); the logits are returned in float32.
       param_dtype: parameter dtype.
       backbone_checkpoint: optional ``.npz`` file or orbax directory with the weights of the
@@ -102,8 +116,8 @@ class UNet(nnx.Module):
 
     Parameter count at ``width=64``, 3 input channels, 1 class: 17,262,977 (bilinear) and
     31,037,633 (transposed); the arithmetic is in ``tests/test_models.py``. The original (one input
-channel, two classes, convolution biases, no BatchNorm) has 31,030,658; the difference is the
-third input channel (+1,152), one class (-65) and BN replacing the biases (+5,888).
+    channel, two classes, convolution biases, no BatchNorm) has 31,030,658; the difference is the
+    third input channel (+1,152), one class (-65) and BN replacing the biases (+5,888).
     """
 
     model_name = "unet"
@@ -118,6 +132,7 @@ third input channel (+1,152), one class (-65) and BN replacing the biases (+5,88
         upsampling: str = "bilinear",
         align_corners: bool = True,
         dropout_rate: float = 0.0,
+        kernel_init: str = "he_normal_fan_out",
         dtype: Dtype = jnp.float32,
         param_dtype: Dtype = jnp.float32,
         backbone_checkpoint: str | None = None,
@@ -132,7 +147,8 @@ third input channel (+1,152), one class (-65) and BN replacing the biases (+5,88
         self.dtype = canonical_dtype(dtype, "dtype")
         param_dtype = canonical_dtype(param_dtype, "param_dtype")
         self.input_multiple = 2**n
-        kw = dict(dtype=self.dtype, param_dtype=param_dtype, rngs=rngs)
+        self.kernel_init = check_choice(kernel_init, KERNEL_INITS, "kernel_init")
+        kw = dict(kernel_init=kernel_init, dtype=self.dtype, param_dtype=param_dtype, rngs=rngs)
 
         factor = 2 if upsampling == "bilinear" else 1
         features = tuple(width * 2**i for i in range(n)) + (width * 2**n // factor,)
@@ -162,16 +178,17 @@ third input channel (+1,152), one class (-65) and BN replacing the biases (+5,88
             deep,
             num_classes,
             (1, 1),
-            kernel_init=he_normal,
             param_dtype=param_dtype,
             dtype=self.dtype,
             rngs=rngs,
+            **conv_initializers(kernel_init, deep),
         )
         if backbone_checkpoint is not None:
             load_backbone(self.backbone, backbone_checkpoint)
 
     def _make_gate(self, skip_features: int, gate_features: int, **kw) -> nnx.Module | None:
-        """Hook for :class:`~dibe_jax.models.attention_unet.AttentionUNet` (no gate here)."""
+        """Hook for :class:`~dibe_jax.models.attention_unet.AttentionUNet` (no gate here);
+        ``kw`` holds ``kernel_init``, ``dtype``, ``param_dtype`` and ``rngs``."""
         del skip_features, gate_features, kw
         return None
 
