@@ -59,10 +59,14 @@ def sigmoid_parts(logits: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array, j
     logit (no ``1 - p`` cancellation, no ``log(0)``), and sharing ``e`` and ``s`` halves the
     transcendentals of computing them separately.
     """
-    e = jnp.exp(-jnp.abs(logits))
-    s = jnp.log1p(e)
     nonneg = logits >= 0
+    # |z| and min(±z, 0) through one `where` each, so their derivatives at z = 0 agree
+    # (jnp.abs has derivative 1 there, jnp.minimum 0.5): d log p / dz = 1 - p exactly.
+    a = jnp.where(nonneg, logits, -logits)
+    e = jnp.exp(-a)
+    s = jnp.log1p(e)
     inv = 1 / (1 + e)
     p = jnp.where(nonneg, 1.0, e) * inv
     q = jnp.where(nonneg, e, 1.0) * inv
-    return p, q, jnp.minimum(logits, 0) - s, jnp.minimum(-logits, 0) - s
+    zero = jnp.zeros_like(logits)
+    return p, q, jnp.where(nonneg, zero, logits) - s, jnp.where(nonneg, -logits, zero) - s
