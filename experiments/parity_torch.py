@@ -721,23 +721,33 @@ def passes(report: dict[str, Any], *, loss_tol: float = 1e-4, param_tol: float =
 # ------------------------------------------------------------------------------ CFD studies
 
 
+CFD_LOSSES = ("dibe", "focal_tversky")
+
+
+def _cfd_run_name(loss: str, stem: str) -> str:
+    # DIBE runs keep their first names, so studies written before the loss option read back
+    return stem if loss == "dibe" else f"{loss}_{stem}"
+
+
 def cfd_config(
     *,
     kernel_init: str,
     seed: int,
+    loss: str = "dibe",
     epochs: int,
     eval_every: int,
     tfds_dir: str | None = None,
     manual_dir: str | None = None,
 ) -> train.Config:
-    """U-Net width 16 on CFD 160x160 tiles, batch 32, SGD 0.01/0.9, DIBE, augmentation on."""
+    """U-Net width 16 on CFD 160x160 tiles, batch 32, SGD 0.01/0.9, ``loss`` (DIBE or FT with
+    the paper's hyperparameters), augmentation on."""
     from experiments import common
 
     config = train.Config()
     config.model.name = "unet"
     config.model.options["width"] = 16
     config.model.options["kernel_init"] = kernel_init
-    config.loss.name = "dibe"
+    config.loss.name = loss
     config.data.dataset = "crackforest/label2"
     config.data.data_dir = tfds_dir or os.fspath(common.tfds_dir())
     config.data.manual_dir = manual_dir or os.fspath(common.data_root() / "crackforest")
@@ -764,6 +774,7 @@ def init_study(
     eval_every: int,
     out: Path,
     inits: Sequence[str] = ("he_normal_fan_out", "torch_default"),
+    loss: str = "dibe",
 ) -> dict[str, dict[int, list[dict[str, Any]]]]:
     """Train :func:`cfd_config` for each init and seed (seeds outer, so a cut-short study
     still has both inits of the first seed); ``{init: {seed: evaluation records}}``. A
@@ -771,36 +782,48 @@ def init_study(
     results: dict[str, dict[int, list[dict[str, Any]]]] = {k: {} for k in inits}
     for seed in seeds:
         for init in inits:
-            workdir = out / f"{init}_seed{seed}"
+            workdir = out / _cfd_run_name(loss, f"{init}_seed{seed}")
             records = _read_metrics(workdir)
             if not records or records[-1]["epoch"] < epochs:
                 config = cfd_config(
-                    kernel_init=init, seed=seed, epochs=epochs, eval_every=eval_every
+                    kernel_init=init, seed=seed, loss=loss, epochs=epochs, eval_every=eval_every
                 )
                 t0 = time.perf_counter()
                 train.train_and_evaluate(config, workdir, overwrite=True)
                 records = _read_metrics(workdir)
-                print(f"{init} seed {seed}: {time.perf_counter() - t0:.0f} s", flush=True)
+                print(f"{loss} {init} seed {seed}: {time.perf_counter() - t0:.0f} s", flush=True)
             results[init][seed] = records
     return results
 
 
 def torch_cfd(
-    *, seed: int, epochs: int, eval_every: int, out: Path, kernel_init: str = "torch_default"
+    *,
+    seed: int,
+    epochs: int,
+    eval_every: int,
+    out: Path,
+    kernel_init: str = "torch_default",
+    loss: str = "dibe",
 ) -> list[dict[str, Any]]:
     """The :func:`cfd_config` training with the PyTorch U-Net: initial weights copied from the
     JAX model of the same seed and ``kernel_init``, the batches of
     :func:`dibe_jax.data.make_loader` with the training loop's seeds and augmentation (so the
     same images in the same order), ``torch.optim.SGD``, ``benchmarks.torch_losses.dibe``,
     evaluation with :mod:`dibe_jax.metrics` on the whole validation split. Records go to
-    ``<out>/metrics.jsonl``, one per evaluation, with the keys of the JAX loop's."""
+    ``<out>/metrics.jsonl``, one per evaluation, with the keys of the JAX loop's; a finished
+    run is read back, not retrained."""
     import torch
 
     from benchmarks.models import torch_unet
     from dibe_jax import datasets, metrics
     from dibe_jax.data import augment, pipeline
 
-    config = cfd_config(kernel_init=kernel_init, seed=seed, epochs=epochs, eval_every=eval_every)
+    records = _read_metrics(out)
+    if records and records[-1]["epoch"] >= epochs:
+        return records
+    config = cfd_config(
+        kernel_init=kernel_init, seed=seed, loss=loss, epochs=epochs, eval_every=eval_every
+    )
     builder = datasets.prepare(
         config.data.dataset, data_dir=config.data.data_dir, manual_dir=config.data.manual_dir
     )
@@ -810,7 +833,7 @@ def torch_cfd(
     tm = torch_unet(16)
     copy_to_torch(_model_of(train_gd, state), tm)
     del state
-    loss_fn = torch_loss_fn("dibe")
+    loss_fn = torch_loss_fn(loss)
     opt = torch.optim.SGD(tm.parameters(), lr=config.optim.lr, momentum=config.optim.momentum)
     kwargs = dict(
         batch_size=config.batch_size,
@@ -928,6 +951,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=["he_normal_fan_out", "torch_default"],
         choices=["he_normal_fan_out", "torch_default"],
     )
+    parser.add_argument(
+        "--cfd-loss", default="dibe", choices=list(CFD_LOSSES), help="loss of the CFD studies"
+    )
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--eval-every", type=int, default=2)
     parser.add_argument("--out", type=Path, default=REPO / "results" / "parity_torch")
@@ -943,18 +969,22 @@ def main(argv: Sequence[str] | None = None) -> int:
                 inits=args.inits,
                 eval_every=args.eval_every,
                 out=args.out / "init_study",
+                loss=args.cfd_loss,
             )
         if args.torch_cfd:
-            seed = args.seeds[0]
-            records = torch_cfd(
-                seed=seed,
-                epochs=args.epochs,
-                eval_every=args.eval_every,
-                out=args.out / "torch_cfd" / f"seed{seed}",
-            )
-            results["pytorch (torch_default)"] = {seed: records}
+            results["pytorch (torch_default)"] = {
+                seed: torch_cfd(
+                    seed=seed,
+                    epochs=args.epochs,
+                    eval_every=args.eval_every,
+                    out=args.out / "torch_cfd" / _cfd_run_name(args.cfd_loss, f"seed{seed}"),
+                    loss=args.cfd_loss,
+                )
+                for seed in args.seeds
+            }
         text = study_markdown(results)
-        (args.out / "init_study.md").write_text(text + "\n")
+        name = _cfd_run_name(args.cfd_loss, "init_study") + ".md"
+        (args.out / name).write_text(text + "\n")
         print(text)
         return 0
 

@@ -34,6 +34,39 @@ def make_examples(n: int, seed: int, size: int = 32) -> list[dict]:
     return out
 
 
+SCRIPT = os.path.abspath(__file__)
+ROOT = os.path.dirname(os.path.dirname(SCRIPT))
+
+
+def run_script(*args: str, env: dict | None = None, check: bool = True):
+    """Run this script in a fresh interpreter; ``AssertionError`` with its stderr on failure."""
+    import subprocess
+
+    env = {**os.environ, "PYTHONPATH": ROOT, **(env or {})}
+    out = subprocess.run(
+        [sys.executable, SCRIPT, *args], capture_output=True, text=True, env=env, timeout=600
+    )
+    if check and out.returncode != 0:
+        raise AssertionError(f"script failed ({out.returncode}):\n{out.stderr[-3000:]}")
+    return out
+
+
+def uninterrupted_record(tmp_path_factory) -> dict:
+    """The final record of the uninterrupted 4-epoch run, trained once per test session and
+    shared by the tests that crash or interrupt the same run and resume it (under
+    pytest-xdist, by every worker: a file lock in the session's common temporary folder)."""
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    result = shared / "uninterrupted_run.json"
+    with FileLock(str(shared / "uninterrupted_run.lock")):
+        if not result.exists():
+            out = run_script(str(shared / "uninterrupted_run"), "--epochs", "4")
+            result.write_text(out.stdout.splitlines()[-1])
+    return json.loads(result.read_text())
+
+
 class KillingSource(Sequence):
     """A list of examples that sends ``sig`` to its own process on the N-th read (once)."""
 

@@ -17,7 +17,12 @@ import pytest
 from dibe_jax import cli, train
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _train_script import make_examples, tiny_config  # noqa: E402
+from _train_script import (  # noqa: E402
+    make_examples,
+    run_script,
+    tiny_config,
+    uninterrupted_record,
+)
 
 SCRIPT = Path(__file__).parent / "_train_script.py"
 ROOT = Path(__file__).resolve().parents[1]
@@ -317,31 +322,19 @@ def test_progress_counts_completed_steps():
 # -------------------------------------------------------------------------- SIGINT
 
 
-def _run_script(*args: str, check: bool = True):
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    out = subprocess.run(
-        [sys.executable, str(SCRIPT), *args], capture_output=True, text=True, env=env, timeout=600
-    )
-    if check and out.returncode != 0:
-        raise AssertionError(f"script failed ({out.returncode}):\n{out.stderr[-3000:]}")
-    return out
-
-
 @pytest.mark.slow
-def test_sigint_mid_epoch_saves_and_resume_matches_uninterrupted(tmp_path):
-    whole = json.loads(
-        _run_script(str(tmp_path / "whole"), "--epochs", "3").stdout.splitlines()[-1]
-    )
+def test_sigint_mid_epoch_saves_and_resume_matches_uninterrupted(tmp_path, tmp_path_factory):
+    whole = uninterrupted_record(tmp_path_factory)
     run = tmp_path / "run"
-    # 16 reads per epoch: the 40th is in the middle of epoch 3 (of 3)
-    out = _run_script(str(run), "--epochs", "3", "--signal-after", "40", check=False)
+    # 16 reads per epoch: the 40th is in the middle of epoch 3 (of 4)
+    out = run_script(str(run), "--epochs", "4", "--signal-after", "40", check=False)
     assert out.returncode == 130, out.stderr[-2000:]
     info = json.loads(out.stdout.splitlines()[-1])
     assert 4 < info["interrupted_at_step"] < whole["step"]  # mid-epoch, after epoch 2
-    resumed = _run_script(str(run), "--resume", "--epochs", "3")
+    resumed = run_script(str(run), "--resume", "--epochs", "4")
     assert _comparable(json.loads(resumed.stdout.splitlines()[-1])) == _comparable(whole)
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [r["epoch"] for r in lines] == [1, 2, 3]
+    assert [r["epoch"] for r in lines] == [1, 2, 3, 4]
 
 
 def test_cli_interrupted_prints_resume_command_and_exits_130(monkeypatch, tmp_path, capsys):

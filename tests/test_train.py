@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -15,21 +13,15 @@ import pytest
 from dibe_jax import train
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _train_script import make_examples, tiny_config  # noqa: E402
+from _train_script import (  # noqa: E402
+    make_examples,
+    run_script,
+    tiny_config,
+    uninterrupted_record,
+)
 
-SCRIPT = Path(__file__).parent / "_train_script.py"
 ROOT = Path(__file__).resolve().parents[1]
 KEYS = ("epoch", "step", "train_loss", "iou", "pa", "recall", "oii", "tp", "fp", "fn", "seconds")
-
-
-def _run_script(*args: str, env: dict | None = None, check: bool = True):
-    env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
-    out = subprocess.run(
-        [sys.executable, str(SCRIPT), *args], capture_output=True, text=True, env=env, timeout=600
-    )
-    if check and out.returncode != 0:
-        raise AssertionError(f"script failed ({out.returncode}):\n{out.stderr[-3000:]}")
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -117,11 +109,13 @@ def _comparable(record: dict) -> dict:
 
 
 @pytest.mark.slow
-def test_resume_after_sigkill_and_corrupt_checkpoint_matches_uninterrupted_run(tmp_path):
-    whole = json.loads(_run_script(str(tmp_path / "whole")).stdout.splitlines()[-1])
+def test_resume_after_sigkill_and_corrupt_checkpoint_matches_uninterrupted_run(
+    tmp_path, tmp_path_factory
+):
+    whole = uninterrupted_record(tmp_path_factory)
     crashed = tmp_path / "crashed"
     # 16 training reads per epoch: the 56th read is in the middle of epoch 4 (of 4)
-    out = _run_script(str(crashed), "--kill-after", "56", check=False)
+    out = run_script(str(crashed), "--kill-after", "56", check=False)
     assert out.returncode == -9, out.stderr[-2000:]
     latest = crashed / "checkpoints" / "latest"
     saved = sorted(int(p.name) for p in latest.iterdir() if p.name.isdigit())
@@ -130,7 +124,7 @@ def test_resume_after_sigkill_and_corrupt_checkpoint_matches_uninterrupted_run(t
     for f in (latest / str(saved[-1])).rglob("*"):
         if f.is_file():
             f.write_bytes(b"garbage")
-    resumed = _run_script(str(crashed), "--resume")
+    resumed = run_script(str(crashed), "--resume")
     assert "unreadable" in resumed.stderr and str(saved[-1]) in resumed.stderr
     assert _comparable(json.loads(resumed.stdout.splitlines()[-1])) == _comparable(whole)
     lines = [json.loads(x) for x in (crashed / "metrics.jsonl").read_text().splitlines()]
@@ -143,7 +137,7 @@ def test_resume_after_sigkill_and_corrupt_checkpoint_matches_uninterrupted_run(t
 @pytest.mark.slow
 def test_four_device_step_equals_single_device_step():
     env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
-    out = json.loads(_run_script("--devices-check", env=env).stdout.splitlines()[-1])
+    out = json.loads(run_script("--devices-check", env=env).stdout.splitlines()[-1])
     assert out["devices"] == 4
     assert out["max_diff"] < 1e-5
 
