@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo analyze test bench clean
+.PHONY: setup demo analyze test bench bench-data bench-gpu clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,24 @@ bench: $(STAMP)
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m benchmarks.losses --out benchmarks/results/losses_cpu.md
 	$(PY) -m benchmarks.train --out benchmarks/results/train_cpu.md
+
+# The GPU benchmarks of issue 14 (benchmarks/gpu.py), at most 8 minutes on one H100/H200:
+# losses, U-Net step bf16/fp32 against PyTorch eager and torch.compile, data path, CrackForest
+# training with DIBE and FT. Runs with the machine's own python3 and packages (no venv: the
+# GPU machine has none) and the source tree on PYTHONPATH; without a GPU it runs a tiny CPU
+# mode that says so (here: `make bench-gpu PYTHON=.venv/bin/python`). The CFD training needs
+# bench_data/crackforest (`make bench-data`); the GPU command is in benchmarks/gpu.py.
+BENCH_GPU_ARGS ?=
+bench-gpu:
+	PYTHONPATH=.$${PYTHONPATH:+:$$PYTHONPATH} $(PYTHON) -m benchmarks.gpu $(BENCH_GPU_ARGS)
+
+# CrackForest may not be committed: copy the labelled images into the git-ignored bench_data/.
+CFD_SRC ?= ../shared/data/crackforest
+bench-data:
+	mkdir -p bench_data/crackforest/image bench_data/crackforest/groundTruth
+	cp $(CFD_SRC)/groundTruth/*.mat bench_data/crackforest/groundTruth/
+	for f in $(CFD_SRC)/groundTruth/*.mat; do \
+	  s=$$(basename $$f .mat); cp $(CFD_SRC)/image/$$s.jpg bench_data/crackforest/image/; done
 
 clean:
 	rm -rf $(VENV) results

@@ -1,0 +1,1148 @@
+"""``make bench-gpu``: the GPU benchmarks of issue 14 in one command, within 8 minutes.
+
+On a machine with a GPU (one H100 or H200) it runs, each section within its own time budget
+and printing its progress as it goes:
+
+1. **losses** (``losses_gpu.md``): forward+backward of every binary loss on float32 logits
+   ``[32, 448, 448]`` (1:2000 labels): ``jax.jit`` against the PyTorch port
+   (``benchmarks/torch_losses.py``) eager and, for ``bce`` and ``dibe``, under
+   ``torch.compile`` (inductor), both on the GPU; beside each the HBM floor: the bytes that
+   must move (logits and labels read once, the gradient written once) over the device's
+   measured copy bandwidth (``x -> x + 1`` on a 2 GiB float32 array, bytes read + written).
+2. **unet** (``unet_gpu.md``): the library's training step (``dibe_jax.train.step``:
+   U-Net width 64, DIBE loss, SGD with momentum, 448², batch 32) in bfloat16 and float32,
+   with XLA's FLOP count of the compiled step and the MFU it gives (peaks: dense bf16
+   989 TFLOP/s, FP32 67, TF32 495 for the H100/H200 SXM); against the same step in PyTorch
+   (``benchmarks.models.torch_unet``, ``channels_last``, ``torch.autocast`` bfloat16 for the
+   bfloat16 row, ``cudnn.benchmark``), eager and under ``torch.compile``.
+3. **data** (``data_gpu.md``): images/s of the host data path the training below uses
+   (in-memory ``uint8`` tiles, flip and colour jitter of ``dibe_jax.data.augment``, float32,
+   batches of 32, put on the device) with 1 thread and with a thread pool, against the
+   images/s of the training steps at the same size (the CFD step at 160², the U-Net step
+   at 448²). The grain loader is not measured: grain is not installed there.
+4. **cfd** (``cfd_gpu.md``): full-width (64) U-Net trained on CrackForest's native 160²
+   tiles (360 train / 348 validation, as ``dibe_jax.datasets.crackforest``) with DIBE and
+   with the focal Tversky loss (FT), 50 epochs, seed 0, the paper's SGD (lr 0.01, momentum
+   0.9, batch 32) and augmentation (the library's ``train.Config`` defaults), evaluated
+   every 5 epochs (dataset-level IoU, PA, OII); the IoU beside the paper's Table 5 (DIBE
+   0.512, FT 0.501). One seed: see SPEC.md on what one run can and cannot rank.
+
+Without a GPU (or with ``--cpu-tiny``) it runs a **tiny CPU mode** that says so in its
+output and its tables: every size is shrunk, ``torch.compile`` uses ``backend="eager"``
+(graph capture only, no code generation), and the tables go to ``*_cpu_tiny.md`` in a
+temporary folder (or ``--out-dir``), never over the GPU results. ``tests/test_benchmarks.py``
+runs it, so the command cannot rot.
+
+The GPU machine has its own python3 with jax (0.11), flax, optax, torch, PIL and SciPy, but
+no grain, TFDS or array_record, and no installation of this package: ``dibe_jax`` imports
+from the source tree (``PYTHONPATH=.``), and modules of ``dibe_jax.train`` / ``dibe_jax.data``
+are loaded without their package's grain import (``benchmarks._common.library_module``).
+CrackForest may not be committed: ``make bench-data`` copies it into the git-ignored
+``bench_data/crackforest``, which the run carries.
+
+The GPU run through the device tool: ``make bench-data`` here first, then ``run`` with
+``carry=["bench_data"]``, ``timeout_s=570`` and the command (bash, on the GPU machine)::
+
+    set -o pipefail; PYTHONUNBUFFERED=1 make bench-gpu BENCH_GPU_ARGS="--out-dir $OUT" \\
+      2>&1 | tee $OUT/bench_gpu.log
+
+It writes ``$OUT/{losses,unet,data,cfd}_gpu.md`` and ``$OUT/bench_gpu.log``; copy the tables
+into ``benchmarks/results/``. On any GPU machine with this checkout, ``make bench-gpu``
+alone (``python3 -m benchmarks.gpu`` with ``PYTHONPATH=.``) writes
+``benchmarks/results/*_gpu.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import dataclasses
+import gc
+import os
+import statistics
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from benchmarks import cfd_data
+from benchmarks._common import (
+    PEAK_TFLOPS,
+    emit,
+    host_line,
+    jax_device_name,
+    jax_on_gpu,
+    jax_side,
+    library_module,
+    library_module_source,
+    torch_device,
+    torch_side,
+    torch_sync,
+)
+
+RESULTS = Path(__file__).resolve().parent / "results"
+PAPER_TABLE5 = {"dibe": 0.512, "focal_tversky": 0.501}  # U-Net on CFD, IoU
+LOSS_LABEL = {"dibe": "DIBE", "focal_tversky": "FT (focal Tversky)"}
+ALL_LOSSES = (
+    "bce",
+    "wbce",
+    "focal",
+    "dibe_dis",
+    "dice",
+    "tversky",
+    "focal_tversky",
+    "dibe_reg",
+    "combo",
+    "exp_log",
+    "hybrid_focal",
+    "dibe",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Profile:
+    """Sizes and time budgets of one mode (``gpu`` or ``cpu_tiny``)."""
+
+    name: str
+    loss_shape: tuple[int, int, int]
+    loss_names: tuple[str, ...]
+    loss_compiled: tuple[str, ...]
+    loss_repeats: int
+    copy_mib: int
+    unet_width: int
+    unet_size: int
+    unet_batch: int
+    unet_dtypes: tuple[str, ...]
+    unet_steps: int  # timed steps after the warm-up ones
+    unet_warmup: int
+    cfd_width: int
+    cfd_epochs: int | None  # None: the library's Config.epochs (50)
+    cfd_eval_every: int | None  # None: Config.eval_every (5)
+    cfd_batch: int | None  # None: Config.batch_size (32)
+    cfd_tiles: tuple[int | None, int | None]  # train / validation tiles used (None: all)
+    cfd_crop: int | None  # keep the top-left crop x crop of each tile (None: whole tiles)
+    data_batches: int
+    compile_backend: str
+    min_s_for_compile: float  # a torch.compile row starts only with this much section time
+    budgets: dict[str, float]  # seconds per section
+    model_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+GPU = Profile(
+    name="gpu",
+    loss_shape=(32, 448, 448),
+    loss_names=ALL_LOSSES,
+    loss_compiled=("dibe", "bce"),
+    loss_repeats=10,
+    copy_mib=2048,
+    unet_width=64,
+    unet_size=448,
+    unet_batch=32,
+    unet_dtypes=("bfloat16", "float32"),
+    unet_steps=10,
+    unet_warmup=2,
+    cfd_width=64,
+    cfd_epochs=None,
+    cfd_eval_every=None,
+    cfd_batch=None,
+    cfd_tiles=(None, None),
+    cfd_crop=None,
+    data_batches=16,
+    compile_backend="inductor",
+    min_s_for_compile=45.0,
+    budgets={"losses": 75.0, "data": 15.0, "cfd": 170.0, "unet": 200.0},
+)
+
+CPU_TINY = Profile(
+    name="cpu_tiny",
+    loss_shape=(2, 32, 32),
+    loss_names=("bce", "dibe"),
+    loss_compiled=("dibe",),
+    loss_repeats=1,
+    copy_mib=16,
+    unet_width=4,
+    unet_size=32,
+    unet_batch=4,
+    unet_dtypes=("bfloat16", "float32"),
+    unet_steps=1,
+    unet_warmup=1,
+    cfd_width=4,
+    cfd_epochs=1,
+    cfd_eval_every=1,
+    cfd_batch=4,
+    cfd_tiles=(6, 6),
+    cfd_crop=32,  # = unet_size with cfd_batch = unet_batch: the U-Net f32 row reuses its step
+    data_batches=1,
+    compile_backend="eager",
+    min_s_for_compile=0.0,
+    budgets={"losses": 120.0, "data": 60.0, "cfd": 120.0, "unet": 120.0},
+    model_options={"num_stages": 1},
+)
+
+
+class Run:
+    """The run's mode, clock, output folder and the numbers later sections reuse."""
+
+    def __init__(
+        self,
+        profile: Profile,
+        out_dir: Path,
+        budget_s: float,
+        data_dir: str | None,
+        command: str = "python -m benchmarks.gpu",
+    ):
+        self.profile = profile
+        self.command = command
+        self.data_seconds = float("nan")
+        self.out_dir = out_dir
+        self.t0 = time.monotonic()
+        self.deadline = self.t0 + budget_s
+        self.budget_s = budget_s
+        self.data_dir = data_dir
+        self.copy_gbs: float | None = None  # bytes read + written per second / 1e9
+        self.step_rates: dict[str, float] = {}  # label -> images/s of a training step
+        self.data_rates: dict[int, dict[str, float]] = {}  # size -> threads label -> images/s
+        self.torch_error: str | None = None
+        self.section_end = self.deadline
+        self.section_start = self.t0
+
+    @property
+    def tiny(self) -> bool:
+        return self.profile.name == "cpu_tiny"
+
+    def log(self, message: str) -> None:
+        print(f"[{time.monotonic() - self.t0:6.1f} s] {message}", flush=True)
+
+    def start_section(self, name: str) -> None:
+        now = time.monotonic()
+        self.section_start = now
+        self.section_end = min(self.deadline, now + self.profile.budgets[name])
+        self.log(f"== {name} (budget {self.section_end - now:.0f} s)")
+
+    def left(self) -> float:
+        """Seconds left in the current section."""
+        return self.section_end - time.monotonic()
+
+    def path(self, name: str) -> Path:
+        return self.out_dir / f"{name}_{self.profile.name}.md"
+
+    def torch(self):
+        """``(torch module, device)`` or ``(None, None)`` when PyTorch is missing."""
+        try:
+            import torch
+        except ImportError as e:
+            self.torch_error = f"PyTorch not installed ({e})"
+            return None, None
+        device = torch_device()
+        if jax_on_gpu() and device.type != "cuda":
+            self.torch_error = "PyTorch sees no CUDA device, JAX runs on a GPU: not compared"
+            return torch, None
+        return torch, device
+
+    def header(
+        self, title: str, what: list[str], torch_how: str | None, seconds: float | None = None
+    ) -> list[str]:
+        """Title, mode, what is measured, and the devices and versions of both sides;
+        ``seconds``: the section's wall time (default: since it started)."""
+        if seconds is None:
+            seconds = time.monotonic() - self.section_start
+        if self.tiny:
+            mode = (
+                "**Tiny CPU mode**: no GPU here (or `--cpu-tiny`), so every size is shrunk "
+                f"and `torch.compile` uses backend {self.profile.compile_backend!r} (graph "
+                "capture only); these numbers show that the code runs, not speed. The real "
+                "run is `make bench-gpu` on one H100/H200."
+            )
+        else:
+            mode = f"GPU run of `make bench-gpu` (issue 14), run budget {self.budget_s:.0f} s."
+        if torch_how is None:
+            torch_line = "not used in this table"
+        elif self.torch_error:
+            torch_line = f"not run: {self.torch_error}"
+        else:
+            _, device = self.torch()
+            torch_line = torch_side(device, torch_how)
+        return [
+            f"# {title}",
+            "",
+            mode,
+            "",
+            *what,
+            "",
+            f"- JAX side: {jax_side()}.",
+            f"- PyTorch side: {torch_line}.",
+            f"- Host: {host_line()}.",
+            f"- Section wall time {seconds:.0f} s (compilation included); command "
+            f"`{self.command}`.",
+            "",
+        ]
+
+
+def _flops(compiled: Any) -> float:
+    analysis = compiled.cost_analysis()
+    if analysis is None:
+        return float("nan")
+    if isinstance(analysis, dict):
+        analysis = [analysis]
+    return float(sum(a.get("flops", 0.0) for a in analysis if a))
+
+
+def _peak(dtype: str) -> float | None:
+    kind = jax.devices()[0].device_kind
+    return next((v[dtype] for k, v in PEAK_TFLOPS.items() if k in kind), None)
+
+
+def _num(x: float) -> str:
+    return "–" if x != x else f"{x:.0f}"  # NaN: not measured
+
+
+def _free_torch(torch) -> None:
+    gc.collect()
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+# ------------------------------------------------------------------- copy bandwidth
+
+
+def copy_bandwidth(run: Run) -> float:
+    """Device bytes read + written per second by ``x -> x + 1`` on a large float32 array."""
+    n = run.profile.copy_mib * 2**20 // 4
+    x = jnp.zeros((n,), jnp.float32)
+    f = jax.jit(lambda a: a + 1.0).lower(x).compile()
+    times = []
+    jax.block_until_ready(f(x))
+    for _ in range(5):
+        t = time.perf_counter()
+        jax.block_until_ready(f(x))
+        times.append(time.perf_counter() - t)
+    del x
+    seconds = statistics.median(times)
+    return 2 * n * 4 / seconds
+
+
+# --------------------------------------------------------------------------- losses
+
+
+def section_losses(run: Run) -> None:
+    from benchmarks import losses as lb
+
+    p = run.profile
+    run.start_section("losses")
+    torch, device = run.torch()
+    z_np, y_np = lb.make_inputs(p.loss_shape, 2000.0)
+    z, y = jnp.asarray(z_np), jnp.asarray(y_np)
+    floor_bytes = 3 * z_np.nbytes  # logits and labels read, gradient written (float32)
+    floor_s = floor_bytes / run.copy_gbs / 1e9
+    rows: dict[str, dict[str, Any]] = {}
+    for name in p.loss_names:
+        if run.left() <= 0:
+            rows[name] = {"note": "skipped: section budget spent"}
+            continue
+        j = lb.jax_case(name, z, y, p.loss_repeats)
+        t = (
+            None
+            if device is None
+            else lb.torch_case(name, z_np, y_np, p.loss_repeats, device=device)
+        )
+        rows[name] = {"jax": j, "eager": t}
+        run.log(
+            f"{name}: jax {j['seconds'] * 1e3:.3f} ms"
+            + ("" if t is None else f", torch eager {t['seconds'] * 1e3:.3f} ms")
+        )
+    for name in p.loss_compiled:  # after the eager rows, in order of importance
+        if device is None or "jax" not in rows.get(name, {}):
+            continue
+        if run.left() < p.min_s_for_compile / 3:
+            rows[name]["compiled"] = "skipped: section budget spent"
+            continue
+        try:
+            c = lb.torch_case(
+                name, z_np, y_np, p.loss_repeats, device=device, compile_backend=p.compile_backend
+            )
+        except Exception as e:  # noqa: BLE001 - a failed compilation is a result, not a crash
+            rows[name]["compiled"] = f"failed: {type(e).__name__}: {str(e)[:120]}"
+            run.log(f"{name}: torch.compile failed: {e!r}")
+            continue
+        rows[name]["compiled"] = c
+        run.log(
+            f"{name}: torch.compile {c['seconds'] * 1e3:.3f} ms (first call {c['compile']:.0f} s)"
+        )
+    del z, y
+    _free_torch(torch)
+
+    b, h, w = p.loss_shape
+    what = [
+        f"Forward + backward of the batch mean of each binary loss: float32 logits "
+        f"`[{b}, {h}, {w}]`, float32 labels with 1 defect pixel per 2000, median of "
+        f"{p.loss_repeats} after a warm-up; each side waits for its device "
+        "(`block_until_ready`, `torch.cuda.synchronize()`) before the clock is read.",
+        "",
+        f"HBM floor: the bytes that must move, {floor_bytes / 2**20:.0f} MiB (logits and "
+        "labels read once, the gradient written once, float32; the per-image values are "
+        f"negligible), over the measured copy bandwidth {run.copy_gbs:.0f} GB/s (`x -> x + 1` "
+        f"on a {p.copy_mib} MiB float32 array, bytes read + written per second): "
+        f"{floor_s * 1e3:.3f} ms. Region and compound losses (dice, tversky, focal_tversky, "
+        "dibe_reg, combo, exp_log, hybrid_focal, dibe) need their per-image sums before the "
+        "gradient, so a single pass cannot reach the floor unless the inputs stay on chip: "
+        "their floor with two reads is 5/3 of it.",
+        "",
+        f"PyTorch: the eager port of each equation (`benchmarks/torch_losses.py`); "
+        f"`torch.compile(backend={p.compile_backend!r})` of `mean(loss(z, y))` for "
+        f"{', '.join(p.loss_compiled)} (with inductor the backward is compiled too, through "
+        "AOTAutograd). "
+        "× floor: measured time over the HBM floor (1 = at the floor).",
+    ]
+    how = (
+        f"eager, and torch.compile (backend {p.compile_backend!r}, default mode) where a "
+        "column says so"
+    )
+    lines = run.header("Binary losses: forward + backward", what, how)
+    lines += [
+        "| loss | JAX jit ms | × floor | PyTorch eager ms | eager / JAX | "
+        "torch.compile ms | compile / JAX | JAX compile s | torch.compile first call s | "
+        "|Δ value| |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, r in rows.items():
+        j, t, c = r.get("jax"), r.get("eager"), r.get("compiled")
+        if j is None:
+            lines.append(f"| {name} | {r['note']} |" + " |" * 8)
+            continue
+        js = j["seconds"]
+        cols = [name, f"{js * 1e3:.3f}", f"{js / floor_s:.1f}"]
+        if t is None:
+            cols += ["–", "–"]
+        else:
+            cols += [f"{t['seconds'] * 1e3:.3f}", f"{t['seconds'] / js:.2f}"]
+        if isinstance(c, dict):
+            cols += [f"{c['seconds'] * 1e3:.3f}", f"{c['seconds'] / js:.2f}"]
+        else:
+            cols += [c or "–", "–"]
+        cols += [f"{j['compile']:.1f}", f"{c['compile']:.1f}" if isinstance(c, dict) else "–"]
+        cols.append("–" if t is None else f"{abs(t['value'] - j['value']):.1e}")
+        lines.append("| " + " | ".join(cols) + " |")
+    emit("\n".join(lines), run.path("losses"))
+
+
+# ------------------------------------------------------------ library step and state
+
+
+def make_state(
+    config, *, width: int, dtype: str, seed: int, model_options: dict[str, Any] | None = None
+):
+    """``(train_graphdef, eval_graphdef, state)``: a U-Net and its SGD optimiser, exactly as
+    ``dibe_jax.train.make_state`` builds them for ``config`` with the constant learning
+    rate and no clipping (``tests/test_benchmarks.py`` checks the two agree). Rebuilt here
+    because ``dibe_jax.train.loop`` imports grain, which the GPU machine lacks."""
+    import optax
+    from flax import nnx
+
+    from dibe_jax import models
+
+    if config.optim.schedule != "constant" or config.optim.grad_clip is not None:
+        raise ValueError("only the paper's constant learning rate without clipping")
+    options = {"width": width, "dtype": jnp.dtype(dtype), **(model_options or {})}
+    rngs = nnx.Rngs(params=seed, dropout=seed + 1)
+    model = models.create("unet", in_channels=3, num_classes=1, rngs=rngs, **options)
+    tx = optax.sgd(config.optim.lr, momentum=config.optim.momentum)
+    optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+    model.eval()
+    eval_graphdef, _ = nnx.split((model, optimizer))
+    model.train()
+    train_graphdef, state = nnx.split((model, optimizer))
+    return train_graphdef, eval_graphdef, state
+
+
+_STEPS: dict[tuple, tuple] = {}
+
+
+def build_steps(config, loss: str, *, width: int, dtype: str, model_options=None):
+    """``(steps, state, mesh, params, reused)``: the library's jitted train / eval steps
+    (``dibe_jax.train.step.make_steps``) for a U-Net with ``loss``, and a fresh state,
+    replicated. The steps are built once per setting, so a second section with the same
+    setting and shapes reuses their compilation (``reused``)."""
+    from flax import nnx
+
+    from dibe_jax import losses, models
+
+    step = library_module("train.step")
+    train_gd, eval_gd, state = make_state(
+        config, width=width, dtype=dtype, seed=config.seed, model_options=model_options
+    )
+    key = (loss, width, dtype, tuple(sorted((model_options or {}).items())))
+    reused = key in _STEPS
+    if not reused:
+        mesh = step.make_mesh()
+        steps = step.make_steps(
+            train_gd,
+            eval_gd,
+            losses.get(loss),
+            {},
+            mesh,
+            num_classes=1,
+            batch_loss=losses.info(loss).batch,
+        )
+        params = models.count_params(nnx.merge(train_gd, state)[0])
+        _STEPS[key] = (steps, mesh, params)
+    steps, mesh, params = _STEPS[key]
+    return steps, step.replicate(state, steps.replicated), mesh, params, reused
+
+
+# ----------------------------------------------------------------------------- U-Net
+
+
+def _random_batch(batch: int, size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(batch, size, size, 3)).astype(np.float32)
+    y = (rng.random((batch, size, size, 1)) < 0.01).astype(np.uint8)
+    return x, y
+
+
+def jax_unet(run: Run, config, dtype: str) -> dict[str, Any]:
+    p = run.profile
+    step = library_module("train.step")
+    steps, state, mesh, params, reused = build_steps(
+        config, "dibe", width=p.unet_width, dtype=dtype, model_options=p.model_options
+    )
+    x, y = _random_batch(p.unet_batch, p.unet_size)
+    batch = step.shard_batch({"image": x, "mask": y}, mesh)
+    t = time.perf_counter()
+    compiled = steps.train.lower(state, batch).compile()
+    compile_s = time.perf_counter() - t
+    flops = _flops(compiled)
+    for _ in range(p.unet_warmup):
+        state, stats = compiled(state, batch)
+    jax.block_until_ready(stats)
+    t = time.perf_counter()
+    for _ in range(p.unet_steps):
+        state, stats = compiled(state, batch)
+    jax.block_until_ready(stats)
+    step_s = (time.perf_counter() - t) / p.unet_steps
+    loss = float(stats["loss"])
+    del state, batch, compiled
+    gc.collect()
+    return {
+        "step_s": step_s,
+        "flops": flops,
+        "compile": compile_s,
+        "params": params,
+        "loss": loss,
+        "reused": reused,
+    }
+
+
+def torch_unet_step(run: Run, torch, device, dtype: str, compiled: bool) -> dict[str, Any]:
+    """The same step as a speed-minded PyTorch user writes it: ``channels_last``,
+    ``cudnn.benchmark``, autocast bfloat16 for the bfloat16 row, SGD with momentum,
+    eager or with the forward + loss under ``torch.compile`` (backward through
+    AOTAutograd)."""
+    from benchmarks.models import torch_unet
+    from benchmarks.torch_losses import dibe
+
+    p = run.profile
+    sync = torch_sync(device)
+    torch.manual_seed(0)
+    fmt = torch.channels_last
+    model = torch_unet(p.unet_width, num_stages=p.model_options.get("num_stages", 4))
+    model = model.to(device, memory_format=fmt).train()
+    params = sum(q.numel() for q in model.parameters())
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    x_np, y_np = _random_batch(p.unet_batch, p.unet_size)
+    x = torch.from_numpy(x_np).permute(0, 3, 1, 2).to(device, memory_format=fmt)
+    y = torch.from_numpy(y_np.astype(np.float32)).permute(0, 3, 1, 2).to(device)
+    bf16 = dtype == "bfloat16"
+
+    def forward_loss(x, y):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            logits = model(x)
+        return dibe(logits.float(), y).mean()
+
+    if compiled:
+        forward_loss = torch.compile(forward_loss, backend=p.compile_backend)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss = forward_loss(x, y)
+        loss.backward()
+        opt.step()
+        return loss
+
+    t = time.perf_counter()
+    step()
+    sync()
+    first = time.perf_counter() - t
+    for _ in range(p.unet_warmup - 1):
+        step()
+    sync()
+    t = time.perf_counter()
+    for _ in range(p.unet_steps):
+        loss = step()
+    sync()
+    step_s = (time.perf_counter() - t) / p.unet_steps
+    out = {"step_s": step_s, "first": first, "params": params, "loss": float(loss.detach())}
+    return out
+
+
+def section_unet(run: Run, config) -> None:
+    p = run.profile
+    run.start_section("unet")
+    torch, device = run.torch()
+    if torch is not None and device is not None and device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its kernels
+    jax_label = "JAX `jax.jit` (library step)"
+    labels = {
+        "jax": jax_label,
+        "eager": "PyTorch eager",
+        "compile": f"PyTorch `torch.compile` ({p.compile_backend})",
+    }
+    results: dict[tuple[str, str], tuple[dict | None, str]] = {}
+    # JAX rows first, then PyTorch eager, then torch.compile (slowest to start), so that a
+    # budget running out costs the least important rows.
+    for dtype in p.unet_dtypes:
+        if run.left() <= 0:
+            results[dtype, "jax"] = (None, "skipped: section budget spent")
+            continue
+        j = jax_unet(run, config, dtype)
+        run.step_rates[f"U-Net step {p.unet_size}² {dtype} (JAX)"] = p.unet_batch / j["step_s"]
+        results[dtype, "jax"] = (j, "")
+        run.log(f"U-Net {dtype} jax: {j['step_s'] * 1e3:.1f} ms/step, compile {j['compile']:.0f} s")
+    for kind in ("eager", "compile") if device is not None else ():
+        for dtype in p.unet_dtypes:
+            j = results[dtype, "jax"][0]
+            if j is None:
+                continue
+            if run.left() <= (p.min_s_for_compile if kind == "compile" else 0):
+                results[dtype, kind] = (None, "skipped: section budget spent")
+                continue
+            try:
+                t = torch_unet_step(run, torch, device, dtype, kind == "compile")
+            except Exception as e:  # noqa: BLE001 - a failed compilation is a result
+                results[dtype, kind] = (None, f"failed: {type(e).__name__}: {str(e)[:120]}")
+                run.log(f"U-Net {dtype} {labels[kind]} failed: {e!r}")
+                continue
+            finally:
+                _free_torch(torch)  # the model, optimiser and batch went with the call
+            if t["params"] != j["params"]:
+                raise AssertionError(
+                    f"PyTorch U-Net has {t['params']} parameters, JAX {j['params']}"
+                )
+            results[dtype, kind] = ({**t, "flops": j["flops"]}, "")
+            run.log(f"U-Net {dtype} {labels[kind]}: {t['step_s'] * 1e3:.1f} ms/step")
+    rows = [
+        (dtype, labels[kind], *results[dtype, kind])
+        for dtype in p.unet_dtypes
+        for kind in labels
+        if (dtype, kind) in results
+    ]
+
+    what = [
+        f"One training step of U-Net width {p.unet_width} (bilinear, BatchNorm, "
+        f"{p.model_options.get('num_stages', 4)} pooling stage(s)), 3 -> 1 channels, "
+        f"{p.unet_size}², batch {p.unet_batch}: forward, DIBE loss (batch mean), backward, "
+        "SGD with momentum 0.9; the same random batch every step, on the device; mean over "
+        f"{p.unet_steps} steps after {p.unet_warmup} warm-up, synchronised at both ends.",
+        "",
+        "JAX: the library's train step (`dibe_jax.train.step.make_steps`: one `jax.jit` with "
+        "the non-finite guard, parameters float32, computation in the row's dtype). PyTorch: "
+        "`benchmarks.models.torch_unet` (same architecture; parameter counts checked equal), "
+        "`channels_last`, `torch.autocast(dtype=torch.bfloat16)` for the bfloat16 row (loss "
+        "in float32), `torch.optim.SGD`; eager, then `torch.compile` of forward + loss.",
+        "",
+        "GFLOP/step is XLA's count of the compiled JAX step (`cost_analysis()`); the PyTorch "
+        "rows use the same count (same network). MFU: achieved FLOP/s over the dense peak of "
+        "the row's dtype (H100/H200 SXM: bf16 989 TFLOP/s, FP32 67); float32 convolutions run "
+        "in TF32 by default on both sides (XLA's default precision, "
+        "`torch.backends.cudnn.allow_tf32`), so the float32 row also gives the share of the "
+        "TF32 peak (495).",
+    ]
+    how = (
+        f"eager and torch.compile (backend {p.compile_backend!r}, default mode), "
+        "channels_last, autocast bfloat16 for the bfloat16 row"
+    )
+    lines = run.header("U-Net training step", what, how)
+    lines += [
+        f"- Step module: {library_module_source('train.step')}.",
+        "",
+        "| dtype | implementation | ms/step | images/s | GFLOP/step | TFLOP/s | MFU | "
+        "vs JAX | compile / first call s |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    jax_s = {}
+    for dtype, label, r, note in rows:
+        if r is None:
+            lines.append(f"| {dtype} | {label} | {note} |" + " |" * 6)
+            continue
+        if label.startswith("JAX"):
+            jax_s[dtype] = r["step_s"]
+        tflops = r["flops"] / r["step_s"] / 1e12
+        peak = _peak(dtype)
+        if peak is None:
+            mfu = "n/a (CPU)" if not jax_on_gpu() else "n/a (no peak known for this GPU)"
+        elif dtype == "float32":
+            mfu = f"{tflops / peak:.0%} of FP32 ({tflops / _peak('tf32'):.0%} of TF32)"
+        else:
+            mfu = f"{tflops / peak:.1%}"
+        vs = f"{r['step_s'] / jax_s[dtype]:.2f}" if dtype in jax_s else "–"
+        if r.get("reused"):
+            first = "reused (compiled by the CFD section)"
+        else:
+            first = f"{r.get('compile', r.get('first', float('nan'))):.1f}"
+        lines.append(
+            f"| {dtype} | {label} | {r['step_s'] * 1e3:.1f} | {p.unet_batch / r['step_s']:.1f} | "
+            f"{r['flops'] / 1e9:.4g} | {tflops:.3g} | {mfu} | {vs} | {first} |"
+        )
+    lines += ["", "vs JAX: time per step over JAX's (> 1: JAX faster)."]
+    emit("\n".join(lines), run.path("unet"))
+
+
+# ----------------------------------------------------------------------- data path
+
+
+class Augment:
+    """The per-example training transform of ``dibe_jax.data.Preprocess`` at the native
+    size (no resize): flip, ``uint8 -> float32``, colour jitter, with the library's
+    functions (``dibe_jax.data.augment``) and the strengths of ``config.data``. Each
+    example draws from its own generator ``default_rng([seed, epoch, index])``, so batches
+    are the same whether built by one thread or many."""
+
+    def __init__(self, config, seed: int):
+        self.aug = library_module("data.augment")
+        self.d = config.data
+        self.seed = seed
+
+    def example(self, image: np.ndarray, mask: np.ndarray, epoch: int, index: int):
+        rng = np.random.default_rng([self.seed, epoch, int(index)])
+        a, d = self.aug, self.d
+        image, mask = a.random_flip(rng, image, mask, horizontal=d.hflip, vertical=d.vflip)
+        x = a.to_float(image)
+        x = a.color_jitter(
+            rng, x, brightness=d.brightness, contrast=d.contrast, saturation=d.saturation
+        )
+        return x, np.ascontiguousarray(mask)
+
+    def batch(self, images, masks, index, epoch: int, pool=None) -> dict[str, np.ndarray]:
+        args = [(images[i], masks[i], epoch, i) for i in index]
+        if pool is None:
+            out = [self.example(*a) for a in args]
+        else:
+            out = list(pool.map(lambda a: self.example(*a), args))
+        return {"image": np.stack([o[0] for o in out]), "mask": np.stack([o[1] for o in out])}
+
+
+def _threads() -> int:
+    return max(2, min(8, os.cpu_count() or 1))
+
+
+def section_data(run: Run, config, cfd: dict | None) -> None:
+    """Images/s of the host data path at the CFD tile size and the U-Net size."""
+    p = run.profile
+    run.start_section("data")
+    step = library_module("train.step")
+    mesh = step.make_mesh()
+    augment = Augment(config, config.seed)
+    batch = p.cfd_batch or config.batch_size
+    sizes = {}
+    if cfd is not None:
+        sizes[cfd["train"][0].shape[1]] = cfd["train"]
+    rng = np.random.default_rng(0)
+    n = batch * p.data_batches
+    big = (
+        rng.integers(0, 256, (n, p.unet_size, p.unet_size, 3), np.uint8),
+        (rng.random((n, p.unet_size, p.unet_size, 1)) < 0.01).astype(np.uint8),
+    )
+    sizes.setdefault(p.unet_size, big)
+    with concurrent.futures.ThreadPoolExecutor(_threads()) as pool:
+        for size, (images, masks) in sizes.items():
+            rates = {}
+            for label, use in (("1 thread", None), (f"{_threads()} threads", pool)):
+                if run.left() <= 0:
+                    break
+                count = min(len(images), n)
+                t = time.perf_counter()
+                done = 0
+                for b in range(count // batch):
+                    index = np.arange(b * batch, (b + 1) * batch)
+                    arrays = augment.batch(images, masks, index, epoch=0, pool=use)
+                    jax.block_until_ready(step.shard_batch(arrays, mesh))
+                    done += batch
+                rates[label] = done / (time.perf_counter() - t)
+                run.log(f"data {size}² {label}: {rates[label]:.0f} images/s")
+            run.data_rates[size] = rates
+    run.data_seconds = time.monotonic() - run.section_start
+
+
+def write_data_table(run: Run, config) -> None:
+    p = run.profile
+    batch = p.cfd_batch or config.batch_size
+    what = [
+        f"Host data path of the training below, batches of {batch}: in-memory `uint8` tiles "
+        "-> random flip + `to_float` + colour jitter (`dibe_jax.data.augment`, the strengths "
+        "of `train.Config().data`; one generator per example) -> `np.stack` -> "
+        "`shard_batch` onto the device, waited for. 1 thread, and a thread pool over the "
+        "examples of a batch. The 160² source is CrackForest's training tiles (or the tiny "
+        f"stand-in), the {p.unet_size}² one random `uint8` images (the transform's cost does "
+        "not depend on the content). The library's grain loader (`dibe_jax.data.make_loader`) "
+        "is not measured: grain is not installed on the GPU machine.",
+        "",
+        "Step images/s: the JAX training steps measured in the other sections at the same "
+        "size (batch on the device already). data / step > 1: the host keeps up with the "
+        "device (the training loop overlaps them: JAX dispatch is asynchronous).",
+    ]
+    lines = run.header("Data path against the training step", what, None, seconds=run.data_seconds)
+    lines += [
+        "| size | data path | data images/s | training step | step images/s | data / step |",
+        "|---:|---|---:|---|---:|---:|",
+    ]
+    for size, rates in run.data_rates.items():
+        steps = {k: v for k, v in run.step_rates.items() if f"{size}²" in k} or {"–": None}
+        for label, rate in rates.items():
+            for step_label, step_rate in steps.items():
+                ratio = "–" if step_rate is None else f"{rate / step_rate:.2f}"
+                srate = "not measured" if step_rate is None else f"{step_rate:.0f}"
+                lines.append(
+                    f"| {size}² | {label} | {rate:.0f} | {step_label} | {srate} | {ratio} |"
+                )
+    emit("\n".join(lines), run.path("data"))
+
+
+# ------------------------------------------------------------------------------ CFD
+
+
+def load_cfd(run: Run) -> tuple[dict | None, str]:
+    """CrackForest tiles (``{"train": (images, masks), "validation": ...}``) and where they
+    came from; in tiny mode a synthetic stand-in when the files are missing."""
+    p = run.profile
+    root = cfd_data.find_root(run.data_dir)
+    if root is not None:
+        data = cfd_data.load(root, images_per_split=1 if run.tiny else None)
+        source = f"CrackForest files at `{root}`"
+    elif run.tiny:
+        rng = np.random.default_rng(0)
+        data = {
+            split: (
+                rng.integers(0, 256, (n, 32, 32, 3), np.uint8),
+                (rng.random((n, 32, 32, 1)) < 0.05).astype(np.uint8),
+            )
+            for split, n in (("train", 16), ("validation", 8))
+        }
+        source = "synthetic 32² stand-in (no CrackForest files found)"
+    else:
+        return None, "no CrackForest files found (`make bench-data`, then carry `bench_data`)"
+    for split, keep in zip(("train", "validation"), p.cfd_tiles, strict=True):
+        if keep is not None:
+            data[split] = tuple(a[:keep] for a in data[split])
+        if p.cfd_crop is not None:
+            data[split] = tuple(a[:, : p.cfd_crop, : p.cfd_crop] for a in data[split])
+    if p.cfd_crop is not None:
+        source += f", top-left {p.cfd_crop}² of each tile (tiny mode)"
+    return data, source
+
+
+def train_cfd(run: Run, config, loss: str, data: dict) -> dict[str, Any]:
+    """Train and evaluate one loss on CFD; returns the evaluations and the timings."""
+    from dibe_jax import metrics
+
+    p = run.profile
+    step = library_module("train.step")
+    epochs = p.cfd_epochs or config.epochs
+    every = p.cfd_eval_every or config.eval_every
+    batch = p.cfd_batch or config.batch_size
+    steps, state, mesh, _, _ = build_steps(
+        config, loss, width=p.cfd_width, dtype=config.dtype, model_options=p.model_options
+    )
+    images, masks = data["train"]
+    val_images, val_masks = data["validation"]
+    augment = Augment(config, config.seed)
+
+    aug = library_module("data.augment")
+    eval_batches = []
+    for start in range(0, len(val_images), batch):
+        x = aug.to_float(val_images[start : start + batch])
+        m = val_masks[start : start + batch]
+        valid = np.ones(len(x), bool)
+        pad = batch - len(x)
+        if pad:
+            x = np.concatenate([x, np.zeros((pad, *x.shape[1:]), x.dtype)])
+            m = np.concatenate([m, np.zeros((pad, *m.shape[1:]), m.dtype)])
+            valid = np.concatenate([valid, np.zeros(pad, bool)])
+        eval_batches.append(step.shard_batch({"image": x, "mask": m, "valid": valid}, mesh))
+
+    def evaluate(state) -> dict[str, float]:
+        totals = step.replicate(step.zero_totals(1), steps.replicated)
+        for b in eval_batches:
+            totals = steps.evaluate(state, b, totals)
+        totals = jax.device_get(totals)
+        counts = metrics.Confusion(*(int(totals[k]) for k in ("tp", "fp", "fn", "tn")))
+        out = metrics.summarize(counts)
+        out["val_loss"] = float(totals["loss"]) / max(1, int(totals["images"]))
+        return out
+
+    per_epoch = len(images) // batch
+    evals, skipped, first_epoch_s = [], [], None
+    t_train = time.perf_counter()
+    t_steady, steady_images = None, 0
+    stopped = None
+    with concurrent.futures.ThreadPoolExecutor(_threads()) as pool:
+        for epoch in range(epochs):
+            if epoch and run.left() <= 0:
+                stopped = epoch
+                break
+            t_epoch = time.perf_counter()
+            order = np.random.default_rng([config.seed, epoch]).permutation(len(images))
+            flags = []
+            for b in range(per_epoch):
+                arrays = augment.batch(
+                    images, masks, order[b * batch : (b + 1) * batch], epoch, pool
+                )
+                state, stats = steps.train(state, step.shard_batch(arrays, mesh))
+                flags.append(stats["nonfinite"])
+            skipped.append(int(np.sum(jax.device_get(flags))))
+            if epoch == 0:
+                first_epoch_s = time.perf_counter() - t_epoch
+                t_steady = time.perf_counter()
+            else:
+                steady_images += per_epoch * batch
+            if (epoch + 1) % every == 0 or epoch + 1 == epochs:
+                t_eval = time.perf_counter()
+                e = evaluate(state)
+                if t_steady is not None:
+                    t_steady += time.perf_counter() - t_eval  # evaluation is not training
+                evals.append({"epoch": epoch + 1, **e})
+                run.log(
+                    f"cfd {loss} epoch {epoch + 1}/{epochs}: IoU {e['iou']:.3f} "
+                    f"PA {e['pa']:.3f} OII {e['oii']:+.3f}"
+                )
+    total_s = time.perf_counter() - t_train
+    steady_s = time.perf_counter() - t_steady if t_steady is not None else float("nan")
+
+    # The step alone, on a batch already on the device (for the data-path comparison).
+    fixed = step.shard_batch(augment.batch(images, masks, np.arange(batch), 0), mesh)
+    state, stats = steps.train(state, fixed)
+    jax.block_until_ready(stats)
+    n = max(2, p.unet_steps)
+    t = time.perf_counter()
+    for _ in range(n):
+        state, stats = steps.train(state, fixed)
+    jax.block_until_ready(stats)
+    step_rate = n * batch / (time.perf_counter() - t)
+    del state
+    gc.collect()
+    return {
+        "evals": evals,
+        "skipped": sum(skipped),
+        "epochs": epochs if stopped is None else stopped,
+        "planned_epochs": epochs,
+        "total_s": total_s,
+        "first_epoch_s": first_epoch_s,
+        "loop_rate": steady_images / steady_s if steady_images else float("nan"),
+        "step_rate": step_rate,
+        "batch": batch,
+        "every": every,
+        "tiles": (len(images), len(val_images)),
+        "size": images.shape[1],
+    }
+
+
+def section_cfd(run: Run, config, data: dict | None, source: str) -> None:
+    p = run.profile
+    run.start_section("cfd")
+    results = {}
+    if data is not None:
+        for loss in ("dibe", "focal_tversky"):
+            if run.left() <= 0:
+                break
+            results[loss] = r = train_cfd(run, config, loss, data)
+            label = f"CFD step {r['size']}² {config.dtype}, {LOSS_LABEL[loss].split()[0]} (JAX)"
+            run.step_rates[label] = r["step_rate"]
+
+    any_r = next(iter(results.values()), None)
+    what = [
+        f"U-Net width {p.cfd_width} trained on {source}: "
+        + (
+            f"{any_r['tiles'][0]} training / {any_r['tiles'][1]} validation tiles of "
+            f"{any_r['size']}² (native size, no resizing), "
+            if any_r
+            else ""
+        )
+        + f"seed {config.seed}, batch {p.cfd_batch or config.batch_size}, "
+        f"{p.cfd_epochs or config.epochs} epochs, SGD lr {config.optim.lr} momentum "
+        f"{config.optim.momentum}, {config.dtype}; flip + brightness / contrast / saturation "
+        "jitter as `train.Config().data`; each loss with its paper defaults "
+        "(`dibe_jax.losses.get`). Evaluation every "
+        f"{p.cfd_eval_every or config.eval_every} epochs on the whole validation split: TP / "
+        "FP / FN / TN summed over it, then IoU, PA (precision) and OII (SPEC.md).",
+        "",
+        "The library's own pieces (`train.step.make_steps`, `losses`, `metrics`, "
+        "`data.augment`) over in-memory arrays, with a seeded permutation per epoch: "
+        "`train.train_and_evaluate` needs grain (and TFDS for a named dataset), which the "
+        "GPU machine lacks, so the example order and augmentation draws differ from a "
+        "`dibe-jax train --dataset crackforest` run with the same seed.",
+        "",
+        "One seed: with the paper's constant learning rate the validation IoU moves by "
+        "0.1-0.2 between evaluations (SPEC.md, *Reporting trained results*), so this run "
+        "cannot rank DIBE against FT, whose Table 5 values differ by 0.011; the mean of "
+        "the last 3 evaluations is the number to hold against the paper's.",
+    ]
+    lines = run.header("CrackForest training: DIBE and FT against the paper's Table 5", what, None)
+    if not results:
+        lines.append(
+            f"Not run: {source if data is None else 'section budget spent before training'}."
+        )
+        emit("\n".join(lines), run.path("cfd"))
+        return
+    paper_note = " (tiny mode: not comparable)" if run.tiny else ""
+    lines += [
+        f"- Step module: {library_module_source('train.step')}; augmentation: "
+        f"{library_module_source('data.augment')}.",
+        "",
+        f"| loss | paper Table 5 IoU{paper_note} | mean IoU, last 3 evals (± sd) | final IoU | "
+        "best IoU (epoch) | final PA | final OII | epochs | skipped updates | train s "
+        "(1st epoch) | loop images/s | step images/s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for loss, r in results.items():
+        ious = [e["iou"] for e in r["evals"]]
+        last3 = ious[-3:]
+        sd = statistics.stdev(last3) if len(last3) > 1 else 0.0
+        best = max(r["evals"], key=lambda e: e["iou"])
+        final = r["evals"][-1]
+        epochs = (
+            f"{r['epochs']}"
+            if r["epochs"] == r["planned_epochs"]
+            else f"{r['epochs']} of {r['planned_epochs']} (budget)"
+        )
+        lines.append(
+            f"| {LOSS_LABEL[loss]} | {PAPER_TABLE5[loss]:.3f} | {statistics.mean(last3):.3f} "
+            f"± {sd:.3f} | {final['iou']:.3f} | {best['iou']:.3f} ({best['epoch']}) | "
+            f"{final['pa']:.3f} | {final['oii']:+.3f} | {epochs} | {r['skipped']} | "
+            f"{r['total_s']:.0f} ({r['first_epoch_s']:.0f}) | {_num(r['loop_rate'])} | "
+            f"{r['step_rate']:.0f} |"
+        )
+    epochs = sorted({e["epoch"] for r in results.values() for e in r["evals"]})
+    lines += [
+        "",
+        "loop images/s: epochs 2 onwards, data path included, evaluation excluded; step "
+        "images/s: the train step alone on a batch already on the device.",
+        "",
+        "Validation IoU / PA / OII at each evaluation:",
+        "",
+        "| loss | " + " | ".join(f"ep {e}" for e in epochs) + " |",
+        "|---|" + "---:|" * len(epochs),
+    ]
+    for loss, r in results.items():
+        by_epoch = {e["epoch"]: e for e in r["evals"]}
+        cells = [
+            f"{by_epoch[e]['iou']:.3f} / {by_epoch[e]['pa']:.3f} / {by_epoch[e]['oii']:+.2f}"
+            if e in by_epoch
+            else "–"
+            for e in epochs
+        ]
+        lines.append(f"| {LOSS_LABEL[loss]} | " + " | ".join(cells) + " |")
+    emit("\n".join(lines), run.path("cfd"))
+
+
+# ----------------------------------------------------------------------------- main
+
+SECTIONS = ("losses", "data", "cfd", "unet")
+
+
+def main(argv: list[str] | None = None) -> Path:
+    """Run the sections; returns the folder the tables went to."""
+    # Entry-point setting (before JAX starts its backend): JAX must not take 75 % of the
+    # GPU up front, PyTorch shares the device in the same process.
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--out-dir",
+        type=Path,
+        help="where the tables go (default: benchmarks/results on a GPU, a new temporary "
+        "folder in the tiny CPU mode)",
+    )
+    parser.add_argument(
+        "--cpu-tiny", action="store_true", help="the tiny CPU mode even where a GPU is present"
+    )
+    parser.add_argument(
+        "--data-dir",
+        help="the CrackForest folder (image/, groundTruth/); default: $DIBE_JAX_DATA/"
+        "crackforest, bench_data/crackforest or ../shared/data/crackforest",
+    )
+    parser.add_argument(
+        "--sections", nargs="+", default=list(SECTIONS), choices=SECTIONS, help="run only these"
+    )
+    parser.add_argument(
+        "--budget-s",
+        type=float,
+        default=450.0,
+        help="the whole run's time budget in seconds (sections stop starting new work "
+        "after their own share of it)",
+    )
+    args = parser.parse_args(argv)
+    if args.cpu_tiny:  # entry-point setting: the tiny mode is CPU-only, also beside a GPU
+        jax.config.update("jax_platforms", "cpu")
+    profile = GPU if jax_on_gpu() else CPU_TINY
+    if profile is CPU_TINY:
+        try:
+            import torch
+
+            # Entry-point setting: one PyTorch thread in the tiny mode. Its tensors are too
+            # small to share, and OpenMP threads spin-waiting on a busy machine made each
+            # tiny convolution take tens of milliseconds.
+            torch.set_num_threads(1)
+        except ImportError:
+            pass
+    out_dir = args.out_dir
+    if out_dir is None:
+        out_dir = RESULTS if profile is GPU else Path(tempfile.mkdtemp(prefix="bench_gpu_"))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    command = " ".join(["python -m benchmarks.gpu", *(sys.argv[1:] if argv is None else argv)])
+    run = Run(profile, out_dir, args.budget_s, args.data_dir, command)
+    if run.tiny:
+        run.log(
+            "no GPU (or --cpu-tiny): TINY CPU MODE, shrunk sizes, torch.compile backend "
+            f"'eager'; the numbers show the code runs, not speed. Tables -> {out_dir}"
+        )
+    else:
+        run.log(f"GPU mode on {jax_device_name()}; tables -> {out_dir}")
+    config = library_module("train.config").Config()
+
+    run.copy_gbs = copy_bandwidth(run) / 1e9
+    run.log(f"device copy bandwidth {run.copy_gbs:.0f} GB/s (read + write)")
+    cfd, source = (None, "")
+    if "cfd" in args.sections or "data" in args.sections:
+        cfd, source = load_cfd(run)
+        run.log(f"CFD data: {source}")
+    plan = [
+        ("losses", "losses", lambda: section_losses(run)),
+        ("data", None, lambda: section_data(run, config, cfd)),
+        ("cfd", "cfd", lambda: section_cfd(run, config, cfd, source)),
+        ("unet", "unet", lambda: section_unet(run, config)),
+        ("data", "data", lambda: write_data_table(run, config)),
+    ]
+    failed = []
+    for section, table, fn in plan:
+        if section not in args.sections:
+            continue
+        try:
+            fn()
+        except Exception as e:  # noqa: BLE001 - the other sections still run
+            traceback.print_exc()
+            failed.append(section)
+            if table is not None:
+                lines = run.header(f"{table}: FAILED", [], None)
+                emit("\n".join([*lines, f"Failed: {type(e).__name__}: {e}"]), run.path(table))
+    written = ", ".join(sorted(f.name for f in out_dir.glob("*.md")))
+    run.log(f"done; tables in {out_dir}: {written}")
+    if failed:
+        raise SystemExit(f"benchmarks.gpu: section(s) failed: {', '.join(failed)}")
+    return out_dir
+
+
+if __name__ == "__main__":
+    main()
