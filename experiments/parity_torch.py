@@ -908,6 +908,48 @@ def study_markdown(results: dict[str, dict[int, list[dict[str, Any]]]]) -> str:
     return "\n".join(lines)
 
 
+def cfd_summary(out: Path) -> str:
+    """Every finished CFD run under ``out`` (``init_study/`` and ``torch_cfd/``), grouped by
+    (loss, framework, init): per seed the IoU of every evaluation, and over seeds SPEC's
+    statistic (the last :data:`~dibe_jax.train.runs.LAST_N` evaluations of every seed, pooled:
+    here all of them when a run has fewer) of IoU and OII, and the final IoU. A run that has not
+    reached its group's last epoch (still training) is left out."""
+    from dibe_jax.train import runs
+
+    groups: dict[tuple[str, str, str], dict[int, list[dict[str, Any]]]] = {}
+    for workdir in sorted((out / "init_study").glob("*seed*")):
+        loss, stem = ("dibe", workdir.name)
+        for name in CFD_LOSSES[1:]:
+            if workdir.name.startswith(name + "_"):
+                loss, stem = name, workdir.name[len(name) + 1 :]
+        init, seed = stem.rsplit("_seed", 1)
+        if records := _read_metrics(workdir):
+            groups.setdefault((loss, "JAX (dibe_jax)", init), {})[int(seed)] = records
+    for workdir in sorted((out / "torch_cfd").glob("*seed*")):
+        loss = next((n for n in CFD_LOSSES[1:] if workdir.name.startswith(n + "_")), "dibe")
+        seed = int(workdir.name.rsplit("seed", 1)[1])
+        if records := _read_metrics(workdir):
+            groups.setdefault((loss, "PyTorch", "torch_default"), {})[seed] = records
+    lines = [
+        "| loss | framework | init | seeds | IoU per seed (each evaluation) | IoU, last "
+        f"{runs.LAST_N} over seeds | final IoU over seeds | OII, last {runs.LAST_N} |",
+        "|---|---|---|---|---|---:|---:|---:|",
+    ]
+    for (loss, framework, init), by_seed in sorted(groups.items()):
+        last = max(rs[-1]["epoch"] for rs in by_seed.values())  # runs still going are left out
+        seeds = sorted(s for s, rs in by_seed.items() if rs[-1]["epoch"] == last)
+        result = runs.SeedRuns([by_seed[s] for s in seeds], seeds)
+        per_seed = "; ".join(
+            f"{s}: " + " / ".join(f"{r['iou']:.3f}" for r in by_seed[s]) for s in seeds
+        )
+        lines.append(
+            f"| {loss} | {framework} | {init} | {', '.join(map(str, seeds))} | {per_seed} | "
+            f"{runs.fmt(result.last3('iou'))} | {runs.fmt(result.final('iou'))} | "
+            f"{runs.fmt(result.last3('oii'), signed=True)} |"
+        )
+    return "\n".join(lines)
+
+
 # -------------------------------------------------------------------------------------- main
 
 
@@ -952,6 +994,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         choices=["he_normal_fan_out", "torch_default"],
     )
     parser.add_argument(
+        "--summary", action="store_true", help="CFD: tabulate the finished runs, train nothing"
+    )
+    parser.add_argument(
         "--cfd-loss", default="dibe", choices=list(CFD_LOSSES), help="loss of the CFD studies"
     )
     parser.add_argument("--epochs", type=int, default=10)
@@ -960,6 +1005,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     _deterministic_torch()
 
+    if args.summary:
+        text = cfd_summary(args.out)
+        (args.out / "cfd_summary.md").write_text(text + "\n")
+        print(text)
+        return 0
     if args.init_study or args.torch_cfd:
         results: dict[str, dict[int, list[dict[str, Any]]]] = {}
         if args.init_study:

@@ -135,3 +135,32 @@ def test_kernel_init_is_a_model_option():
     assert config.model.options["kernel_init"] == "torch_default"
     with pytest.raises(ValueError, match="kernel_init"):
         models.create("unet", in_channels=3, width=4, kernel_init="xavier", rngs=nnx.Rngs(0))
+
+
+def test_cfd_summary_groups_runs_and_leaves_out_unfinished_ones(tmp_path):
+    import json
+
+    def write(path: Path, ious: list[float]) -> None:
+        path.mkdir(parents=True)
+        lines = [
+            json.dumps({"epoch": 2 * (i + 1), "iou": v, "oii": 1.0 - v}) for i, v in enumerate(ious)
+        ]
+        (path / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+
+    write(tmp_path / "init_study" / "torch_default_seed0", [0.0, 0.2])
+    write(tmp_path / "init_study" / "torch_default_seed1", [0.0, 0.4])
+    write(tmp_path / "init_study" / "torch_default_seed2", [0.0])  # still training
+    write(tmp_path / "init_study" / "focal_tversky_torch_default_seed0", [0.1, 0.5])
+    write(tmp_path / "torch_cfd" / "seed0", [0.0, 0.3])
+    rows = {
+        tuple(c.strip() for c in line.split("|")[1:4]): line
+        for line in pt.cfd_summary(tmp_path).splitlines()[2:]
+    }
+    assert set(rows) == {
+        ("dibe", "JAX (dibe_jax)", "torch_default"),
+        ("focal_tversky", "JAX (dibe_jax)", "torch_default"),
+        ("dibe", "PyTorch", "torch_default"),
+    }
+    dibe = rows[("dibe", "JAX (dibe_jax)", "torch_default")]
+    assert "| 0, 1 |" in dibe and "0.300 ± 0.141" in dibe  # final IoU of seeds 0 and 1
+    assert "0.150 ± 0.191" in dibe  # both evaluations of both seeds pooled
