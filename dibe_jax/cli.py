@@ -37,11 +37,25 @@ def _losses(args: argparse.Namespace) -> int:
     from dibe_jax import losses
 
     width = max(map(len, losses.names()))
+    print("Kinds of loss:")
+    for k, v in losses.KINDS.items():
+        print(f"  {k:<11} {v}")
+    print(
+        "A loss trains on a binary dataset (2 classes) if it takes {0, 1} masks, on a "
+        "multi-class one if it takes class ids.\n"
+    )
+    trains = {"binary": "binary", "multiclass": "multi-class"}
     for name in losses.names():
+        entry = losses.info(name)
         hyper = ", ".join(f"{k}={v}" for k, v in losses.hyperparameters(name).items())
+        options = ", ".join(f"loss.{k}={v}" for k, v in entry.step_options.items())
         print(f"{name:<{width}}  {losses.describe(name)}")
+        on = " and ".join(trains[t] for t in entry.tasks)
+        print(f"{'':<{width}}    {losses.describe_kind(name, short=True)}; trains on {on} data")
         if hyper:
             print(f"{'':<{width}}    {hyper}")
+        if options:
+            print(f"{'':<{width}}    training step: {options}")
     return 0
 
 
@@ -58,12 +72,17 @@ def _add_train_options(p: argparse.ArgumentParser, *, workdir: bool = True) -> N
         "--dataset",
         help=f"NAME[/CONFIG] of {names}; e.g. crackforest (CFD 160x160 tiles), "
         "magnetic_tile/crack (images of varying size, trained at 224x224 unless --image-size), "
-        "synthetic_cracks/r150_96 (default, generated, no files needed)",
+        "magnetic_tile/all (6 classes), synthetic_cracks/r150_96 (default, generated, no files "
+        "needed), synthetic_cracks/multi_96 (3 classes, generated)",
     )
     p.add_argument("--data-dir", help="TFDS data_dir (where built datasets live)")
     p.add_argument("--manual-dir", help="folder with the raw files (offline builds)")
     p.add_argument("--model", help="unet (default), segnet, pspnet, deeplabv3, fcn, ...")
-    p.add_argument("--loss", help="any binary loss of `dibe-jax losses` (default dibe)")
+    p.add_argument(
+        "--loss",
+        help="a loss of `dibe-jax losses` of the dataset's kind: binary for 2 classes, "
+        "multi-class for more (default dibe, which does both)",
+    )
     p.add_argument("--epochs", type=int, help="default 50 (the paper); with --resume: extend")
     p.add_argument("--batch-size", type=int, help="global batch, default 32")
     p.add_argument(
@@ -178,10 +197,16 @@ def _train(args: argparse.Namespace) -> int:
 
     if jax.process_index() == 0:
         print("\n" + reporting.summary_table(reporting.read_metrics(workdir)))
-        print(
-            f"\nfinal: IoU {record['iou']:.4f}  PA {record['pa']:.4f}  "
-            f"OII {record['oii']:+.4f}  ({record['seconds']:.0f} s)"
-        )
+        if "miou" in record:
+            print(
+                f"\nfinal: mIoU {record['miou']:.4f}  mAcc {record['macc']:.4f}  "
+                f"macro OII {record['macro_oii']:+.4f}  ({record['seconds']:.0f} s)"
+            )
+        else:
+            print(
+                f"\nfinal: IoU {record['iou']:.4f}  PA {record['pa']:.4f}  "
+                f"OII {record['oii']:+.4f}  ({record['seconds']:.0f} s)"
+            )
         print(
             f"metrics: {workdir / 'metrics.jsonl'}\nplots: {workdir / 'plots'}\n"
             f"checkpoints: {workdir / 'checkpoints'}\ntensorboard: {workdir / 'tensorboard'}"
@@ -218,17 +243,27 @@ def _predict(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     for w in report.written:
-        print(f"{w.input}: {w.defect_fraction:.5f} defect -> {w.mask}")
+        detail = ""
+        if w.class_fractions is not None:
+            pairs = zip(report.class_names[1:], w.class_fractions[1:], strict=True)
+            detail = " (" + ", ".join(f"{n} {f:.5f}" for n, f in pairs) + ")"
+        print(f"{w.input}: {w.defect_fraction:.5f} defect{detail} -> {w.mask}")
     print(report.summary())
     return 0 if report.written else 1
 
 
 def _oii_search(args: argparse.Namespace) -> int:
     from dibe_jax import train, tuning
-    from dibe_jax.train import runs
+    from dibe_jax.train import checks, runs
 
     workdir = Path(args.workdir)
     base = _config_from_args(args)
+    classes = checks.dataset_classes(base)
+    if len(classes) != 2:
+        raise train.ConfigError(
+            f"data.dataset: oii-search steers the OII of a binary run (Appendix C), and "
+            f"{base.data.dataset!r} has {len(classes)} classes ({', '.join(classes)})"
+        )
     direction = -1 if args.param == "alpha" else 1
     fixed = {k: getattr(args, k) for k in ("alpha", "beta") if getattr(args, k) is not None}
     if args.param in fixed:

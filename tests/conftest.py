@@ -30,3 +30,13 @@ jax.config.update(
     "jax_persistent_cache_min_compile_time_secs",
     float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]),
 )
+
+# Strict NumPy semantics in the test process (as equinox does): any implicit dtype promotion
+# (e.g. float32 with a Python-side float64 array, bool with int) or implicit rank promotion
+# (broadcasting a [B] array against [B, H, W]) raises, so the library must say what it means.
+# Subprocesses the tests start (training scripts, CLI runs) keep JAX's defaults.
+jax.config.update("jax_numpy_dtype_promotion", "strict")
+jax.config.update("jax_numpy_rank_promotion", "raise")
+# Two fake CPU devices in the test process, so the data-parallel path (mesh, sharded batch,
+# replicated parameters) runs in-process. Must be set before any backend is initialised.
+jax.config.update("jax_num_cpu_devices", 2)

@@ -476,6 +476,7 @@ def test_names_and_config_names(nothing_is_built):
         "r190_112",
         "r580_224",
         "r2200_448",
+        "multi_96",
     )
     with pytest.raises(ValueError, match=f"^unknown dataset 'cfd'; {KNOWN}$"):
         dd.config_names("cfd")
@@ -550,6 +551,7 @@ def test_native_and_default_image_sizes(nothing_is_built):
         "synthetic_cracks/r190_112": (112, 112),
         "synthetic_cracks/r580_224": (224, 224),
         "synthetic_cracks/r2200_448": (448, 448),
+        "synthetic_cracks/multi_96": (96, 96),
         **{f"magnetic_tile/{c}": None for c in dd.config_names("magnetic_tile")},
     }
     assert len(expected) == sum(len(dd.config_names(n)) for n in dd.names())  # all covered

@@ -342,7 +342,7 @@ def test_unified_focal_matches_reference_and_check_grads(asymmetric, x64):
     got = losses.unified_focal(jnp.asarray(z), y, **h)
     np.testing.assert_allclose(got, ref_unified(z, y, binary=False, **h), rtol=1e-10)
     zb, yb = z[..., 1], (y == 1).astype(np.float64)
-    got = losses.unified_focal(jnp.asarray(zb), yb, **h)
+    got = losses.unified_focal_binary(jnp.asarray(zb), yb, **h)
     np.testing.assert_allclose(got, ref_unified(zb, yb, binary=True, **h), rtol=1e-10)
 
     def mean_loss(v):
@@ -365,11 +365,12 @@ def test_unified_focal_recovers_cross_entropy_and_dice(asymmetric):
     close(uf(z, y, weight=0.0), losses.dice_multiclass(z, y, eps=0.5, classes="all"))
     if asymmetric:  # the binary form, and binary logits z as two-class logits [0, z]
         zb, yb = z[..., 1], (y == 1).astype(np.float32)
-        close(uf(zb, yb, weight=1.0), 0.5 * losses.bce(zb, yb))
+        ufb = functools.partial(losses.unified_focal_binary, delta=0.5, gamma=0.0, eps=0.25)
+        close(ufb(zb, yb, weight=1.0), 0.5 * losses.bce(zb, yb))
         dice = (losses.dice(zb, yb, eps=0.5) + losses.dice(-zb, 1 - yb, eps=0.5)) / 2
-        close(uf(zb, yb, weight=0.0), dice)
+        close(ufb(zb, yb, weight=0.0), dice)
         z2 = np.stack([np.zeros_like(zb), zb], -1)
-        close(losses.unified_focal(zb, yb), losses.unified_focal(z2, yb.astype(np.int32)))
+        close(losses.unified_focal_binary(zb, yb), losses.unified_focal(z2, yb.astype(np.int32)))
 
 
 def test_unified_focal_hand_value_and_asymmetry():
@@ -379,12 +380,12 @@ def test_unified_focal_hand_value_and_asymmetry():
     d, g = 0.6, 0.5
     want_a = (d + (1 - d) * 0.5**g) * math.log(2) / 2
     want_s = (d + (1 - d)) * 0.5**g * math.log(2) / 2
-    np.testing.assert_allclose(losses.unified_focal(z, y, weight=1.0), [want_a], rtol=1e-6)
-    got = losses.unified_focal(z, y, weight=1.0, asymmetric=False)
+    np.testing.assert_allclose(losses.unified_focal_binary(z, y, weight=1.0), [want_a], rtol=1e-6)
+    got = losses.unified_focal_binary(z, y, weight=1.0, asymmetric=False)
     np.testing.assert_allclose(got, [want_s], rtol=1e-6)
     # λ = 0, perfect prediction: 1 - mTI = 0 for both classes
     zp = np.array([[100.0, -100.0]], np.float32)
-    np.testing.assert_allclose(losses.unified_focal(zp, y, weight=0.0), [0.0], atol=1e-6)
+    np.testing.assert_allclose(losses.unified_focal_binary(zp, y, weight=0.0), [0.0], atol=1e-6)
 
 
 def test_unified_focal_masks_pooling_jit_and_bad_input():
@@ -433,7 +434,7 @@ def test_finite_for_any_logits(z, y, case):
     _finite("pf_loss", z, y, mask)
     _finite("pf_loss", z[..., 1], yb, mask)  # binary form
     _finite("unified_focal", z, y, mask, gamma=0.5, eps=1e-6)
-    _finite("unified_focal", z[..., 1], yb, mask, gamma=0.5, eps=1e-6)
+    _finite("unified_focal_binary", z[..., 1], yb, mask, gamma=0.5, eps=1e-6)
     mc = np.stack([z, z[..., ::-1]])
     _finite("cross_dropout_focal", mc, y, mask, gamma=2.0)
     _finite("cross_dropout_focal", mc, y, mask, gamma=2.0, stop_gradient_u=True)
@@ -449,7 +450,7 @@ def test_finite_at_perfect_and_saturated_predictions(gamma):
         yb = (y == 1).astype(np.float32)
         for eps in (0.0, 1e-6):
             _finite("unified_focal", z, y, ones, gamma=gamma, eps=eps)
-            _finite("unified_focal", z[..., 1], yb, ones, gamma=gamma, eps=eps)
+            _finite("unified_focal_binary", z[..., 1], yb, ones, gamma=gamma, eps=eps)
         _finite("pf_loss", z, y, ones)
         _finite("cross_dropout_focal", np.stack([z, -z]), y, ones, gamma=gamma)
 

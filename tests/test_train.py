@@ -22,6 +22,10 @@ from _train_script import (  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 KEYS = ("epoch", "step", "train_loss", "iou", "pa", "recall", "oii", "tp", "fp", "fn", "seconds")
+#: Every key of a binary run's record, in order: what binary runs have always written (the
+#: multi-class metrics of issue 15 must not change them).
+BINARY_RECORD = "epoch step train_loss iou pa recall dice specificity g_mean oii fp_fn_ratio "
+BINARY_RECORD += "precision tp fp fn tn val_loss skipped_steps seconds"
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +53,12 @@ def test_run_writes_metrics_checkpoints_plots(finished_run):
     for key in KEYS:
         assert key in record
     assert record == lines[-1]
+    assert list(record) == BINARY_RECORD.split()
+    from dibe_jax import metrics
+
+    counts = metrics.Confusion(*(record[k] for k in ("tp", "fp", "fn", "tn")))
+    assert {k: record[k] for k in metrics.summarize(counts)} == metrics.summarize(counts)
+    assert json.loads((workdir / "model.json").read_text())["num_classes"] == 1
     assert record["tp"] + record["fn"] > 0 and -1 <= record["oii"] <= 1
     assert sorted(p.name for p in (workdir / "plots").iterdir()) == ["iou.png", "oii.png", "pa.png"]
     assert list((workdir / "tensorboard").glob("events.out.tfevents.*"))
@@ -140,6 +150,49 @@ def test_four_device_step_equals_single_device_step():
     out = json.loads(run_script("--devices-check", env=env).stdout.splitlines()[-1])
     assert out["devices"] == 4
     assert out["max_diff"] < 1e-5
+
+
+def test_two_device_step_in_process_equals_single_device_step():
+    # The two fake CPU devices of conftest.py: the library's own path (loss_steps, replicate,
+    # shard_batch) with the batch split over a 2-device mesh gives the loss, weights and
+    # BatchNorm statistics of the same step on one device.
+    import jax
+    from flax import nnx
+
+    from dibe_jax.train import loop, step
+
+    assert jax.device_count() == 2
+    config = tiny_config(**{"model.width": 2, "model.num_stages": 1})
+    examples = make_examples(4, 3, size=16)
+    batch = {
+        "image": np.stack([e["image"] for e in examples]).astype(np.float32) / 255,
+        "mask": np.stack([e["mask"] for e in examples]),
+    }
+
+    def weights_and_stats(tg, state):
+        model = nnx.merge(tg, state)[0]
+        leaves = jax.tree.leaves((nnx.state(model, nnx.Param), nnx.state(model, nnx.BatchStat)))
+        return [np.asarray(x) for x in leaves]
+
+    results = []
+    for devices in (jax.devices(), jax.devices()[:1]):
+        tg, eg, state = train.make_state(config, in_channels=3)
+        before = weights_and_stats(tg, state)
+        mesh = step.make_mesh(devices)
+        steps = loop.loss_steps(config, tg, eg, mesh, num_classes=1)
+        state = step.replicate(state, steps.replicated)
+        sharded = step.shard_batch(batch, mesh)
+        assert len(sharded["image"].addressable_shards) == len(devices)
+        assert sharded["image"].addressable_shards[0].data.shape[0] == 4 // len(devices)
+        state, stats = steps.train(state, sharded)
+        assert int(stats["nonfinite"]) == 0
+        after = weights_and_stats(tg, state)
+        assert max(float(np.max(np.abs(a - b))) for a, b in zip(after, before, strict=True)) > 0
+        results.append((float(stats["loss"]), after))
+    (loss_2, leaves_2), (loss_1, leaves_1) = results
+    assert abs(loss_2 - loss_1) < 1e-5
+    for a, b in zip(leaves_2, leaves_1, strict=True):  # weights and BatchNorm statistics
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
 
 
 def test_cli_train_help_lists_options(capsys):

@@ -4,7 +4,9 @@ Every builder in :mod:`dibe_jax.datasets` writes the same three features:
 
 * ``image``: ``uint8 [H, W, C]`` (``C = 3`` for RGB sources, ``1`` for grayscale),
 * ``mask``: ``uint8 [H, W, 1]``, ``{0, 1}`` for binary configs, class ids for
-  multi-class ones (``0`` is background),
+  multi-class ones (``0`` is background); a ``tfds.features.LabeledImage`` whose names
+  say how many classes there are (:meth:`DefectBuilder.class_names`, read without building
+  by :func:`dibe_jax.datasets.class_names`),
 * ``file_name``: the source file (and tile) the example comes from.
 
 Images are stored losslessly as PNG, and the files are written as ``array_record``
@@ -34,7 +36,7 @@ import logging
 import os
 import socket
 import urllib.parse
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -69,18 +71,26 @@ class DatasetFileError(ValueError):
     """
 
 
-def features(*, channels: int, size: int | None = None) -> tfds.features.FeaturesDict:
+def features(
+    *, channels: int, classes: Sequence[str], size: int | None = None
+) -> tfds.features.FeaturesDict:
     """The common feature dict: ``image [H, W, channels]``, ``mask [H, W, 1]``, ``file_name``.
 
     Args:
       channels: image channels (1 or 3).
+      classes: the name of every class id of the mask, background (id 0) first; two names
+        for a binary mask. The mask is a ``tfds.features.LabeledImage`` carrying them.
       size: fixed square size of every example, or ``None`` for variable sizes.
     """
+    if len(classes) < 2:
+        raise ValueError(f"classes: a mask needs at least 2 class names, got {list(classes)}")
     hw = (size, size)
     return tfds.features.FeaturesDict(
         {
             "image": tfds.features.Image(shape=(*hw, channels), encoding_format="png"),
-            "mask": tfds.features.Image(shape=(*hw, 1), encoding_format="png"),
+            "mask": tfds.features.LabeledImage(
+                labels=list(classes), shape=(*hw, 1), encoding_format="png"
+            ),
             "file_name": tfds.features.Text(),
         }
     )
@@ -355,6 +365,14 @@ class DefectBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     @classmethod
     def native_size(cls, config: tfds.core.BuilderConfig) -> tuple[int, int] | None:
         """``(rows, cols)`` of every example of ``config``, or ``None`` if sizes vary."""
+        del config
+        return None
+
+    @classmethod
+    def class_names(cls, config: tfds.core.BuilderConfig) -> tuple[str, ...] | None:
+        """The name of every mask value of ``config``, background (0) first: two names for
+        a binary config. The mask feature carries them (:func:`features`); ``None`` (this
+        default) means the builder does not say, and training refuses it."""
         del config
         return None
 

@@ -15,6 +15,8 @@ argument and the choices.
 ((224, 224), None)
 >>> default_image_size("crackforest"), default_image_size("magnetic_tile/blowhole")
 (None, 224)
+>>> class_names("magnetic_tile/all")
+('background', 'blowhole', 'break', 'crack', 'fray', 'uneven')
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ __all__ = [
     "builder_class",
     "check_spec",
     "check_split",
+    "class_names",
     "config_names",
     "default_image_size",
     "names",
@@ -245,3 +248,35 @@ def check_split(dataset: Dataset, split: str) -> None:
     have = split_names(dataset)
     if split not in have:
         raise ValueError(f"split {split!r} not in dataset {label}; it has: {', '.join(have)}")
+
+
+def class_names(dataset: Dataset) -> tuple[str, ...]:
+    """The name of every class id of a dataset's masks, background (0) first.
+
+    Two names mean a binary dataset (``{0, 1}`` masks, one sigmoid output), more a
+    multi-class one (class ids, softmax over that many outputs). For a spec they are read
+    from the builder class and config (:meth:`DefectBuilder.class_names`, what its mask
+    feature is built from), so nothing is built; for a builder instance, from its mask
+    feature (a ``tfds.features.LabeledImage``).
+
+    Raises:
+      ValueError: as :func:`check_spec`, or when the mask feature does not say how many
+        classes it has (one line naming the dataset).
+
+    >>> class_names("crackforest"), class_names("synthetic_cracks/multi_96")
+    (('background', 'crack'), ('background', 'crack', 'spot'))
+    """
+    cls, config, label = _resolve(dataset)
+    names_ = None
+    if isinstance(dataset, tfds.core.DatasetBuilder):
+        mask = dataset.info.features["mask"] if "mask" in dataset.info.features else None
+        names_ = getattr(mask, "names", None)
+    elif issubclass(cls, DefectBuilder):
+        names_ = cls.class_names(config)
+    if not names_ or len(names_) < 2:
+        raise ValueError(
+            f"dataset {label}: its mask feature does not say how many classes it has; "
+            "expected a tfds.features.LabeledImage(labels=[background, ...]) mask "
+            "(DefectBuilder.class_names)"
+        )
+    return tuple(str(n) for n in names_)

@@ -92,11 +92,17 @@ or in a folder up to 3 levels below it (e.g. manual_dir/crackforest/):
         del config
         return (TILE, TILE)
 
+    @classmethod
+    def class_names(cls, config: tfds.core.BuilderConfig) -> tuple[str, ...]:
+        """Every config: binary, ``("background", "crack")``."""
+        del config
+        return ("background", "crack")
+
     def _info(self) -> tfds.core.DatasetInfo:
         return tfds.core.DatasetInfo(
             builder=self,
             description=__doc__,
-            features=features(channels=3, size=TILE),
+            features=features(channels=3, classes=self.class_names(self.builder_config), size=TILE),
             supervised_keys=("image", "mask"),
             homepage="https://github.com/cuilimeng/CrackForest-dataset",
             citation=(

@@ -109,11 +109,19 @@ or in a folder up to 3 levels below it (e.g. manual_dir/magnetic_tile/):
   MT_Break, MT_Crack, MT_Fray, MT_Uneven, MT_Free (only the classes of the config are read).
 """
 
+    @classmethod
+    def class_names(cls, config: tfds.core.BuilderConfig) -> tuple[str, ...]:
+        """``all``: ``("background", "blowhole", "break", "crack", "fray", "uneven")`` (the
+        mask's class ids); a one-class config: ``("background", "<class>")``."""
+        if config.multiclass:
+            return ("background", *(c.lower() for c in CLASSES))
+        return ("background", config.classes[0].lower())
+
     def _info(self) -> tfds.core.DatasetInfo:
         return tfds.core.DatasetInfo(
             builder=self,
             description=__doc__,
-            features=features(channels=1),
+            features=features(channels=1, classes=self.class_names(self.builder_config)),
             supervised_keys=("image", "mask"),
             homepage="https://github.com/abin24/Magnetic-tile-defect-datasets.",
             citation=(

@@ -20,19 +20,27 @@ How an example is made (:func:`generate_example`):
    0.2 for the CPU demo config ``r150_96``: there a 5-layer dilated CNN, 16
    channels, Adam 3e-3, Dice + weighted BCE, batch 32, reached a validation IoU of
    0.51 after 12 epochs and 0.76 after 20, in 2.5 min on 2 busy CPU cores; with
-   contrast 0.15 it was 0.25 and 0.61).
+   contrast 0.15 it was 0.25 and 0.61);
+4. multi-class configs (``spot_ratio`` set) add a second defect class, blob-like
+   round spots (ellipses of radius 2-6 % of the image side, FG:BG ``1:spot_ratio``
+   drawn like the cracks' budget), *brightened* by ``contrast`` with the same soft
+   halo. The mask holds class ids: 0 background, 1 crack, 2 spot (a spot wins where
+   the two overlap). Binary configs draw no spot and consume no random number for
+   them, so their examples are unchanged.
 
 Configs (``synthetic_cracks/<name>``):
 
-=============  =====  =======  =============  ==========================
-name           size   FG:BG    train / val    mirrors
-=============  =====  =======  =============  ==========================
-``r150_96``    96     1:150    384 / 128      default, CPU demos (contrast 0.2)
-``r25_160``    160    1:25     360 / 348      CFD
-``r190_112``   112    1:190    1334 / 1177    THC112
-``r580_224``   224    1:580    1053 / 954     THC224
-``r2200_448``  448    1:2200   981 / 893      THC448
-=============  =====  =======  =============  ==========================
+=============  =====  ================  =============  ==========================
+name           size   FG:BG             train / val    mirrors
+=============  =====  ================  =============  ==========================
+``r150_96``    96     1:150             384 / 128      default, CPU demos (contrast 0.2)
+``r25_160``    160    1:25              360 / 348      CFD
+``r190_112``   112    1:190             1334 / 1177    THC112
+``r580_224``   224    1:580             1053 / 954     THC224
+``r2200_448``  448    1:2200            981 / 893      THC448
+``multi_96``   96     crack 1:150,      384 / 128      three classes (background,
+                      spot 1:60                        crack, spot), contrast 0.2
+=============  =====  ================  =============  ==========================
 """
 
 from __future__ import annotations
@@ -103,6 +111,35 @@ def _draw_cracks(rng: np.random.Generator, size: int, target: int) -> np.ndarray
     return mask
 
 
+def _draw_spots(rng: np.random.Generator, size: int, target: int) -> np.ndarray:
+    """Boolean ``[size, size]`` mask of round spots (axis-aligned ellipses of radius 2-6 %
+    of ``size``, at least 1.2 px) covering about ``target`` pixels (at most one spot more)."""
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    mask = np.zeros((size, size), bool)
+    count = 0
+    for _ in range(64):
+        if count >= target:
+            break
+        ry = max(1.2, rng.uniform(0.02, 0.06) * size)
+        rx = ry * rng.uniform(0.6, 1.0)
+        if rng.random() < 0.5:
+            ry, rx = rx, ry
+        cy = rng.uniform(ry, size - ry)
+        cx = rng.uniform(rx, size - rx)
+        spot = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1.0
+        count += int(np.count_nonzero(spot & ~mask))
+        mask |= spot
+    return mask
+
+
+def _budget(rng: np.random.Generator, n: int, ratio: float, empty_fraction: float) -> int:
+    """A per-image foreground budget: log-normal around ``n / (1 + ratio) / (1 - empty)``."""
+    mean_fg = n / (1.0 + ratio) / (1.0 - empty_fraction)
+    sigma = 0.35
+    target = int(round(mean_fg * rng.lognormal(-0.5 * sigma**2, sigma)))
+    return int(np.clip(target, 1, n // 4))
+
+
 def generate_example(
     rng: np.random.Generator | int,
     size: int,
@@ -111,8 +148,9 @@ def generate_example(
     channels: int = 3,
     contrast: float = 0.15,
     empty_fraction: float = 0.1,
+    spot_ratio: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """One synthetic crack image and its mask.
+    """One synthetic crack image and its mask (with ``spot_ratio``: three classes).
 
     Args:
       rng: a ``numpy.random.Generator`` or an integer seed (same seed, same example).
@@ -123,11 +161,15 @@ def generate_example(
       contrast: darkening of crack pixels on a ``[0, 1]`` intensity scale; the
         background mottling has a std of about 0.06 and the grain noise 0.03, so
         0.1-0.2 is low contrast.
-      empty_fraction: probability that the image has no crack.
+      empty_fraction: probability that the image has no crack (and, independently, no
+        spot).
+      spot_ratio: ``None`` (binary) or the spots' background:foreground ratio
+        ``1:spot_ratio``; then bright round spots are drawn too, labelled 2.
 
     Returns:
       ``image`` ``uint8 [size, size, channels]`` and ``mask`` ``uint8 [size, size, 1]``
-      with values ``{0, 1}``.
+      with values ``{0, 1}``, or with ``spot_ratio`` class ids ``{0, 1, 2}`` (background,
+      crack, spot).
 
     >>> image, mask = generate_example(0, 96, 150)
     >>> image.shape, image.dtype, mask.shape, sorted(set(mask.ravel().tolist())) <= [0, 1]
@@ -137,6 +179,8 @@ def generate_example(
         raise ValueError(f"channels must be 1 or 3, got {channels}")
     if size < 8 or ratio <= 0 or not 0.0 <= empty_fraction < 1.0:
         raise ValueError(f"bad size/ratio/empty_fraction: {size}, {ratio}, {empty_fraction}")
+    if spot_ratio is not None and not spot_ratio > 0:
+        raise ValueError(f"spot_ratio must be None or > 0, got {spot_ratio}")
     rng = np.random.default_rng(rng)
     n = size * size
 
@@ -153,13 +197,18 @@ def generate_example(
     if rng.random() < empty_fraction:
         mask = np.zeros((size, size), bool)
     else:
-        mean_fg = n / (1.0 + ratio) / (1.0 - empty_fraction)
-        sigma = 0.35
-        target = int(round(mean_fg * rng.lognormal(-0.5 * sigma**2, sigma)))
-        mask = _draw_cracks(rng, size, int(np.clip(target, 1, n // 4)))
+        mask = _draw_cracks(rng, size, _budget(rng, n, ratio, empty_fraction))
     m = mask.astype(np.float32)
     depth = contrast * rng.uniform(0.8, 1.2)
     tex -= depth * np.maximum(m, 0.35 * _box3(m))
+    labels = mask.astype(np.uint8)
+    if spot_ratio is not None:  # bright round spots, class 2
+        spots = np.zeros((size, size), bool)
+        if rng.random() >= empty_fraction:
+            spots = _draw_spots(rng, size, _budget(rng, n, spot_ratio, empty_fraction))
+        s = spots.astype(np.float32)
+        tex += contrast * rng.uniform(0.8, 1.2) * np.maximum(s, 0.35 * _box3(s))
+        labels[spots] = 2
     tex += 0.03 * rng.standard_normal((size, size))
 
     if channels == 3:
@@ -168,7 +217,7 @@ def generate_example(
     else:
         img = tex[..., None]
     image = np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8)
-    return image, mask.astype(np.uint8)[..., None]
+    return image, labels[..., None]
 
 
 @dataclasses.dataclass(eq=False)
@@ -188,18 +237,30 @@ class SyntheticCracksConfig(tfds.core.BuilderConfig):
     contrast: float = 0.15
     empty_fraction: float = 0.1
     seed: int = 0
+    spot_ratio: float | None = None  # set: three classes (background, crack, spot)
 
 
-def _cfg(name: str, size: int, ratio: float, n_train: int, n_val: int, what: str, contrast=0.15):
+def _cfg(
+    name: str,
+    size: int,
+    ratio: float,
+    n_train: int,
+    n_val: int,
+    what: str,
+    contrast=0.15,
+    spot_ratio: float | None = None,
+):
+    spots = "" if spot_ratio is None else f", spots 1:{spot_ratio:g}"
     return SyntheticCracksConfig(
         name=name,
-        description=f"{size}x{size}, FG:BG 1:{ratio:g}, {n_train}/{n_val} images, "
+        description=f"{size}x{size}, FG:BG 1:{ratio:g}{spots}, {n_train}/{n_val} images, "
         f"contrast {contrast:g}; {what}.",
         size=size,
         ratio=ratio,
         num_train=n_train,
         num_validation=n_val,
         contrast=contrast,
+        spot_ratio=spot_ratio,
     )
 
 
@@ -214,6 +275,16 @@ class SyntheticCracks(DefectBuilder):
         _cfg("r190_112", 112, 190, 1334, 1177, "mirrors THC112 (Table 2)"),
         _cfg("r580_224", 224, 580, 1053, 954, "mirrors THC224 (Table 2)"),
         _cfg("r2200_448", 448, 2200, 981, 893, "mirrors THC448 (Table 2)"),
+        _cfg(
+            "multi_96",
+            96,
+            150,
+            384,
+            128,
+            "three classes (background, crack, spot), multi-class CPU demos and tests",
+            0.2,
+            spot_ratio=60,
+        ),
     ]
     DEFAULT_BUILDER_CONFIG_NAME = "r150_96"
 
@@ -222,12 +293,19 @@ class SyntheticCracks(DefectBuilder):
         """``(size, size)`` of the config."""
         return (config.size, config.size)
 
+    @classmethod
+    def class_names(cls, config: tfds.core.BuilderConfig) -> tuple[str, ...]:
+        """``("background", "crack")``, and ``"spot"`` for configs with ``spot_ratio``."""
+        if config.spot_ratio is None:
+            return ("background", "crack")
+        return ("background", "crack", "spot")
+
     def _info(self) -> tfds.core.DatasetInfo:
         cfg: SyntheticCracksConfig = self.builder_config
         return tfds.core.DatasetInfo(
             builder=self,
             description=__doc__,
-            features=features(channels=cfg.channels, size=cfg.size),
+            features=features(channels=cfg.channels, classes=self.class_names(cfg), size=cfg.size),
             supervised_keys=("image", "mask"),
         )
 
@@ -249,6 +327,7 @@ class SyntheticCracks(DefectBuilder):
                 channels=cfg.channels,
                 contrast=cfg.contrast,
                 empty_fraction=cfg.empty_fraction,
+                spot_ratio=cfg.spot_ratio,
             )
             name = f"{'train' if split_id == 0 else 'validation'}/{i:05d}"
             yield name, {"image": encode_png(image), "mask": encode_png(mask), "file_name": name}

@@ -88,11 +88,21 @@ Image and label share the file name; labels are binary PNGs (0/1 or 0/255).
         """``(R, R)`` for config ``thcR``."""
         return (config.resolution, config.resolution)
 
+    @classmethod
+    def class_names(cls, config: tfds.core.BuilderConfig) -> tuple[str, ...]:
+        """Every config: binary, ``("background", "crack")``."""
+        del config
+        return ("background", "crack")
+
     def _info(self) -> tfds.core.DatasetInfo:
         return tfds.core.DatasetInfo(
             builder=self,
             description=__doc__,
-            features=features(channels=3, size=self.builder_config.resolution),
+            features=features(
+                channels=3,
+                classes=self.class_names(self.builder_config),
+                size=self.builder_config.resolution,
+            ),
             supervised_keys=("image", "mask"),
             homepage="https://github.com/KLIVIS/DIBE",
         )

@@ -91,12 +91,6 @@ def check_bool(name: str, value: object) -> None:
         raise ValueError(f"`{name}` must be a Python bool, got {value!r}.")
 
 
-def check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
-    """A static string option, one of ``choices``."""
-    if not isinstance(value, str) or value not in choices:
-        raise ValueError(f"`{name}` must be one of {choices}, got {value!r}.")
-
-
 # ------------------------------------------------------------------- binary (sigmoid) inputs
 
 
@@ -229,6 +223,7 @@ def check_softmax_inputs(
     elif dense_labels and l_shape == core:
         if not is_numeric(l_dtype):
             raise ValueError(f"`labels` must be numeric or bool, got dtype {l_dtype}.")
+        check_dense_labels(labels, name, shape)
     else:
         dense = f" or {core} (one-hot / soft labels)" if dense_labels else ""
         raise ValueError(
@@ -245,6 +240,36 @@ def check_softmax_inputs(
             raise ValueError(f"`where` must be numeric or bool, got dtype {w_dtype}.")
     if class_ids:
         check_label_values(labels, c)
+
+
+def check_dense_labels(labels: object, name: str, shape: tuple[int, ...]) -> None:
+    """``ValueError`` unless concrete ``labels`` of the logits' shape are one-hot or soft labels:
+    values in ``[0, 1]`` summing to 1 over the class axis (to 1e-3).
+
+    This is how a binary mask with one logit per pixel (``[B, H, W]`` logits and labels) is
+    told from one-hot labels of ``[B, P, C]`` logits, which have the same shapes: its "rows"
+    do not sum to 1. Tracers are not inspected (as :func:`check_label_values`).
+    """
+    if isinstance(labels, jax.core.Tracer):
+        return
+    if isinstance(labels, jax.Array) and (not labels.is_fully_addressable or labels.size == 0):
+        return
+    if not isinstance(labels, jax.Array) and np.size(labels) == 0:
+        return
+    with jax.ensure_compile_time_eval():  # concrete even when closed over inside a trace
+        y = jnp.asarray(labels).astype(jnp.float32)
+        sums = jnp.sum(y, axis=-1)
+        lo, hi = float(jnp.min(sums)), float(jnp.max(sums))
+        ok = float(jnp.min(y)) >= 0 and float(jnp.max(y)) <= 1 and lo >= 0.999 and hi <= 1.001
+    if not ok:
+        raise ValueError(
+            f"`labels` of the shape of `{name}` {shape} are read as one-hot or soft labels "
+            f"over its last axis ({shape[-1]} classes) and must lie in [0, 1] and sum to 1 "
+            f"there, got sums in [{lo:g}, {hi:g}]. Softmax losses take `{name}` "
+            "[B, *spatial, C] with class ids [B, *spatial] or one-hot labels [B, *spatial, C]; "
+            "for a binary mask with one logit per pixel use a binary loss (bce, dice, dibe, "
+            "unified_focal_binary, ...)."
+        )
 
 
 def check_class_weights(
@@ -277,8 +302,12 @@ def check_class_weights(
 
 
 def compute_dtype(logits_dtype: jnp.dtype) -> jnp.dtype:
-    """float32 for bf16/f16/f32 logits, float64 for float64: sums always accumulate >= f32."""
-    return jnp.promote_types(logits_dtype, jnp.float32)
+    """float32 for bf16/f16/f32 logits, float64 for float64: sums always accumulate >= f32.
+
+    Chosen explicitly rather than by ``jnp.promote_types``, which has no float64/float32 path
+    under ``jax_numpy_dtype_promotion="strict"``.
+    """
+    return np.dtype(np.float64) if np.dtype(logits_dtype) == np.float64 else np.dtype(np.float32)
 
 
 def flatten(x: jax.Array, dtype: jnp.dtype) -> jax.Array:

@@ -23,14 +23,15 @@ __all__ = ["cross_dropout_focal"]
 def _cdfl(mc_logits, labels, where, *, omega, gamma, class_weights, stop_gradient_u):
     logp, y, w = _softmax.prepare(mc_logits, labels, where, leading=1)  # [T, B, P, C]
     t = logp.shape[0]
-    k = jnp.broadcast_to(jnp.asarray(class_weights, logp.dtype), (logp.shape[-1],))
+    k = jnp.broadcast_to(jnp.asarray(class_weights, logp.dtype), (1, 1, logp.shape[-1]))
     if jnp.ndim(labels) == jnp.ndim(mc_logits) - 2:  # class ids: only the true class matters
-        logp = jnp.sum(y * logp, axis=-1, keepdims=True)  # log p_t(true class), [T, B, P, 1]
+        logp = jnp.sum(y[None] * logp, axis=-1, keepdims=True)  # log p_t(true class), [T, B, P, 1]
         k = jnp.sum(y * k, axis=-1, keepdims=True)
         y = jnp.sum(y, axis=-1, keepdims=True)  # 1, or 0 for an out-of-range id under jit
     log_mean = jax.nn.logsumexp(logp, axis=0) - jnp.log(t)  # log p̄_c, [B, P, C]
     p = jnp.exp(logp)
-    u = jnp.mean(jnp.square(p - jnp.mean(p, axis=0)), axis=0)  # CDFL Eq. 4, two-pass variance
+    # CDFL Eq. 4, two-pass variance
+    u = jnp.mean(jnp.square(p - jnp.mean(p, axis=0, keepdims=True)), axis=0)
     if stop_gradient_u:
         u = jax.lax.stop_gradient(u)
     ce = -y * log_mean

@@ -37,7 +37,7 @@ def _softmax_ce(logits, labels, where, *, class_weights):
     logp, y, w = _softmax.prepare(logits, labels, where)
     ce = -y * logp  # [B, P, C]: -y_c log p_c
     if class_weights is not None:
-        ce = ce * jnp.asarray(class_weights, logp.dtype)
+        ce = ce * jnp.asarray(class_weights, logp.dtype)[None, None, :]
     return _reduce.pixel_mean(jnp.sum(ce, axis=-1), w)
 
 
@@ -60,7 +60,7 @@ def _softmax_focal(logits, labels, where, *, class_weights, gamma):
         log_q, _ = _softmax.log1m_softmax(logp)
     per = -y * jnp.exp(gamma * log_q) * logp  # -y_c (1 - p_c)^γ log p_c
     if class_weights is not None:
-        per = per * jnp.asarray(class_weights, logp.dtype)
+        per = per * jnp.asarray(class_weights, logp.dtype)[None, None, :]
     return _reduce.pixel_mean(jnp.sum(per, axis=-1), w)
 
 

@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
+from dibe_jax._validate import check_choice
 from dibe_jax.losses import _checks, _softmax
 from dibe_jax.losses._safe import safe_div
 
@@ -177,6 +178,6 @@ def lovasz_softmax(
     """
     _checks.check_softmax_inputs(logits, labels, where)
     _checks.check_bool("pool_batch", pool_batch)
-    _checks.check_choice("classes", classes, ("present", "all"))
+    check_choice("classes", classes, ("present", "all"))
     _no_device_pool(axis_name)
     return _lovasz_softmax(logits, labels, where, classes=classes, pool_batch=pool_batch)

@@ -56,6 +56,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
+from dibe_jax._validate import check_choice
 from dibe_jax.losses import _checks, _reduce, _softmax
 from dibe_jax.losses._safe import safe_div, safe_pow
 
@@ -300,7 +301,7 @@ def _check_macro_options(
     _checks.check_bool("pool_batch", pool_batch)
     _checks.check_bool("include_background", include_background)
     if classes is not None:
-        _checks.check_choice("classes", classes, ("present", "all"))
+        check_choice("classes", classes, ("present", "all"))
     return _checks.check_class_weights("class_weights", class_weights, jnp.shape(logits)[-1])
 
 

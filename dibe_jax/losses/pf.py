@@ -31,7 +31,7 @@ def _log_weighted_sum(a: jax.Array, b: jax.Array, axis_name) -> tuple[jax.Array,
     if axis_name is not None:
         m = jax.lax.pmax(m, axis_name)
     m = jax.lax.stop_gradient(jnp.where(jnp.isfinite(m), m, 0.0))
-    s = jnp.sum(b * jnp.exp(jnp.where(valid, a - m, -jnp.inf)), axis=0)
+    s = jnp.sum(b * jnp.exp(jnp.where(valid, a - m[None], -jnp.inf)), axis=0)
     n = jnp.sum(b, axis=0)
     if axis_name is not None:
         s, n = jax.lax.psum((s, n), axis_name)

@@ -18,15 +18,15 @@ from jax.typing import ArrayLike
 from dibe_jax.losses import _checks, _reduce, _softmax
 from dibe_jax.losses._safe import safe_div, safe_pow
 
-__all__ = ["unified_focal"]
+__all__ = ["unified_focal", "unified_focal_binary"]
 
 
-@functools.partial(jax.jit, static_argnames=("asymmetric", "pool_batch", "axis_name"))
+@functools.partial(jax.jit, static_argnames=("binary", "asymmetric", "pool_batch", "axis_name"))
 def _unified_focal(
-    logits, labels, where, *, weight, delta, gamma, eps, asymmetric, pool_batch, axis_name
+    logits, labels, where, *, weight, delta, gamma, eps, binary, asymmetric, pool_batch, axis_name
 ):
     logits, labels = jnp.asarray(logits), jnp.asarray(labels)
-    if labels.shape == logits.shape:  # binary: softmax of [0, z] is [1 - σ(z), σ(z)]
+    if binary:  # sigmoid logits: softmax of [0, z] is [1 - σ(z), σ(z)]
         dtype = _checks.compute_dtype(logits.dtype)
         z, y = logits.astype(dtype), labels.astype(dtype)
         logits = jnp.stack([jnp.zeros_like(z), z], axis=-1)
@@ -35,10 +35,10 @@ def _unified_focal(
     log_q, _ = _softmax.log1m_softmax(logp)
     rare = jnp.arange(logp.shape[-1]) > 0  # class 0 is the background, the rest are "rare"
     # focal part: δ on rare classes, 1 - δ on the background; (1 - p)^γ suppresses
-    class_w = jnp.where(rare, delta, 1 - delta)
+    class_w = jnp.where(rare, delta, 1 - delta)[None, None, :]
     suppress = jnp.exp(gamma * log_q)
     if asymmetric:
-        suppress = jnp.where(rare, 1.0, suppress)
+        suppress = jnp.where(rare[None, None, :], 1.0, suppress)
     per_pixel = jnp.sum(class_w * suppress * (-y * logp), axis=-1)
     focal = _reduce.pixel_mean(per_pixel, w)
     # focal Tversky part: 1 - mTI_c, δ on misses, 1 - δ on false alarms; ^(1 - γ) enhances
@@ -47,7 +47,7 @@ def _unified_focal(
     one_minus = safe_div(errors, c.tp + errors + eps)
     enhance = safe_pow(one_minus, 1 - gamma)
     if asymmetric:
-        enhance = jnp.where(rare, enhance, one_minus)
+        enhance = jnp.where(rare[None, :], enhance, one_minus)
     tversky = jnp.mean(enhance, axis=-1)
     return weight * focal + (1 - weight) * tversky
 
@@ -67,10 +67,11 @@ def unified_focal(
 ) -> jax.Array:
     r"""Unified focal loss (Yeung et al. 2022), asymmetric (default) or symmetric.
 
-    Class 0 is the background; every other class is "rare" (for binary logits, class 1 is the
-    defect). With ``p_c`` the softmax (or sigmoid) probability, the per-image soft counts
-    ``TP_c``, ``FP_c``, ``FN_c`` of :mod:`dibe_jax.losses.multiclass` and ``N`` the pixels of
-    the image:
+    Class 0 is the background; every other class is "rare". Integer class ids and their
+    one-hot labels give the same value, as in every multi-class loss; the binary form on
+    sigmoid logits is :func:`unified_focal_binary`. With ``p_c`` the softmax probability,
+    the per-image soft counts ``TP_c``, ``FP_c``, ``FN_c`` of
+    :mod:`dibe_jax.losses.multiclass` and ``N`` the pixels of the image:
 
     .. math::
        L = \lambda\, L_F + (1 - \lambda)\, L_{FT}, \qquad
@@ -113,10 +114,9 @@ def unified_focal(
       code) is a keyword.
 
     Args:
-      logits: softmax logits ``[B, *spatial, C]`` with integer ``labels [B, *spatial]``, or
-        binary sigmoid logits of the same shape as ``labels`` (as in the binary losses).
-      labels: integer class ids in ``[0, C)``, or for binary logits ``{0, 1}`` (or soft
-        values) of the logits' shape.
+      logits: softmax logits ``[B, *spatial, C]``, ``C >= 2``.
+      labels: integer class ids ``[B, *spatial]`` in ``[0, C)``, or one-hot / soft labels
+        ``[B, *spatial, C]`` (whose classes sum to 1).
       weight: λ in [0, 1], weight of the focal (CE) term; 1 - λ weights focal Tversky.
       delta: δ in [0, 1]: weight of the rare classes in L_F, and in mTI the weight of
         **misses** ``FN_c`` (label c, predicted elsewhere; like α of
@@ -131,16 +131,80 @@ def unified_focal(
     Returns:
       ``[B]`` float32 (float64 for float64 logits): one loss per image.
 
+    >>> import jax, jax.numpy as jnp
+    >>> z, y = jnp.array([[[2.0, -1.0], [0.5, 1.0], [-3.0, 0.0]]]), jnp.array([[0, 1, 0]])
+    >>> ids, onehot = unified_focal(z, y), unified_focal(z, jax.nn.one_hot(y, 2))
+    >>> bool(jnp.allclose(ids, onehot)), bool(unified_focal(z, y, asymmetric=False)[0] != ids[0])
+    (True, True)
+    """
+    _checks.check_softmax_inputs(logits, labels, where)
+    return _checked(
+        logits,
+        labels,
+        where,
+        weight=weight,
+        delta=delta,
+        gamma=gamma,
+        eps=eps,
+        binary=False,
+        asymmetric=asymmetric,
+        pool_batch=pool_batch,
+        axis_name=axis_name,
+    )
+
+
+def unified_focal_binary(
+    logits: ArrayLike,
+    labels: ArrayLike,
+    *,
+    weight: ArrayLike = 0.5,
+    delta: ArrayLike = 0.6,
+    gamma: ArrayLike = 0.5,
+    asymmetric: bool = True,
+    eps: ArrayLike = 1e-6,
+    where: ArrayLike | None = None,
+    pool_batch: bool = False,
+    axis_name: str | None = None,
+) -> jax.Array:
+    r"""Unified focal loss on binary sigmoid logits: :func:`unified_focal` of the two-class
+    logits ``[0, z]`` (softmax of ``[0, z]`` is ``[1 - σ(z), σ(z)]``), class 1 the defect.
+
+    Same formula, hyperparameters and sources as :func:`unified_focal`, with background
+    (class 0, ``1 - p``) and defect (class 1, ``p = σ(z)``).
+
+    Args:
+      logits: binary sigmoid logits ``[B, *spatial]`` or ``[B, *spatial, 1]``.
+      labels: ``{0, 1}`` (or soft values in ``[0, 1]``) of the logits' shape.
+      weight, delta, gamma, asymmetric, eps, where, pool_batch, axis_name: as in
+        :func:`unified_focal`.
+
+    Returns:
+      ``[B]`` float32 (float64 for float64 logits): one loss per image.
+
     >>> import jax.numpy as jnp
     >>> z, y = jnp.array([[2.0, -1.0, 0.5, -3.0]]), jnp.array([[1, 0, 1, 0]])
-    >>> both = [unified_focal(z, y, asymmetric=a)[0] for a in (True, False)]
-    >>> bool(both[0] != both[1])
+    >>> two = jnp.stack([jnp.zeros_like(z), z], axis=-1)  # the same as two-class logits
+    >>> bool(jnp.allclose(unified_focal_binary(z, y), unified_focal(two, y)))
     True
     """
-    if tuple(jnp.shape(labels)) == tuple(jnp.shape(logits)):
-        _checks.check_binary_inputs(logits, labels, where)
-    else:
-        _checks.check_softmax_inputs(logits, labels, where, dense_labels=False)
+    _checks.check_binary_inputs(logits, labels, where)
+    return _checked(
+        logits,
+        labels,
+        where,
+        weight=weight,
+        delta=delta,
+        gamma=gamma,
+        eps=eps,
+        binary=True,
+        asymmetric=asymmetric,
+        pool_batch=pool_batch,
+        axis_name=axis_name,
+    )
+
+
+def _checked(logits, labels, where, *, weight, delta, gamma, eps, asymmetric, pool_batch, **kw):
+    """Check the hyperparameters of both forms, then run the jitted loss."""
     _checks.check_bool("pool_batch", pool_batch)
     _checks.check_bool("asymmetric", asymmetric)
     _checks.check_unit("weight", weight)
@@ -157,5 +221,5 @@ def unified_focal(
         eps=eps,
         asymmetric=asymmetric,
         pool_batch=pool_batch,
-        axis_name=axis_name,
+        **kw,
     )

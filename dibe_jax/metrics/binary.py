@@ -97,8 +97,8 @@ def confusion_counts(
 def _confusion_counts(logits, labels, where, threshold) -> Confusion:
     b = logits.shape[0]
     pred = jnp.reshape(logits >= threshold, (b, -1))
-    true = jnp.reshape(labels != 0, (b, -1))
-    valid = jnp.ones_like(pred) if where is None else jnp.reshape(jnp.asarray(where) != 0, (b, -1))
+    true = jnp.reshape(nonzero(labels), (b, -1))
+    valid = jnp.ones_like(pred) if where is None else jnp.reshape(nonzero(where), (b, -1))
 
     def count(m):
         return jnp.sum(m & valid, axis=1, dtype=jnp.int32)
@@ -134,11 +134,25 @@ class ConfusionAccumulator:
         return Confusion(*(int(v) for v in self._totals))
 
 
+def nonzero(x: ArrayLike) -> jax.Array:
+    """``x != 0`` as a bool array; a bool ``x`` as it is (no bool/int comparison)."""
+    x = jnp.asarray(x)
+    return x if x.dtype == jnp.bool_ else x != 0
+
+
+def float_dtype(*dtypes: jnp.dtype) -> np.dtype:
+    """float64 if any of ``dtypes`` is float64, else float32 (ints, bools, bf16, f16, f32).
+
+    Chosen explicitly: under ``jax_numpy_dtype_promotion="strict"`` there is no implicit
+    path between ints and floats or between float32 and float64.
+    """
+    wide = any(np.dtype(d) == np.float64 for d in dtypes)
+    return np.dtype(np.float64) if wide else np.dtype(np.float32)
+
+
 def _as_float(*xs: ArrayLike) -> tuple[jax.Array, ...]:
     arrays = [jnp.asarray(x) for x in xs]
-    dtype = jnp.result_type(*[a.dtype for a in arrays], jnp.float32)
-    if not jnp.issubdtype(dtype, jnp.floating):
-        dtype = jnp.float32
+    dtype = float_dtype(*(a.dtype for a in arrays))
     return tuple(a.astype(dtype) for a in arrays)
 
 

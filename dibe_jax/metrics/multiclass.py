@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-from dibe_jax.metrics.binary import Confusion, dice_score, iou, oii, precision, recall
+from dibe_jax.metrics.binary import Confusion, dice_score, iou, nonzero, oii, precision, recall
 
 __all__ = [
     "ConfusionMatrixAccumulator",
@@ -129,7 +129,7 @@ def _confusion_matrix(x, labels, where, num_classes, mode):
     true = jnp.reshape(labels, (b, -1)).astype(jnp.int32)
     valid = (true >= 0) & (true < c) & (pred >= 0) & (pred < c)
     if where is not None:
-        valid = valid & (jnp.reshape(jnp.asarray(where), (b, -1)) != 0)
+        valid = valid & jnp.reshape(nonzero(where), (b, -1))
     index = jnp.arange(b, dtype=jnp.int32)[:, None] * (c * c) + true * c + pred
     index = jnp.where(valid, index, b * c * c)  # a dump bin, dropped below
     counts = jnp.bincount(jnp.reshape(index, (-1,)), length=b * c * c + 1)[:-1]

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-from dibe_jax.metrics.binary import confusion_counts, g_mean
+from dibe_jax.metrics.binary import confusion_counts, float_dtype, g_mean, nonzero
 
 __all__ = [
     "ScoreHistogram",
@@ -47,11 +47,9 @@ def _check(scores, labels, where) -> None:
 
 def _flat(scores, labels, where):
     s = jnp.reshape(jnp.asarray(scores), (-1,))
-    s = s.astype(jnp.promote_types(s.dtype, jnp.float32))
-    pos = jnp.reshape(jnp.asarray(labels), (-1,)) != 0
-    valid = (
-        jnp.ones(s.shape, bool) if where is None else jnp.reshape(jnp.asarray(where), (-1,)) != 0
-    )
+    s = s.astype(float_dtype(s.dtype))
+    pos = jnp.reshape(nonzero(labels), (-1,))
+    valid = jnp.ones(s.shape, bool) if where is None else jnp.reshape(nonzero(where), (-1,))
     return s, pos & valid, ~pos & valid
 
 
@@ -63,8 +61,9 @@ def _roc_auc(scores, labels, where, zero_division):
     not_above = jnp.searchsorted(neg_sorted, s, side="right")  # negatives scoring <= s
     n0 = jnp.sum(neg)
     n1 = jnp.sum(pos)
-    per_pos = (below + 0.5 * (not_above - below)) / jnp.maximum(n0, 1)
-    auc = jnp.sum(jnp.where(pos, per_pos, 0.0)) / jnp.maximum(n1, 1)
+    f = s.dtype  # integer ranks and counts, averaged in float32 (float64 scores: float64)
+    per_pos = (below.astype(f) + 0.5 * (not_above - below).astype(f)) / jnp.maximum(n0, 1).astype(f)
+    auc = jnp.sum(jnp.where(pos, per_pos, 0.0)) / jnp.maximum(n1, 1).astype(f)
     return jnp.where((n0 > 0) & (n1 > 0), auc, zero_division)
 
 

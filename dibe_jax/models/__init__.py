@@ -13,7 +13,14 @@ from dibe_jax.models.fcn import FCN
 from dibe_jax.models.mc_dropout import mc_dropout_logits
 from dibe_jax.models.ops import adaptive_avg_pool, max_pool_with_argmax, max_unpool, resize_bilinear
 from dibe_jax.models.pspnet import PSPNet
-from dibe_jax.models.registry import config_keys, count_params, create, input_size_rule, names
+from dibe_jax.models.registry import (
+    config_keys,
+    count_params,
+    create,
+    input_size_rule,
+    model_class,
+    names,
+)
 from dibe_jax.models.resnet import ResNet
 from dibe_jax.models.segnet import SegNet
 from dibe_jax.models.unet import UNet
@@ -38,6 +45,7 @@ __all__ = [
     "input_size_rule",
     "load_backbone",
     "max_pool_with_argmax",
+    "model_class",
     "max_unpool",
     "mc_dropout_logits",
     "names",

@@ -49,7 +49,7 @@ class AttentionGate(nnx.Module):
         *,
         inter_features: int | None = None,
         align_corners: bool = True,
-        kernel_init: str = "he_normal_fan_out",
+        kernel_init: str = "torch_default",
         dtype: Dtype = jnp.float32,
         param_dtype: Dtype = jnp.float32,
         rngs: nnx.Rngs,

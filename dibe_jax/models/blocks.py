@@ -10,7 +10,8 @@ Conventions (the same in every model of :mod:`dibe_jax.models`):
 * Convolution kernels use He (Kaiming) normal initialisation with ``fan_out``, as torchvision's
   ResNet and VGG (``kernel_init="he_normal_fan_out"``, biases 0). ``kernel_init="torch_default"``
   is what an ``nn.Conv2d`` / ``nn.ConvTranspose2d`` gets when nobody initialises it; see
-  :func:`conv_initializers` (the U-Net and Attention U-Net take it as a model option).
+  :func:`conv_initializers` (the default of the U-Net and Attention U-Net, which take either as
+  a model option).
 * ``dtype`` is the computation dtype (e.g. ``jnp.bfloat16``), ``param_dtype`` the storage dtype
   of the parameters (``float32``); BatchNorm statistics are always computed in float32.
 """
@@ -23,6 +24,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+
+from dibe_jax._validate import check_choice
 
 __all__ = [
     "BN_EPSILON",
@@ -65,11 +68,12 @@ def conv_initializers(kernel_init: str, fan_in: int, *, transposed: bool = False
     """``kernel_init`` / ``bias_init`` keyword arguments of ``nnx.Conv`` for a named scheme.
 
     Args:
-      kernel_init: ``"he_normal_fan_out"`` (default of every model here): kernel
+      kernel_init: ``"he_normal_fan_out"`` (every model here but the U-Nets): kernel
         ``N(0, 2 / fan_out)`` with ``fan_out = kh * kw * out`` (torchvision's ResNet/VGG),
         biases 0. ``"torch_default"``: PyTorch's unchanged ``nn.Conv2d`` initialisation,
         kernel ``U(-b, b)`` with ``b = 1 / sqrt(fan_in)`` (std ``1 / sqrt(3 fan_in)``,
-        ``kaiming_uniform_(a=sqrt(5))``) and bias ``U(-b, b)``.
+        ``kaiming_uniform_(a=sqrt(5))``) and bias ``U(-b, b)``: the default of the U-Net and
+        Attention U-Net.
       fan_in: what PyTorch calls the layer's fan-in: ``kh * kw * in`` for a convolution. For a
         transposed convolution PyTorch's weight is ``[in, out, kh, kw]`` and its fan-in is
         ``kh * kw * out`` (dimension 1); pass that, with ``transposed=True``.
@@ -84,7 +88,7 @@ def conv_initializers(kernel_init: str, fan_in: int, *, transposed: bool = False
     >>> bool(jnp.abs(w).max() <= 1 / 27**0.5), round(float(w.std() * (3 * 27) ** 0.5), 1)
     (True, 1.0)
     """
-    check_choice(kernel_init, KERNEL_INITS, "kernel_init")
+    check_choice("kernel_init", kernel_init, KERNEL_INITS)
     if kernel_init == "he_normal_fan_out":
         return {"kernel_init": he_normal, "bias_init": nnx.initializers.zeros}
     mode = "fan_out" if transposed else "fan_in"
@@ -115,13 +119,6 @@ def check_rate(value: Any, name: str = "dropout_rate") -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value < 1.0:
         raise ValueError(f"{name} must be a number in [0, 1); got {value!r}")
     return float(value)
-
-
-def check_choice(value: Any, choices: tuple[Any, ...], name: str) -> Any:
-    """Return ``value`` if it is one of ``choices``; ``ValueError`` listing them otherwise."""
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {choices}; got {value!r}")
-    return value
 
 
 def scaled(channels: int, width: int) -> int:

@@ -30,12 +30,12 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from dibe_jax._validate import check_choice
 from dibe_jax.models import ops
 from dibe_jax.models.blocks import (
     ConvBN,
     Dtype,
     canonical_dtype,
-    check_choice,
     check_positive_int,
     check_rate,
     he_normal,
@@ -116,7 +116,7 @@ class DeepLabV3(nnx.Module):
     ):
         self.in_channels = check_positive_int(in_channels, "in_channels")
         self.num_classes = check_positive_int(num_classes, "num_classes")
-        self.input_multiple = check_choice(output_stride, (8, 16), "output_stride")
+        self.input_multiple = check_choice("output_stride", output_stride, (8, 16))
         if atrous_rates is None:
             atrous_rates = (6, 12, 18) if output_stride == 16 else (12, 24, 36)
         self.atrous_rates = tuple(check_positive_int(r, "atrous_rates") for r in atrous_rates)

@@ -33,13 +33,13 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from dibe_jax._validate import check_choice
 from dibe_jax.models import ops
 from dibe_jax.models.blocks import (
     ConvBN,
     Dtype,
     bilinear_kernel_init,
     canonical_dtype,
-    check_choice,
     check_positive_int,
     check_rate,
     conv_transpose,
@@ -88,7 +88,7 @@ class FCN(nnx.Module):
     ):
         self.in_channels = check_positive_int(in_channels, "in_channels")
         self.num_classes = c = check_positive_int(num_classes, "num_classes")
-        self.variant = check_choice(variant, ("8s", "16s", "32s"), "variant")
+        self.variant = check_choice("variant", variant, ("8s", "16s", "32s"))
         width = check_positive_int(width, "width")
         self.dtype = canonical_dtype(dtype, "dtype")
         param_dtype = canonical_dtype(param_dtype, "param_dtype")

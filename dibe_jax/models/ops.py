@@ -177,10 +177,10 @@ def max_pool_with_argmax(x: jax.Array, window: int = 2) -> tuple[jax.Array, jax.
         raise ValueError(f"input {height}x{width} is smaller than the pooling window {window}")
     windows = x[:, : h * window, : w * window].reshape(batch, h, window, w, window, channels)
     windows = windows.transpose(0, 1, 3, 5, 2, 4).reshape(batch, h, w, channels, window * window)
-    local = jnp.argmax(windows, axis=-1)
+    local = jnp.argmax(windows, axis=-1).astype(jnp.int32)
     values = jnp.take_along_axis(windows, local[..., None], axis=-1)[..., 0]
-    rows = jnp.arange(h, dtype=jnp.int32)[:, None, None] * window + local // window
-    cols = jnp.arange(w, dtype=jnp.int32)[None, :, None] * window + local % window
+    rows = jnp.arange(h, dtype=jnp.int32)[None, :, None, None] * window + local // window
+    cols = jnp.arange(w, dtype=jnp.int32)[None, None, :, None] * window + local % window
     return values, (rows * width + cols).astype(jnp.int32)
 
 
@@ -215,10 +215,11 @@ def max_unpool(
             f"output_size {height}x{width} is smaller than {h}x{w} pooled values x window {window}"
         )
     rows, cols = indices // width, indices % width
-    d_row = rows - jnp.arange(h, dtype=indices.dtype)[:, None, None] * window
-    d_col = cols - jnp.arange(w, dtype=indices.dtype)[None, :, None] * window
+    d_row = rows - jnp.arange(h, dtype=indices.dtype)[None, :, None, None] * window
+    d_col = cols - jnp.arange(w, dtype=indices.dtype)[None, None, :, None] * window
     local = d_row * window + d_col
-    onehot = local[..., None] == jnp.arange(window * window, dtype=indices.dtype)
+    slots = jnp.arange(window * window, dtype=indices.dtype).reshape(1, 1, 1, 1, -1)
+    onehot = local[..., None] == slots
     onehot &= ((d_row >= 0) & (d_row < window) & (d_col >= 0) & (d_col < window))[..., None]
     out = jnp.where(onehot, values[..., None], jnp.zeros((), values.dtype))
     out = out.reshape(batch, h, w, channels, window, window).transpose(0, 1, 4, 2, 5, 3)

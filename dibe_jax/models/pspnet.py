@@ -28,12 +28,12 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from dibe_jax._validate import check_choice
 from dibe_jax.models import ops
 from dibe_jax.models.blocks import (
     ConvBN,
     Dtype,
     canonical_dtype,
-    check_choice,
     check_positive_int,
     check_rate,
     he_normal,
@@ -83,7 +83,7 @@ class PSPNet(nnx.Module):
     ):
         self.in_channels = check_positive_int(in_channels, "in_channels")
         self.num_classes = check_positive_int(num_classes, "num_classes")
-        self.input_multiple = check_choice(output_stride, (8, 16), "output_stride")
+        self.input_multiple = check_choice("output_stride", output_stride, (8, 16))
         self.bins = tuple(check_positive_int(b, "bins") for b in bins)
         if not self.bins:
             raise ValueError("bins must not be empty")

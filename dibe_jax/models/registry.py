@@ -37,7 +37,8 @@ def names() -> tuple[str, ...]:
     return tuple(_MODELS)
 
 
-def _model_class(name: str) -> type[nnx.Module]:
+def model_class(name: str) -> type[nnx.Module]:
+    """The module class registered as ``name`` (its ``__init__`` signature lists the options)."""
     if name not in _MODELS:
         raise ValueError(f"unknown model {name!r}; available models: {', '.join(_MODELS)}")
     return _MODELS[name]
@@ -50,7 +51,7 @@ def config_keys(name: str) -> tuple[str, ...]:
     ('width', 'num_stages', 'upsampling', 'align_corners', 'dropout_rate', 'kernel_init', \
 'dtype', 'param_dtype', 'backbone_checkpoint')
     """
-    params = inspect.signature(_model_class(name).__init__).parameters
+    params = inspect.signature(model_class(name).__init__).parameters
     return tuple(k for k in params if k not in _FIXED)
 
 
@@ -97,7 +98,7 @@ def create(
     >>> model(jnp.zeros((2, 16, 16, 3))).shape
     (2, 16, 16, 1)
     """
-    cls = _model_class(name)
+    cls = model_class(name)
     allowed = config_keys(name)
     unknown = sorted(set(config) - set(allowed))
     if unknown:

@@ -19,7 +19,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from dibe_jax.models.blocks import ConvBN, Dtype, check_choice, check_positive_int
+from dibe_jax._validate import check_choice
+from dibe_jax.models.blocks import ConvBN, Dtype, check_positive_int
 
 __all__ = ["RESNET_DEPTHS", "BasicBlock", "Bottleneck", "ResNet"]
 
@@ -137,8 +138,8 @@ class ResNet(nnx.Module):
         param_dtype: Dtype = jnp.float32,
         rngs: nnx.Rngs,
     ):
-        check_choice(depth, tuple(RESNET_DEPTHS), "depth")
-        check_choice(output_stride, (8, 16, 32), "output_stride")
+        check_choice("depth", depth, tuple(RESNET_DEPTHS))
+        check_choice("output_stride", output_stride, (8, 16, 32))
         width = check_positive_int(width, "width")
         block, counts = RESNET_DEPTHS[depth]
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)

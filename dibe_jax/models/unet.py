@@ -18,14 +18,16 @@ Dropout: the original places dropout "at the end of the contracting path" (its C
 0.5 on the outputs of the two deepest encoder units). ``dropout_rate`` enables exactly that;
 the default 0.0 is the DIBE paper's (milesial's) U-Net, which has none.
 
-Initialisation: ``kernel_init="he_normal_fan_out"`` (default) draws every convolution kernel from
-``N(0, 2 / fan_out)`` with zero biases; ``kernel_init="torch_default"`` reproduces a PyTorch U-Net
-that nobody initialised by hand (``nn.Conv2d``'s ``kaiming_uniform_(a=sqrt(5))``: kernel and bias
-``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``, kernel std ``1/sqrt(3 fan_in)``), about ``sqrt(6)`` times
-smaller kernels for ``fan_in = fan_out``. With BatchNorm after every convolution the output does
-not depend on a kernel's scale but its effective learning rate does (``lr / ||w||^2``), so the two
-train differently at the same learning rate; ``experiments/parity_torch.py --init-study`` measures
-it. BatchNorm scales start at 1 and offsets at 0 in both.
+Initialisation: ``kernel_init="torch_default"`` (default) is what a PyTorch U-Net gets when nobody
+initialises it by hand, the DIBE paper's setting (``nn.Conv2d``'s ``kaiming_uniform_(a=sqrt(5))``:
+kernel and bias ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``, kernel std ``1/sqrt(3 fan_in)``);
+``kernel_init="he_normal_fan_out"`` draws kernels from ``N(0, 2 / fan_out)`` with zero biases
+(torchvision's ResNet/VGG; the default before 2026-11-30), about ``sqrt(6)`` times larger for
+``fan_in = fan_out``. With BatchNorm after every convolution the output does not depend on a
+kernel's scale but its effective learning rate does (``lr / ||w||^2``), so the two train
+differently at the same learning rate: on CrackForest at the paper's lr 0.01 the PyTorch scheme
+learns faster (``experiments/parity_torch.py --init-study``, EXPERIMENTS.md). BatchNorm scales
+start at 1 and offsets at 0 in both.
 
 Input sizes: ``H`` and ``W`` must be multiples of ``2**num_stages`` (16 by default: 112, 224 and
 448 are all accepted).
@@ -37,13 +39,13 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from dibe_jax._validate import check_choice
 from dibe_jax.models import ops
 from dibe_jax.models.blocks import (
     KERNEL_INITS,
     DoubleConv,
     Dtype,
     canonical_dtype,
-    check_choice,
     check_positive_int,
     check_rate,
     conv_initializers,
@@ -68,7 +70,7 @@ class UNetEncoder(nnx.Module):
         features: tuple[int, ...],
         *,
         dropout_rate: float = 0.0,
-        kernel_init: str = "he_normal_fan_out",
+        kernel_init: str = "torch_default",
         dtype: Dtype = jnp.float32,
         param_dtype: Dtype = jnp.float32,
         rngs: nnx.Rngs,
@@ -105,8 +107,9 @@ class UNet(nnx.Module):
       upsampling: ``"bilinear"`` (default, DIBE / milesial) or ``"transposed"`` (original).
       align_corners: bilinear upsampling convention (``True``, as milesial).
       dropout_rate: dropout at the end of the contracting path (default 0.0: none).
-      kernel_init: ``"he_normal_fan_out"`` (default) or ``"torch_default"`` (PyTorch's default
-        ``nn.Conv2d`` initialisation, biases included); see
+      kernel_init: ``"torch_default"`` (default: PyTorch's default ``nn.Conv2d``
+        initialisation, biases included, as the paper's PyTorch U-Net) or
+        ``"he_normal_fan_out"`` (He normal on fan-out, zero biases); see
         :func:`~dibe_jax.models.blocks.conv_initializers`. BatchNorm starts at scale 1, offset 0.
       dtype: computation dtype (e.g. ``jnp.bfloat16``); the logits are returned in float32.
       param_dtype: parameter dtype.
@@ -132,7 +135,7 @@ class UNet(nnx.Module):
         upsampling: str = "bilinear",
         align_corners: bool = True,
         dropout_rate: float = 0.0,
-        kernel_init: str = "he_normal_fan_out",
+        kernel_init: str = "torch_default",
         dtype: Dtype = jnp.float32,
         param_dtype: Dtype = jnp.float32,
         backbone_checkpoint: str | None = None,
@@ -142,12 +145,12 @@ class UNet(nnx.Module):
         self.num_classes = check_positive_int(num_classes, "num_classes")
         width = check_positive_int(width, "width")
         n = check_positive_int(num_stages, "num_stages")
-        self.upsampling = check_choice(upsampling, ("bilinear", "transposed"), "upsampling")
+        self.upsampling = check_choice("upsampling", upsampling, ("bilinear", "transposed"))
         self.align_corners = bool(align_corners)
         self.dtype = canonical_dtype(dtype, "dtype")
         param_dtype = canonical_dtype(param_dtype, "param_dtype")
         self.input_multiple = 2**n
-        self.kernel_init = check_choice(kernel_init, KERNEL_INITS, "kernel_init")
+        self.kernel_init = check_choice("kernel_init", kernel_init, KERNEL_INITS)
         kw = dict(kernel_init=kernel_init, dtype=self.dtype, param_dtype=param_dtype, rngs=rngs)
 
         factor = 2 if upsampling == "bilinear" else 1

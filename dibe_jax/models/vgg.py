@@ -15,7 +15,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from dibe_jax.models.blocks import ConvBN, Dtype, check_choice, check_positive_int, scaled
+from dibe_jax._validate import check_choice
+from dibe_jax.models.blocks import ConvBN, Dtype, check_positive_int, scaled
 
 __all__ = ["VGG", "VGG_STAGES"]
 
@@ -53,7 +54,7 @@ class VGG(nnx.Module):
         param_dtype: Dtype = jnp.float32,
         rngs: nnx.Rngs,
     ):
-        check_choice(depth, tuple(VGG_STAGES), "depth")
+        check_choice("depth", depth, tuple(VGG_STAGES))
         width = check_positive_int(width, "width")
         kw = dict(use_bias=True, batch_norm=batch_norm, dtype=dtype, param_dtype=param_dtype)
         stages, features = [], in_channels

@@ -1,33 +1,46 @@
 """Every check of a training config, in one place, before any data is opened or compiled.
 
 :func:`validate` runs in well under a second: field types, names (model, loss, dataset),
-each loss hyperparameter against the range the loss itself declares (the loss is traced
-abstractly with ``jax.eval_shape`` on a tiny binary input, so the range lives once, in the
-loss), model options (the model is built abstractly), image sizes against the network's
-stride, and a batch the devices can split. :func:`check_resume` says which changes a
+the dataset's classes (its mask feature must say how many) against the loss's kind (a
+binary loss needs a 2-class dataset, a multi-class loss 3 classes or more; the
+Monte-Carlo dropout loss needs ``T >= 2`` passes and a model with dropout), each loss
+hyperparameter against the range the loss itself declares (the loss is traced abstractly
+with ``jax.eval_shape`` on a tiny input of its kind, so the range lives once, in the loss),
+model options (the model is built abstractly), image sizes against the network's stride,
+and a batch the devices can split. :func:`check_mask_values` refuses mask values outside
+the classes. :func:`check_resume` says which changes a
 resumed run can honour. Every failure is a :class:`~dibe_jax.train.config.ConfigError`
 whose one-line message names the field and what was expected.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import inspect
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from dibe_jax import losses, models
 from dibe_jax.train.config import Config, ConfigError, check_types, diff
 
 __all__ = [
+    "BINARY_CLASSES",
     "RESUMABLE",
     "check_image_sizes",
+    "check_mask_values",
     "check_resume",
+    "dataset_classes",
     "image_sizes",
     "model_options",
+    "model_outputs",
     "validate",
 ]
+
+#: The classes of in-memory data given without names: a binary ``{0, 1}`` mask.
+BINARY_CLASSES = ("background", "defect")
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -87,7 +100,77 @@ def _check_model(config: Config) -> tuple[int, int]:
         raise ConfigError(f"model.options of {config.model.name!r}: {e}") from e
 
 
-def _check_loss(config: Config) -> None:
+def model_outputs(classes: Sequence[str]) -> int:
+    """Output channels of the model for a dataset with these classes: 1 (one sigmoid channel)
+    for a binary dataset, ``C`` (softmax) for ``C >= 3`` classes.
+
+    >>> model_outputs(("background", "crack")), model_outputs(("background", "crack", "spot"))
+    (1, 3)
+    """
+    return 1 if len(classes) == 2 else len(classes)
+
+
+def dataset_classes(
+    config: Config, *, in_memory: bool = False, class_names: Sequence[str] | None = None
+) -> tuple[str, ...]:
+    """The class names of the run's data, background (0) first, read without building.
+
+    ``data.dataset``'s mask feature says them (:func:`dibe_jax.datasets.class_names`); data
+    given in memory have ``class_names`` (default :data:`BINARY_CLASSES`, ``{0, 1}`` masks).
+
+    Raises:
+      ConfigError: the dataset does not say how many classes it has, or fewer than 2 names.
+    """
+    if in_memory:
+        names = tuple(class_names) if class_names is not None else BINARY_CLASSES
+        if len(names) < 2 or not all(isinstance(n, str) and n for n in names):
+            raise ConfigError(
+                f"class_names: expected at least 2 names (background first), got {list(names)}"
+            )
+        return names
+    from dibe_jax import datasets
+
+    try:
+        return datasets.class_names(config.data.dataset)
+    except ValueError as e:
+        raise ConfigError(f"data.dataset: {e}") from None
+
+
+def check_mask_values(
+    mask: np.ndarray, classes: Sequence[str], *, dataset: str, where: str
+) -> None:
+    """``ConfigError`` unless every value of ``mask`` is a class id in ``[0, len(classes))``.
+
+    Args:
+      mask: integer masks (any shape).
+      classes: the dataset's class names.
+      dataset: the dataset, for the message.
+      where: which examples, for the message (``"train example 12"``).
+    """
+    mask = np.asarray(mask)
+    if mask.size == 0:
+        return
+    lo, hi = int(mask.min()), int(mask.max())
+    if lo < 0 or hi >= len(classes):
+        raise ConfigError(
+            f"data: {where} of {dataset} has mask values in [{lo}, {hi}], outside the class ids "
+            f"[0, {len(classes)}) of its {len(classes)} classes ({', '.join(classes)})"
+        )
+
+
+def _model_dropout(config: Config) -> float | None:
+    """The model's dropout rate (its option, else its default); None if it has none."""
+    if "dropout_rate" in config.model.options:
+        return config.model.options["dropout_rate"]
+    from dibe_jax.models import model_class
+
+    param = inspect.signature(model_class(config.model.name).__init__).parameters.get(
+        "dropout_rate"
+    )
+    return None if param is None else param.default
+
+
+def _check_loss(config: Config, classes: tuple[str, ...], dataset: str) -> None:
     name, params = config.loss.name, config.loss.params
     try:
         fn = losses.get(name)
@@ -95,26 +178,61 @@ def _check_loss(config: Config) -> None:
         raise ConfigError(
             f"loss.name: unknown loss {name!r}; known losses: {', '.join(losses.names())}"
         ) from None
-    allowed = losses.hyperparameters(name)
+    entry = losses.info(name)
+    options = losses.step_options(name)
+    allowed = {**losses.hyperparameters(name), **options}
     unknown = sorted(set(params) - set(allowed))
     if unknown:
         raise ConfigError(
             f"loss.{unknown[0]}: loss {name!r} takes no hyperparameter {unknown[0]!r}; "
             f"it takes: {', '.join(allowed) or 'none'}"
         )
+    task = "binary" if len(classes) == 2 else "multiclass"
+    data = f"data.dataset {dataset!r} has {len(classes)} classes ({', '.join(classes)})"
+    if task not in entry.tasks:
+        kind = losses.describe_kind(name, short=True)
+        if task == "binary":
+            raise ConfigError(
+                f"loss.name: {name!r} is a multi-class loss ({kind}) and {data}, a binary task "
+                "with one sigmoid output; use a binary loss such as dibe, dibe_reg, "
+                "focal_tversky, or a multi-class dataset such as magnetic_tile/all or "
+                "synthetic_cracks/multi_96"
+            )
+        raise ConfigError(
+            f"loss.name: {name!r} is a binary loss ({kind}) and {data}, a multi-class task "
+            "with one softmax output per class; use a multi-class loss such as dibe, "
+            "softmax_cross_entropy, dice_multiclass, lovasz_softmax (`dibe-jax losses` lists "
+            "each loss's kind)"
+        )
+    samples = None
+    if "mc_samples" in options:
+        samples = params.get("mc_samples", options["mc_samples"])
+        if isinstance(samples, bool) or not isinstance(samples, int) or samples < 2:
+            raise ConfigError(
+                f"loss.mc_samples: {name!r} needs T >= 2 Monte-Carlo dropout passes per step "
+                f"(an integer; CDFL Eq. 4 is the variance over them), got {samples!r}"
+            )
+        rate = _model_dropout(config)
+        if rate is None or not rate > 0:
+            has = "has no dropout" if rate is None else f"has dropout_rate {rate}"
+            raise ConfigError(
+                f"model.dropout_rate: {name!r} draws its T = {samples} passes from the model's "
+                f"dropout, but model {config.model.name!r} {has}, so every pass would be the "
+                "same; set e.g. --set model.dropout_rate=0.1"
+            )
     # The loss checks its own Python-number hyperparameters while it is traced; an abstract
-    # trace on a tiny binary input runs those checks without computing or compiling.
-    x = jax.ShapeDtypeStruct((1, 8, 8, 1), jnp.float32)
+    # trace on a tiny input of its kind runs those checks without computing or compiling.
+    hyper = {k: v for k, v in params.items() if k not in options}
+    if task == "binary":
+        z = y = jax.ShapeDtypeStruct((1, 8, 8, 1), jnp.float32)
+    else:
+        lead = () if samples is None else (samples,)
+        z = jax.ShapeDtypeStruct((*lead, 1, 8, 8, len(classes)), jnp.float32)
+        y = jax.ShapeDtypeStruct((1, 8, 8), jnp.int32)
     try:
-        jax.eval_shape(lambda z, y: fn(z, y, **params), x, x)
+        jax.eval_shape(lambda z, y: fn(z, y, **hyper), z, y)
     except (ValueError, TypeError) as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        if "class" in msg and "last axis" in msg:
-            raise ConfigError(
-                f"loss.name: {name!r} is a multi-class loss and the trainer "
-                "segments one defect class (sigmoid output); use a binary loss "
-                f"such as dibe, dibe_reg, focal_tversky"
-            ) from e
         raise ConfigError(f"loss.params of {name!r}: {msg}") from e
 
 
@@ -152,13 +270,16 @@ def check_image_sizes(
                 )
 
 
-def validate(config: Config, *, in_memory: bool = False) -> None:
+def validate(
+    config: Config, *, in_memory: bool = False, class_names: Sequence[str] | None = None
+) -> None:
     """Check ``config`` completely, before anything is opened, built or compiled.
 
     Args:
       config: the run.
       in_memory: the data come as in-memory ``sources`` (tests, notebooks), so
         ``data.dataset`` is not looked up.
+      class_names: the classes of in-memory data (default :data:`BINARY_CLASSES`).
 
     Raises:
       ConfigError: naming the first wrong field and what was expected.
@@ -195,8 +316,6 @@ def validate(config: Config, *, in_memory: bool = False) -> None:
             f"processes, got {config.batch_size}"
         )
     rule = _check_model(config)
-    _check_loss(config)
-    sizes = _checked_schedule(config.data.image_size)
     if not in_memory:
         from dibe_jax import datasets
 
@@ -204,13 +323,16 @@ def validate(config: Config, *, in_memory: bool = False) -> None:
             datasets.check_spec(config.data.dataset)
         except ValueError as e:
             raise ConfigError(f"data.dataset: {e}") from None
-        if not sizes:
-            native = datasets.native_image_size(config.data.dataset)
-            default = datasets.default_image_size(config.data.dataset)
-            if native is not None:
-                sizes = [tuple(native)]
-            elif default is not None:
-                sizes = [(default, default)]
+    classes = dataset_classes(config, in_memory=in_memory, class_names=class_names)
+    _check_loss(config, classes, "in-memory data" if in_memory else config.data.dataset)
+    sizes = _checked_schedule(config.data.image_size)
+    if not in_memory and not sizes:
+        native = datasets.native_image_size(config.data.dataset)
+        default = datasets.default_image_size(config.data.dataset)
+        if native is not None:
+            sizes = [tuple(native)]
+        elif default is not None:
+            sizes = [(default, default)]
     check_image_sizes(sizes, rule, model=config.model.name)
 
 

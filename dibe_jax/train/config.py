@@ -328,16 +328,16 @@ def _free_form_annotation(target: Any, key: str) -> str:
         from dibe_jax import losses
 
         try:
-            defaults = losses.hyperparameters(target.name)
+            defaults = {**losses.hyperparameters(target.name), **losses.step_options(target.name)}
         except ValueError:
             return "Any"
         return _default_annotation(defaults[key]) if key in defaults else "Any"
     from dibe_jax import models
-    from dibe_jax.models.registry import _model_class
+    from dibe_jax.models import model_class
 
     if target.name not in models.names():
         return "Any"
-    params = inspect.signature(_model_class(target.name).__init__).parameters
+    params = inspect.signature(model_class(target.name).__init__).parameters
     if key not in params:
         return "Any"
     p = params[key]

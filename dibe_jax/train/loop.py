@@ -7,6 +7,14 @@ and TensorBoard; checkpoints go to ``workdir/checkpoints`` (see
 :mod:`dibe_jax.train.checkpoints`); plots of IoU, PA and OII against epoch to
 ``workdir/plots``.
 
+The number of classes comes from the dataset's mask feature
+(:func:`dibe_jax.datasets.class_names`): two classes make a binary run (one sigmoid output,
+exactly the above); ``C >= 3`` make a multi-class run: the model has ``C`` softmax outputs,
+evaluation sums a ``[C, C]`` confusion matrix over the split and reports mIoU, mAcc, pixel
+accuracy, per-class IoU / precision / recall / OII and the multi-class OII summary
+(:func:`dibe_jax.train.reporting.multiclass_metrics`), and the best checkpoint is the one
+of the highest mIoU. ``model.json`` records the classes for ``eval`` and ``predict``.
+
 A run folder describes itself: ``config.json`` is the truth for resume, evaluation and
 prediction. ``resume=True`` continues from the newest readable checkpoint with the same
 optimiser state, RNG state and data order (an interrupted run ends with the same metrics as
@@ -57,6 +65,7 @@ __all__ = [
     "build",
     "evaluate_checkpoint",
     "load_config",
+    "loss_steps",
     "make_state",
     "resolve",
     "train_and_evaluate",
@@ -94,9 +103,11 @@ class Interrupted(Exception):  # noqa: N818 - it is the event, not an error
         )
 
 
-def validate(config: Config, *, in_memory: bool = False) -> None:
+def validate(
+    config: Config, *, in_memory: bool = False, class_names: Sequence[str] | None = None
+) -> None:
     """Check ``config`` before anything is opened or compiled (see :mod:`.checks`)."""
-    checks.validate(config, in_memory=in_memory)
+    checks.validate(config, in_memory=in_memory, class_names=class_names)
 
 
 def resolve(config: Config) -> Config:
@@ -120,7 +131,12 @@ def resolve(config: Config) -> Config:
     return config
 
 
-def _sources(config: Config, sources: Mapping[str, Sequence] | None):
+def _sources(
+    config: Config, sources: Mapping[str, Sequence] | None, class_names: Sequence[str] | None
+):
+    """``(train source, eval source, class names)``: in-memory splits with their names
+    (checked mask by mask for lists and tuples), or the prepared dataset and the names its
+    mask feature carries."""
     splits = (config.data.train_split, config.data.eval_split)
     if sources is not None:
         for field, split in zip(("data.train_split", "data.eval_split"), splits, strict=True):
@@ -129,7 +145,17 @@ def _sources(config: Config, sources: Mapping[str, Sequence] | None):
                     f"{field}: no split {split!r} in the given sources; they have: "
                     f"{', '.join(sources)}"
                 )
-        return sources[splits[0]], sources[splits[1]]
+        classes = checks.dataset_classes(config, in_memory=True, class_names=class_names)
+        for split in dict.fromkeys(splits):
+            if isinstance(sources[split], list | tuple):  # other sequences: batch by batch
+                for i, example in enumerate(sources[split]):
+                    checks.check_mask_values(
+                        example["mask"],
+                        classes,
+                        dataset="the in-memory data",
+                        where=f"{split} example {i}",
+                    )
+        return sources[splits[0]], sources[splits[1]], classes
     from dibe_jax import datasets
 
     for field, split in zip(("data.train_split", "data.eval_split"), splits, strict=True):
@@ -140,8 +166,12 @@ def _sources(config: Config, sources: Mapping[str, Sequence] | None):
     builder = datasets.prepare(
         config.data.dataset, data_dir=config.data.data_dir, manual_dir=config.data.manual_dir
     )
+    try:
+        classes = datasets.class_names(builder)
+    except ValueError as e:
+        raise ConfigError(f"data.dataset: {e}") from None
     ds = builder.as_data_source()
-    return ds[splits[0]], ds[splits[1]]
+    return ds[splits[0]], ds[splits[1]], classes
 
 
 def _optimizer(config: Config, steps_per_epoch: int) -> optax.GradientTransformation:
@@ -175,19 +205,27 @@ class Built:
     local_batch: int
     train_graphdef: Any
     eval_graphdef: Any
+    classes: tuple[str, ...] = checks.BINARY_CLASSES
+    data_label: str = "the in-memory data"  # the dataset, for messages
+
+    @property
+    def num_outputs(self) -> int:
+        """Model outputs: 1 (binary, sigmoid) or the number of classes (softmax)."""
+        return checks.model_outputs(self.classes)
 
 
-def make_state(config: Config, in_channels: int, steps_per_epoch: int = 1):
+def make_state(config: Config, in_channels: int, steps_per_epoch: int = 1, *, num_classes: int = 1):
     """``(train_graphdef, eval_graphdef, state)`` of a fresh model and its SGD optimiser.
 
     ``state`` holds parameters, BatchNorm statistics, optimiser and RNG state; the two
-    graph definitions differ only in train/eval mode (BatchNorm, dropout).
+    graph definitions differ only in train/eval mode (BatchNorm, dropout). ``num_classes``
+    is the number of outputs: 1 for a binary run, ``C`` for a multi-class one.
     """
     options = dict(config.model.options)
     options.setdefault("dtype", checks.DTYPES[config.dtype])
     rngs = nnx.Rngs(params=config.seed, dropout=config.seed + 1)
     model = models.create(
-        config.model.name, in_channels=in_channels, num_classes=1, rngs=rngs, **options
+        config.model.name, in_channels=in_channels, num_classes=num_classes, rngs=rngs, **options
     )
     optimizer = nnx.Optimizer(model, _optimizer(config, steps_per_epoch), wrt=nnx.Param)
     model.eval()
@@ -197,14 +235,41 @@ def make_state(config: Config, in_channels: int, steps_per_epoch: int = 1):
     return train_graphdef, eval_graphdef, state
 
 
-def build(config: Config, sources: Mapping[str, Sequence] | None = None) -> Built:
+def loss_steps(config: Config, train_graphdef, eval_graphdef, mesh, *, num_classes: int):
+    """The jitted steps of ``config.loss`` for a model with ``num_classes`` outputs, as its
+    kind asks (:func:`dibe_jax.losses.info`): ``T = loss.mc_samples`` dropout passes for a
+    Monte-Carlo dropout loss, the batch's own value for a batch-scalar loss; the step
+    options are not passed to the loss function."""
+    options = losses.step_options(config.loss.name)
+    params = {k: v for k, v in config.loss.params.items() if k not in options}
+    return make_steps(
+        train_graphdef,
+        eval_graphdef,
+        losses.get(config.loss.name),
+        params,
+        mesh,
+        num_classes=num_classes,
+        mc_samples=config.loss.params.get("mc_samples", options.get("mc_samples")),
+        batch_loss=losses.info(config.loss.name).batch,
+        skip_nonfinite=True,
+    )
+
+
+def build(
+    config: Config,
+    sources: Mapping[str, Sequence] | None = None,
+    *,
+    class_names: Sequence[str] | None = None,
+) -> Built:
     """Validate ``config``, open the data and build model, optimiser, state and steps.
 
     Nothing is compiled here (the steps compile at their first call) and nothing is
-    written except a TFDS dataset built on first use.
+    written except a TFDS dataset built on first use. ``class_names`` name the classes of
+    in-memory ``sources`` (default: binary ``{0, 1}`` masks); a dataset's come from its
+    mask feature.
     """
-    validate(config, in_memory=sources is not None)
-    train_src, eval_src = _sources(config, sources)
+    validate(config, in_memory=sources is not None, class_names=class_names)
+    train_src, eval_src, classes = _sources(config, sources, class_names)
     if len(train_src) == 0 or len(eval_src) == 0:
         raise ConfigError("data: the train and evaluation splits must not be empty")
     if len(eval_src) < jax.process_count():
@@ -227,16 +292,12 @@ def build(config: Config, sources: Mapping[str, Sequence] | None = None) -> Buil
         raise ConfigError(
             f"batch_size: {config.batch_size} exceeds the {len(train_src)} training examples"
         )
-    train_graphdef, eval_graphdef, state = make_state(config, in_channels, steps_per_epoch)
-    mesh = make_mesh()
-    steps = make_steps(
-        train_graphdef,
-        eval_graphdef,
-        losses.get(config.loss.name),
-        config.loss.params,
-        mesh,
-        skip_nonfinite=True,
+    outputs = checks.model_outputs(classes)
+    train_graphdef, eval_graphdef, state = make_state(
+        config, in_channels, steps_per_epoch, num_classes=outputs
     )
+    mesh = make_mesh()
+    steps = loss_steps(config, train_graphdef, eval_graphdef, mesh, num_classes=outputs)
     state = replicate(state, steps.replicated)
     return Built(
         config,
@@ -249,7 +310,14 @@ def build(config: Config, sources: Mapping[str, Sequence] | None = None) -> Buil
         local_batch,
         train_graphdef,
         eval_graphdef,
+        classes,
+        "the in-memory data" if sources is not None else config.data.dataset,
     )
+
+
+def _checked_batch(built: Built, batch: Mapping[str, np.ndarray], where: str) -> None:
+    """Refuse a batch whose masks hold a value that is not a class id (before its step)."""
+    checks.check_mask_values(batch["mask"], built.classes, dataset=built.data_label, where=where)
 
 
 def _loader_kwargs(config: Config, local_batch: int) -> dict[str, Any]:
@@ -277,13 +345,14 @@ def evaluate(built: Built, state, epoch: int) -> dict[str, Any]:
     kwargs = _loader_kwargs(built.config, built.local_batch)
     kwargs["image_size"] = pipeline.size_at(built.config.data.image_size, epoch)
     loader = pipeline.make_loader(built.eval_source, train=False, epoch=epoch, **kwargs)
-    totals = replicate(zero_totals(), built.steps.replicated)
+    totals = replicate(zero_totals(built.num_outputs), built.steps.replicated)
     # Every process must run the same number of (collective) steps: the shards differ by at
     # most one example, so the shorter ones add a batch of padding rows (valid = False).
     per_process = -(-len(built.eval_source) // jax.process_count())
     batches = -(-per_process // built.local_batch)
     done, template = 0, None
     for batch in loader:
+        _checked_batch(built, batch, f"evaluation batch {done}")
         batch = pipeline.pad_batch(batch, built.local_batch)
         template = batch
         totals = built.steps.evaluate(state, shard_batch(batch, built.mesh), totals)
@@ -292,9 +361,12 @@ def evaluate(built: Built, state, epoch: int) -> dict[str, Any]:
         empty = {k: np.zeros_like(v) for k, v in template.items()}
         totals = built.steps.evaluate(state, shard_batch(empty, built.mesh), totals)
     totals = jax.device_get(totals)
+    val_loss = float(totals["loss"]) / max(1, int(totals["images"]))
+    if built.num_outputs > 1:
+        return {**reporting.multiclass_metrics(totals["cm"], built.classes), "val_loss": val_loss}
     counts = metrics.Confusion(*(int(totals[k]) for k in ("tp", "fp", "fn", "tn")))
     summary = metrics.summarize(counts)
-    summary["val_loss"] = float(totals["loss"]) / max(1, int(totals["images"]))
+    summary["val_loss"] = val_loss
     return summary
 
 
@@ -445,6 +517,7 @@ def train_and_evaluate(
     resume: bool = False,
     overwrite: bool = False,
     sources: Mapping[str, Sequence] | None = None,
+    class_names: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Train ``config`` in ``workdir``; return the last evaluation record.
 
@@ -463,6 +536,8 @@ def train_and_evaluate(
       sources: optional in-memory splits ``{"train": seq, "validation": seq}`` of example
         dicts (``image`` uint8 ``[H, W, C]``, ``mask`` uint8 ``[H, W, 1]``) used instead of
         ``config.data.dataset`` (tests, notebooks).
+      class_names: the classes of ``sources``' masks, background (0) first; default a
+        binary ``{0, 1}`` mask. Three or more make a multi-class run.
 
     Raises:
       ConfigError: for an invalid config or a change a resume cannot honour, before
@@ -499,7 +574,7 @@ def train_and_evaluate(
     if sources is None:
         validate(config)  # fail on names before resolve() looks the dataset up
         config = resolve(config)
-    built = build(config, sources)
+    built = build(config, sources, class_names=class_names)
     state = built.state
     start_epoch, skip_batches, step, elapsed0 = 0, None, 0, 0.0
     skipped = 0  # updates dropped for non-finite loss or gradients
@@ -527,9 +602,11 @@ def train_and_evaluate(
         final_size = pipeline.size_at(config.data.image_size, config.epochs - 1)
         info = {
             "in_channels": int(sample.shape[-1]) if sample.ndim == 3 else 1,
-            "num_classes": 1,
+            "num_classes": built.num_outputs,
             "image_size": final_size or list(sample.shape[:2]),
         }
+        if built.num_outputs > 1:  # a binary run's model.json stays as it always was
+            info["class_names"] = list(built.classes)
         wd.write("model.json", json.dumps(info) + "\n")
         ckpt = Checkpoints(workdir / "checkpoints", keep=config.keep_checkpoints)
         mlog = reporting.MetricsLog(workdir, enabled=writer)
@@ -581,6 +658,7 @@ def train_and_evaluate(
                 loss_sum0, loss_count0 = 0.0, 0
                 earlier_bad = None
                 for batch in it:
+                    _checked_batch(built, batch, f"a training batch of epoch {epoch + 1}")
                     state, stats = built.steps.train(state, shard_batch(batch, built.mesh))
                     acc = _add_step(acc, stats, step)
                     step += 1
@@ -634,15 +712,8 @@ def train_and_evaluate(
                         "seconds": round(seconds, 3),
                     }
                     mlog.write(record)
-                    iou = summary["iou"]
-                bar.set_postfix(
-                    loss=f"{train_loss:.4f}",
-                    **(
-                        {"iou": f"{record['iou']:.3f}", "oii": f"{record['oii']:+.3f}"}
-                        if record
-                        else {}
-                    ),
-                )
+                    iou = summary["miou" if built.num_outputs > 1 else "iou"]
+                bar.set_postfix(loss=f"{train_loss:.4f}", **reporting.postfix(record))
                 meta = {
                     "epoch": epoch + 1,
                     "loader": None,
@@ -721,8 +792,11 @@ def evaluate_checkpoint(
     workdir = Path(workdir)
     config = load_config(workdir)
     config.data.eval_split = split
+    class_names = None
+    if sources is not None and (workdir / "model.json").is_file():  # in memory: the run says
+        class_names = json.loads((workdir / "model.json").read_text()).get("class_names")
     ckpt = Checkpoints(workdir / "checkpoints", keep=config.keep_checkpoints, create=False)
-    built = build(config, sources)
+    built = build(config, sources, class_names=class_names)
     try:
         state, meta, step = ckpt.restore(built.state, best=best)
     except CheckpointError as e:

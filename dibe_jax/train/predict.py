@@ -24,6 +24,11 @@ rather than smearing its last row; padded pixels are cropped away again.
 ``<stem>_overlay.png`` (defects in red over the image) for each readable input, each PNG
 written atomically (a temporary file in ``out`` then ``os.replace``), and returns a
 :class:`PredictReport` of what was written and what was skipped (unreadable files).
+
+A multi-class run (``model.json`` names its classes) predicts ``argmax_c`` of the blended
+softmax logits: ``<stem>_mask.png`` holds the class ids (``uint8``, 0 = background, as the
+dataset's masks), and ``<stem>_overlay.png`` colours each defect class over the image, with a
+legend naming the classes in a band below it (:func:`class_overlay`).
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 from flax import nnx
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 from dibe_jax import models
 from dibe_jax.data import augment
@@ -56,6 +61,7 @@ __all__ = [
     "PredictReport",
     "Written",
     "blend_weights",
+    "class_overlay",
     "load_forward",
     "predict",
     "predict_logits",
@@ -285,13 +291,16 @@ class Written:
       input: the image file.
       mask: ``<stem>_mask.png``, ``uint8 [H, W]`` in ``{0, 255}``.
       overlay: ``<stem>_overlay.png``, ``uint8 [H, W, 3]``: defects in red over the image.
-      defect_fraction: fraction of pixels predicted defect.
+      defect_fraction: fraction of pixels predicted defect (any class but the background).
+      class_fractions: a multi-class run's fraction of pixels of each class (``None`` for
+        a binary run).
     """
 
     input: Path
     mask: Path
     overlay: Path
     defect_fraction: float
+    class_fractions: tuple[float, ...] | None = None
 
 
 @dataclasses.dataclass
@@ -301,6 +310,7 @@ class PredictReport:
     out: Path
     written: list[Written] = dataclasses.field(default_factory=list)
     skipped: list[tuple[Path, str]] = dataclasses.field(default_factory=list)
+    class_names: tuple[str, ...] | None = None  # a multi-class run's classes
 
     def summary(self) -> str:
         """One paragraph for people: ``wrote N masks to OUT; skipped K files: a.png (...)``.
@@ -366,15 +376,81 @@ def _overlay(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return rgb
 
 
+#: Overlay colours of classes 1, 2, ... (class 0, the background, is left as it is): a
+#: palette of distinct colours (Trubetskoy's), red first as in binary overlays.
+PALETTE = (
+    (230, 25, 75),
+    (60, 180, 75),
+    (0, 130, 200),
+    (255, 225, 25),
+    (245, 130, 48),
+    (145, 30, 180),
+    (70, 240, 240),
+    (240, 50, 230),
+    (210, 245, 60),
+    (0, 128, 128),
+)
+
+
+def _legend(names: Sequence[str], colours: Sequence[tuple[int, int, int]], width: int):
+    """``uint8 [h, w, 3]`` band naming each class next to a swatch of its colour, entries
+    wrapped to ``width`` pixels (wider only if one entry is)."""
+    font = ImageFont.load_default()
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    pad, swatch, row = 4, 10, 14
+    sizes = [swatch + 4 + int(np.ceil(probe.textlength(n, font=font))) for n in names]
+    width = max(width, max(sizes, default=0) + 2 * pad)
+    places, x, y = [], pad, pad
+    for size in sizes:
+        if x > pad and x + size > width - pad:
+            x, y = pad, y + row
+        places.append((x, y))
+        x += size + 3 * pad
+    band = Image.new("RGB", (width, y + row + pad), (24, 24, 24))
+    draw = ImageDraw.Draw(band)
+    for (x, y), name, colour in zip(places, names, colours, strict=True):
+        draw.rectangle((x, y + 1, x + swatch - 1, y + swatch), fill=colour)
+        draw.text((x + swatch + 4, y - 1), name, fill=(255, 255, 255), font=font)
+    return np.asarray(band)
+
+
+def class_overlay(image: np.ndarray, ids: np.ndarray, class_names: Sequence[str]) -> np.ndarray:
+    """``uint8 [H + h, max(W, w), 3]``: ``image`` with each defect class blended 60 % towards
+    its colour (:data:`PALETTE`), above a legend band naming the classes and their colours.
+
+    Args:
+      image: ``uint8 [H, W, 1]`` or ``[H, W, 3]``.
+      ids: ``[H, W]`` class ids, 0 the background (left as it is).
+      class_names: every class, background first.
+
+    >>> ov = class_overlay(np.zeros((20, 30, 1), np.uint8), np.eye(20, 30, dtype=np.uint8),
+    ...                    ["background", "crack"])
+    >>> ov.dtype, ov.shape[0] > 20, ov.shape[2], ov[0, 0].tolist()
+    (dtype('uint8'), True, 3, [138, 15, 45])
+    """
+    rgb = np.repeat(image, 3, axis=-1) if image.shape[-1] == 1 else image.copy()
+    colours = [PALETTE[(c - 1) % len(PALETTE)] for c in range(1, len(class_names))]
+    for c, colour in enumerate(colours, start=1):
+        hit = ids == c
+        rgb[hit] = (0.4 * rgb[hit] + 0.6 * np.array(colour)).astype(np.uint8)
+    legend = _legend(list(class_names[1:]), colours, rgb.shape[1])
+    if legend.shape[1] > rgb.shape[1]:
+        extra = legend.shape[1] - rgb.shape[1]
+        rgb = np.pad(rgb, ((0, 0), (0, extra), (0, 0)), constant_values=24)
+    return np.concatenate([rgb, legend], axis=0)
+
+
 class LoadedRun(NamedTuple):
     """A run's checkpoint ready for :func:`predict_logits` (see :func:`load_forward`).
 
     Attributes:
-      forward: jitted ``x float32 [N, h, w, C] -> logits float32 [N, h, w, 1]`` in eval
-        mode (BatchNorm running statistics, no dropout).
+      forward: jitted ``x float32 [N, h, w, C] -> logits float32 [N, h, w, K]`` in eval
+        mode (BatchNorm running statistics, no dropout); ``K = 1`` for a binary run.
       in_channels: ``C`` the run was trained on (1: grayscale, 3: RGB).
       image_size: ``(rows, cols)`` of the last training epoch (``model.json``).
       multiple, minimum: :func:`dibe_jax.models.input_size_rule` of the run's model.
+      class_names: a multi-class run's classes (``K`` of them, background first); ``None``
+        for a binary run.
     """
 
     forward: Callable[[Any], jax.Array]
@@ -382,6 +458,7 @@ class LoadedRun(NamedTuple):
     image_size: tuple[int, int]
     multiple: int
     minimum: int
+    class_names: tuple[str, ...] | None = None
 
 
 def load_forward(workdir: str | Path, *, best: bool = True) -> LoadedRun:
@@ -403,7 +480,9 @@ def load_forward(workdir: str | Path, *, best: bool = True) -> LoadedRun:
     channels = int(info["in_channels"])
     options = checks.model_options(config)  # as make_state builds the model
     multiple, minimum = models.input_size_rule(config.model.name, in_channels=channels, **options)
-    _, eval_graphdef, state = make_state(config, channels)
+    num_classes = int(info.get("num_classes", 1))
+    class_names = tuple(info["class_names"]) if num_classes > 1 else None
+    _, eval_graphdef, state = make_state(config, channels, num_classes=num_classes)
     ckpt = Checkpoints(workdir / "checkpoints", keep=config.keep_checkpoints, create=False)
     try:
         try:
@@ -423,7 +502,12 @@ def load_forward(workdir: str | Path, *, best: bool = True) -> LoadedRun:
 
     forward = functools.partial(apply, params)
     return LoadedRun(
-        forward, channels, _as_pair(info["image_size"], "model.json image_size"), multiple, minimum
+        forward,
+        channels,
+        _as_pair(info["image_size"], "model.json image_size"),
+        multiple,
+        minimum,
+        class_names,
     )
 
 
@@ -441,7 +525,9 @@ def predict(
     """Write ``<stem>_mask.png`` and ``<stem>_overlay.png`` under ``out`` for each input image.
 
     Each image is predicted at its native resolution (:func:`predict_logits`: whole when it
-    fits the window, else blended overlapping windows), ``ŷ = 1 iff logit ≥ 0``.
+    fits the window, else blended overlapping windows), ``ŷ = 1 iff logit ≥ 0``; for a
+    multi-class run ``ŷ = argmax_c`` logits, written as class ids with a colour overlay
+    and its legend (:func:`class_overlay`).
 
     Args:
       workdir: a training run (``config.json``, ``model.json``, ``checkpoints/``).
@@ -471,7 +557,7 @@ def predict(
     run = load_forward(workdir, best=best)
     window = _as_pair(window) if window is not None else run.image_size
     out.mkdir(parents=True, exist_ok=True)
-    report = PredictReport(out)
+    report = PredictReport(out, class_names=run.class_names)
     stems: dict[str, Path] = {}
 
     from tqdm.auto import tqdm
@@ -499,10 +585,25 @@ def predict(
             batch_size=batch_size,
             minimum=run.minimum,
         )
-        mask = (logits[..., 0] >= 0).astype(np.uint8)
         mask_path = out / f"{path.stem}_mask.png"
         overlay_path = out / f"{path.stem}_overlay.png"
-        _save_png_atomic(mask * np.uint8(255), mask_path)
-        _save_png_atomic(_overlay(image, mask), overlay_path)
-        report.written.append(Written(path, mask_path, overlay_path, float(mask.mean())))
+        if run.class_names is None:
+            mask = (logits[..., 0] >= 0).astype(np.uint8)
+            _save_png_atomic(mask * np.uint8(255), mask_path)
+            _save_png_atomic(_overlay(image, mask), overlay_path)
+            report.written.append(Written(path, mask_path, overlay_path, float(mask.mean())))
+            continue
+        ids = np.argmax(logits, axis=-1).astype(np.uint8)  # ties: the lowest class id
+        _save_png_atomic(ids, mask_path)
+        _save_png_atomic(class_overlay(image, ids, run.class_names), overlay_path)
+        fractions = np.bincount(ids.ravel(), minlength=len(run.class_names)) / ids.size
+        report.written.append(
+            Written(
+                path,
+                mask_path,
+                overlay_path,
+                float(1.0 - fractions[0]),
+                tuple(float(f) for f in fractions),
+            )
+        )
     return report

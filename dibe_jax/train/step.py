@@ -9,6 +9,13 @@ on ``jit`` and shardings directly.
 
 The model and optimiser live in one NNX state pytree (``nnx.split``), so steps are pure
 functions ``state -> state`` that can be donated, checkpointed and restored.
+
+The kind of loss (:func:`dibe_jax.losses.info`) decides what a step computes: one sigmoid
+channel with ``{0, 1}`` masks (binary) or ``C`` softmax channels with class ids; ``T``
+Monte-Carlo dropout passes for the cross dropout focal loss; the batch's own value for a
+batch-scalar loss (PF-loss). Evaluation adds up binary TP/FP/FN/TN, or a ``[C, C]``
+confusion matrix, over the whole split: sums over the global batch, so over devices and
+processes too.
 """
 
 from __future__ import annotations
@@ -24,8 +31,13 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from dibe_jax import metrics
+from dibe_jax.models.mc_dropout import mc_dropout_logits
 
-__all__ = ["Steps", "make_mesh", "make_steps", "replicate", "shard_batch"]
+__all__ = ["Steps", "make_mesh", "make_steps", "replicate", "shard_batch", "zero_totals"]
+
+#: The key of the Monte-Carlo dropout passes of the validation loss (fixed: evaluation is
+#: deterministic).
+EVAL_MC_SEED = 0
 
 
 def make_mesh(devices: list | None = None) -> jax.sharding.Mesh:
@@ -83,6 +95,21 @@ def _labels(mask: jax.Array, num_classes: int) -> jax.Array:
     return mask[..., 0].astype(jnp.int32)  # class ids [B, H, W] for softmax losses
 
 
+def mc_forward(model: nnx.Module, x: jax.Array, samples: int) -> jax.Array:
+    """``T = samples`` stochastic passes of a model in training mode: ``[T, B, H, W, K]``.
+
+    The batch is stacked ``T`` times (``[B * T, H, W, C_in]``, each image's copies next to
+    each other, so a batch sharded over devices stays local) and run once: every copy draws
+    its own dropout masks, which is what the CDFL paper's "T dropout times" asks; BatchNorm
+    normalises with the statistics of the stacked batch (those of the ``B`` images up to the
+    first dropout layer) and updates its running statistics once per step.
+    """
+    b = x.shape[0]
+    z = model(jnp.repeat(x, samples, axis=0))  # [B * T, H, W, K]
+    z = jnp.reshape(z, (b, samples, *z.shape[1:]))
+    return jnp.swapaxes(z, 0, 1)
+
+
 def make_steps(
     train_graphdef: nnx.GraphDef,
     eval_graphdef: nnx.GraphDef,
@@ -91,6 +118,8 @@ def make_steps(
     mesh: jax.sharding.Mesh,
     *,
     num_classes: int = 1,
+    mc_samples: int | None = None,
+    batch_loss: bool = False,
     skip_nonfinite: bool = True,
 ) -> Steps:
     """Build the train and eval steps for a ``(model, optimizer)`` NNX state.
@@ -102,20 +131,43 @@ def make_steps(
     (``Config.nonfinite = "raise"``) or go on (``"skip"``). No host round-trip happens here.
 
     ``evaluate(state, batch, totals) -> totals``: adds the batch's dataset-level confusion
-    counts and loss sum (padding rows with ``valid = False`` excluded) to ``totals``.
+    counts (binary TP/FP/FN/TN, or the ``[C, C]`` matrix ``cm``) and loss sum (padding rows
+    with ``valid = False`` excluded) to ``totals`` (:func:`zero_totals`).
+
+    Args:
+      train_graphdef, eval_graphdef: the model and optimiser in train / eval mode.
+      loss_fn: ``loss_fn(logits, labels, **loss_params)``: ``[B]``, or a scalar with
+        ``batch_loss``.
+      loss_params: the loss's hyperparameters (no step options).
+      mesh: the device mesh (axis ``data``).
+      num_classes: model outputs: 1 (binary: sigmoid logits ``[B, H, W, 1]`` with the
+        ``{0, 1}`` mask ``[B, H, W, 1]``) or ``C >= 3`` (softmax logits ``[B, H, W, C]`` with
+        class ids ``[B, H, W]``).
+      mc_samples: ``T`` for a Monte-Carlo dropout loss (cross dropout focal): the train step
+        gives it ``[T, B, H, W, C]`` from :func:`mc_forward`, and the validation loss uses
+        ``T`` passes of the eval-mode model with dropout on and a fixed key
+        (:func:`~dibe_jax.models.mc_dropout.mc_dropout_logits`).
+      batch_loss: the loss returns one scalar for the batch (PF-loss): it is the training
+        objective as it is, and evaluation passes the padding rows as ``where = 0`` and
+        weights each batch by its images.
+      skip_nonfinite: drop non-finite updates (see above).
     """
     replicated = NamedSharding(mesh, P())
     loss_params = dict(loss_params)
 
-    def per_image_loss(logits, mask):
-        return loss_fn(logits, _labels(mask, num_classes), **loss_params)
+    def loss_value(logits, mask, where=None):
+        extra = {} if where is None else {"where": where}
+        return loss_fn(logits, _labels(mask, num_classes), **loss_params, **extra)
+
+    def forward_train(m, x):
+        return m(x) if mc_samples is None else mc_forward(m, x, mc_samples)
 
     def train_step(state, batch):
         model, optimizer = nnx.merge(train_graphdef, state)
 
         def objective(m):
-            logits = m(batch["image"])
-            return jnp.mean(per_image_loss(logits, batch["mask"]))
+            value = loss_value(forward_train(m, batch["image"]), batch["mask"])
+            return value if batch_loss else jnp.mean(value)
 
         loss, grads = nnx.value_and_grad(objective)(model)
         finite = jnp.isfinite(loss)
@@ -128,23 +180,46 @@ def make_steps(
         stats = {"loss": loss, "nonfinite": (~finite).astype(jnp.int32)}
         return new_state, stats
 
+    def eval_loss_sum(model, image, logits, mask, valid):
+        """Sum over the valid images of the loss (a batch loss: its value times their count)."""
+        labels = _labels(mask, num_classes)
+        pixels = jnp.broadcast_to(
+            jnp.reshape(valid, (-1,) + (1,) * (labels.ndim - 1)), labels.shape
+        )
+        if mc_samples is not None:
+            key = jax.random.key(EVAL_MC_SEED)
+            logits = mc_dropout_logits(model, image, num_samples=mc_samples, rngs_or_key=key)
+        n_valid = jnp.sum(valid.astype(jnp.int32))
+        if batch_loss:
+            return loss_value(logits, mask, where=pixels) * n_valid.astype(jnp.float32)
+        if num_classes == 1:  # binary: as it always was, padding rows dropped afterwards
+            per_image = loss_value(logits, mask)
+        else:
+            per_image = loss_value(logits, mask, where=pixels)
+        return jnp.sum(jnp.where(valid, per_image, 0.0))
+
     def eval_step(state, batch, totals):
         model, _ = nnx.merge(eval_graphdef, state)
         logits = model(batch["image"])
         valid = batch["valid"]
-        where = jnp.broadcast_to(valid[:, None, None, None], logits.shape[:3] + (1,))
         mask = batch["mask"]
         if num_classes == 1:
+            where = jnp.broadcast_to(valid[:, None, None, None], logits.shape[:3] + (1,))
             counts = metrics.confusion_counts(logits, mask, where=where).sum()
+            out = {
+                "tp": totals["tp"] + counts.tp,
+                "fp": totals["fp"] + counts.fp,
+                "fn": totals["fn"] + counts.fn,
+                "tn": totals["tn"] + counts.tn,
+            }
         else:
-            raise ValueError("evaluation of multi-class models is not supported yet")
-        per_image = per_image_loss(logits, mask)
-        loss_sum = jnp.sum(jnp.where(valid, per_image, 0.0))
+            labels = _labels(mask, num_classes)
+            where = jnp.broadcast_to(valid[:, None, None], labels.shape)
+            cm = metrics.confusion_matrix(logits, labels, num_classes, where=where)
+            out = {"cm": totals["cm"] + jnp.sum(cm, axis=0)}
+        loss_sum = eval_loss_sum(model, batch["image"], logits, mask, valid)
         return {
-            "tp": totals["tp"] + counts.tp,
-            "fp": totals["fp"] + counts.fp,
-            "fn": totals["fn"] + counts.fn,
-            "tn": totals["tn"] + counts.tn,
+            **out,
             "loss": totals["loss"] + loss_sum,
             "images": totals["images"] + jnp.sum(valid.astype(jnp.int32)),
         }
@@ -154,7 +229,11 @@ def make_steps(
     return Steps(train, evaluate, replicated)
 
 
-def zero_totals() -> dict[str, jax.Array]:
-    """Empty accumulator for :func:`make_steps`' ``evaluate``."""
+def zero_totals(num_classes: int = 1) -> dict[str, jax.Array]:
+    """Empty accumulator for :func:`make_steps`' ``evaluate``: binary counts
+    (``num_classes = 1``) or a ``[C, C]`` int32 confusion matrix ``cm``."""
     z = jnp.zeros((), jnp.int32)
-    return {"tp": z, "fp": z, "fn": z, "tn": z, "loss": jnp.zeros(()), "images": z}
+    if num_classes == 1:
+        return {"tp": z, "fp": z, "fn": z, "tn": z, "loss": jnp.zeros(()), "images": z}
+    cm = jnp.zeros((num_classes, num_classes), jnp.int32)
+    return {"cm": cm, "loss": jnp.zeros(()), "images": z}
