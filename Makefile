@@ -27,7 +27,7 @@ analyze: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/ruff check dibe_jax tests benchmarks experiments
 	$(VENV)/bin/ruff format --check dibe_jax tests benchmarks experiments
-	$(PY) -m pytest -q -n 2
+	$(PY) -m pytest -q -n 2 --dist worksteal
 
 # Benchmarks need the PyTorch CPU wheel (never a runtime dependency).
 bench: $(STAMP)
