@@ -85,24 +85,12 @@ from benchmarks._common import (
     torch_side,
     torch_sync,
 )
+from benchmarks.losses import NAMES
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PAPER_TABLE5 = {"dibe": 0.512, "focal_tversky": 0.501}  # U-Net on CFD, IoU
 LOSS_LABEL = {"dibe": "DIBE", "focal_tversky": "FT (focal Tversky)"}
-ALL_LOSSES = (
-    "bce",
-    "wbce",
-    "focal",
-    "dibe_dis",
-    "dice",
-    "tversky",
-    "focal_tversky",
-    "dibe_reg",
-    "combo",
-    "exp_log",
-    "hybrid_focal",
-    "dibe",
-)
+ALL_LOSSES = tuple(NAMES)  # the binary losses, in the order of benchmarks/losses.py
 
 
 @dataclasses.dataclass(frozen=True)
