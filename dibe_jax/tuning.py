@@ -10,6 +10,13 @@ Both searches here are pure functions of a ``train_fn(value) -> metrics`` callba
 nothing about models, data or JAX. Direction (SPEC.md, "α and β"): ``alpha`` weights misses
 (label 1 predicted 0), so **raising α lowers OII** (``direction=-1``, the default); ``beta``
 weights false alarms, so raising β raises OII (``direction=+1``).
+
+On a multi-class run the "OII" a search reads may be one class's OII (Eqs. 15-17, the class
+against the rest) or the macro OII (their mean); the caller maps it to ``"oii"``
+(:func:`dibe_jax.train.runs.search_metrics`). The direction rule holds per class for the
+one-vs-rest losses (DIBE, Tversky, focal Tversky per class): one α weights the misses of
+every class, so raising it lowers each class's OII and their mean. The classes share one
+softmax, so this is the tendency of each class, not a guarantee for a rare class.
 """
 
 from __future__ import annotations
@@ -188,7 +195,8 @@ def oii_search(
     ``[lo, hi]`` on the side that moves OII towards the interval and trains at its centre:
 
     * ``direction=-1`` (raising the parameter **lowers** OII, e.g. α, which weights misses,
-      SPEC.md): OII ≥ m1 → ``[value, hi]``, OII ≤ m0 → ``[lo, value]``;
+      SPEC.md; per class, and so for the macro OII, with a one-vs-rest multi-class loss):
+      OII ≥ m1 → ``[value, hi]``, OII ≤ m0 → ``[lo, value]``;
     * ``direction=+1`` (raising the parameter **raises** OII, e.g. β, which weights false
       alarms): the opposite halves.
 
@@ -206,8 +214,10 @@ def oii_search(
 
     Args:
       train_fn: ``train_fn(value)`` trains (or evaluates) once with the hyperparameter set to
-        ``value`` and returns metrics containing at least ``"oii"`` (validation OII), usually
-        also ``"iou"``, ``"pa"``, ``"seconds"``. Numbers are stored as floats, strings as is.
+        ``value`` and returns metrics containing at least ``"oii"`` (the validation OII
+        steered on: a binary run's, or a multi-class run's per-class or macro OII), usually
+        also ``"iou"``, ``"pa"``, ``"seconds"``. Numbers are stored as floats, strings as is
+        (e.g. ``"steered": "oii/crack"``).
       interval: target interval ``(m0, m1)`` for OII, open at both ends; (0.15, 0.25) is the
         paper's choice for THC448.
       bounds: search range ``(lo, hi)`` of the hyperparameter, ``lo < hi``.

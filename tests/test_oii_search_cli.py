@@ -1,5 +1,6 @@
 """``dibe-jax oii-search`` end to end: the glue from a value to seeded runs, SPEC's statistic,
-the β rule, and one short real search."""
+the β rule, steering a multi-class run on one class's OII or the macro OII, the refusals, and
+one short real search."""
 
 from __future__ import annotations
 
@@ -104,6 +105,159 @@ def test_fixed_beta_and_bad_flags(monkeypatch, tmp_path, capsys):
     assert cli.main(["oii-search", "--workdir", str(tmp_path / "y"), "--loss", "dice"]) == 2
     assert "takes no hyperparameter 'alpha'" in capsys.readouterr().err
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+MULTI = "synthetic_cracks/multi_96"  # classes background, crack, spot
+
+
+def _multiclass_response(a: float) -> dict[str, float]:
+    """A synthetic monotone 3-class response: every OII falls as alpha rises, each its way."""
+    return {
+        "oii/background": -0.05 * a,
+        "oii/crack": 0.8 - a,  # bisection from 0.5: 0.30, 0.10, then 0.20 at 0.6
+        "oii/spot": -0.4 - a,  # never inside the interval: must not be what is steered on
+        "macro_oii": 0.35 - 0.5 * a,  # 0.10 at 0.5, then 0.20 at 0.3
+        "iou/crack": 0.4,
+        "precision/crack": 0.6,
+        "recall/crack": 0.5,
+        "miou": 0.7,
+        "macro_precision": 0.8,
+    }
+
+
+def _fake_multiclass_train_seeds(calls: list):
+    def fake(config, workdir, seeds, **kwargs):
+        a = config.loss.params["alpha"]
+        calls.append((a, config.loss.params["beta"], workdir.name))
+        response = _multiclass_response(a)
+        # per seed, 4 evaluations; the first is far off and must not count (last 3 only)
+        recs = [
+            [
+                {"epoch": e, **{k: v + d for k, v in response.items()}}
+                for e, d in enumerate((5.0, -0.01, 0.0, 0.01), 1)
+            ]
+            for _ in seeds
+        ]
+        return runs.SeedRuns(recs, list(seeds), 1.0)
+
+    return fake
+
+
+@pytest.mark.parametrize(
+    ("steer", "key", "values", "iou", "pa"),
+    [
+        (["--steer", "crack"], "oii/crack", [0.5, 0.7, 0.6], 0.4, 0.6),
+        (["--steer", "macro"], "macro_oii", [0.5, 0.3], 0.7, 0.8),
+        ([], "macro_oii", [0.5, 0.3], 0.7, 0.8),  # the default of a multi-class dataset
+    ],
+)
+def test_multiclass_search_steers_on_a_class_or_the_macro_oii(
+    monkeypatch, tmp_path, capsys, steer, key, values, iou, pa
+):
+    calls: list = []
+    monkeypatch.setattr(runs, "train_seeds", _fake_multiclass_train_seeds(calls))
+    rc = cli.main(
+        ["oii-search", "--workdir", str(tmp_path), "--dataset", MULTI, "--seeds", "2", *steer]
+    )
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert f"steered on {key} (" in out and "2 seed(s)" in out
+    saved = json.loads((tmp_path / "oii_search.json").read_text())
+    assert [r["value"] for r in saved["runs"]] == pytest.approx(values)
+    assert saved["converged"] and saved["stop_reason"] == "inside"
+    best = saved["best"]
+    assert best["steered"] == key and all(r["steered"] == key for r in saved["runs"])
+    assert 0.15 < best["oii"] < 0.25
+    assert best["oii"] == pytest.approx(_multiclass_response(best["value"])[key])
+    assert (best["iou"], best["pa"]) == pytest.approx((iou, pa))
+    assert best["seeds"] == 2 and best["evaluations"] == 6
+    assert calls[0] == (0.5, 0.5, "alpha=0.5")  # the centre first, beta = 1 - alpha (dibe)
+
+
+def test_search_metrics_keys_per_target():
+    recs = [[{"epoch": 1, **_multiclass_response(0.2), "oii": 0.1, "iou": 0.3, "pa": 0.9}]]
+    result = runs.SeedRuns(recs, [0], 2.0)
+    binary = runs.search_metrics(result)
+    assert list(binary) == [
+        *("oii", "oii_sd", "iou", "iou_sd", "pa", "pa_sd"),
+        *("seeds", "evaluations", "seconds"),
+    ]  # the binary record as before: no "steered"
+    assert (binary["oii"], binary["iou"], binary["pa"]) == (0.1, 0.3, 0.9)
+    spot = runs.search_metrics(result, "oii/spot")
+    assert spot["steered"] == "oii/spot" and spot["oii"] == pytest.approx(-0.6)
+    macro = runs.search_metrics(result, "macro_oii")
+    assert (macro["oii"], macro["iou"], macro["pa"]) == pytest.approx((0.25, 0.7, 0.8))
+    with pytest.raises(ValueError, match="no evaluation record has 'oii/fray'"):
+        runs.search_metrics(result, "oii/fray")
+    with pytest.raises(ValueError, match="steer must be"):
+        runs.search_metrics(result, "iou/crack")
+
+
+def test_steer_target_names():
+    classes = ("background", "Hair line", "spot")
+    assert runs.steer_target(classes, "Hair line") == "oii/hair_line"
+    assert runs.steer_target(classes, "hair_line") == "oii/hair_line"
+    assert runs.steer_target(("background", "crack")) == "oii"
+    with pytest.raises(ValueError, match="valid: macro, background, hair_line, spot"):
+        runs.steer_target(classes, "hair")
+    with pytest.raises(ValueError, match="foreground OII only"):
+        runs.steer_target(("background", "crack"), "macro")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--dataset", MULTI, "--steer", "fray"],
+            "--steer: unknown class 'fray'; valid: macro, background, crack, spot",
+        ),
+        (
+            ["--dataset", "synthetic_cracks/r150_96", "--loss", "tversky", "--steer", "crack"],
+            "--steer: 'crack': a binary dataset (background, crack) is steered on its "
+            "foreground OII only",
+        ),
+        (
+            ["--dataset", "synthetic_cracks/r150_96", "--loss", "tversky", "--steer", "macro"],
+            "--steer: 'macro': a binary dataset",
+        ),
+        (
+            ["--dataset", MULTI, "--loss", "softmax_cross_entropy"],
+            "--param: loss 'softmax_cross_entropy' takes no hyperparameter 'alpha'",
+        ),
+        (
+            ["--dataset", MULTI, "--loss", "lovasz_softmax", "--param", "beta"],
+            "--param: loss 'lovasz_softmax' takes no hyperparameter 'beta'",
+        ),
+    ],
+)
+def test_refusals_before_anything_trains(monkeypatch, tmp_path, capsys, args, message):
+    def must_not_train(*a, **k):
+        raise AssertionError("trained although the request was refused")
+
+    monkeypatch.setattr(runs, "train_seeds", must_not_train)
+    rc = cli.main(["oii-search", "--workdir", str(tmp_path / "w"), *args])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert err.startswith("dibe-jax: error: ") and err.count("\n") == 1
+    assert message in err
+    assert not (tmp_path / "w").exists()
+
+
+def test_multiclass_runs_log_their_macro_scores(monkeypatch, tmp_path):
+    """train_seeds' progress line for multi-class records (no iou/pa/oii keys)."""
+    from dibe_jax.train import Config, loop
+
+    def fake_train_and_evaluate(config, workdir, **kwargs):
+        workdir.mkdir(parents=True)
+        (workdir / "config.json").write_text(config.to_json())
+        record = {"epoch": config.epochs, **_multiclass_response(0.5)}
+        (workdir / "metrics.jsonl").write_text(json.dumps(record) + "\n")
+
+    monkeypatch.setattr(loop, "train_and_evaluate", fake_train_and_evaluate)
+    lines: list[str] = []
+    result = runs.train_seeds(Config(), tmp_path, [0], log=lines.append)
+    assert len(lines) == 1 and "mIoU 0.700 macro PA 0.800 macro OII +0.100" in lines[0]
+    assert runs.search_metrics(result, "oii/crack")["oii"] == pytest.approx(0.3)
 
 
 @pytest.mark.slow

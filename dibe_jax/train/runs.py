@@ -6,7 +6,8 @@ evaluations, so a single final number cannot rank losses that differ by 0.01. SP
 
 * **last-3**: mean ± sample standard deviation of the last 3 evaluations of every seed,
   pooled (3 × seeds values): the number held against the paper's single value, and the one
-  :func:`search_metrics` hands to the OII-guided search;
+  :func:`search_metrics` hands to the OII-guided search (a binary run's OII, or on a
+  multi-class run one class's OII or the macro OII, as :func:`steer_target` resolves it);
 * **final**: mean ± sd over seeds of each seed's last evaluation;
 * **best**: mean ± sd over seeds of each seed's best evaluation.
 
@@ -31,7 +32,7 @@ from typing import Any
 
 from dibe_jax.files import atomic_write_json
 from dibe_jax.train.config import Config
-from dibe_jax.train.reporting import read_metrics
+from dibe_jax.train.reporting import class_key, read_metrics
 
 __all__ = [
     "LAST_N",
@@ -40,6 +41,7 @@ __all__ = [
     "fmt",
     "search_metrics",
     "stat",
+    "steer_target",
     "train_seeds",
     "with_hyperparameter",
 ]
@@ -143,13 +145,86 @@ class SeedRuns:
         return out
 
 
-def search_metrics(result: SeedRuns) -> dict[str, Any]:
+#: The steered summary of a multi-class run: the mean per-class OII (``macro_oii``).
+MACRO = "macro"
+
+
+def steer_target(classes: Sequence[str], steer: str | None = None) -> str:
+    """The record key an OII-guided search steers on, for a dataset with ``classes``.
+
+    * binary (2 classes): ``"oii"``, the foreground's OII; ``steer`` must be ``None``;
+    * multi-class: ``"macro_oii"`` (the mean per-class OII) for ``steer`` ``None`` or
+      ``"macro"``, else ``"oii/<class_key>"`` for the class ``steer`` names, by its display
+      name or its :func:`~dibe_jax.train.reporting.class_key` (background included).
+
+    >>> steer_target(("background", "crack"))
+    'oii'
+    >>> names = ("background", "Hair line", "spot")
+    >>> steer_target(names), steer_target(names, "hair_line"), steer_target(names, "spot")
+    ('macro_oii', 'oii/hair_line', 'oii/spot')
+    >>> steer_target(names, "crack")
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown class 'crack'; valid: macro, background, hair_line, spot
+
+    Raises:
+      ValueError: ``steer`` given for a binary dataset, or naming no class (one line that
+        lists the valid names).
+    """
+    classes = tuple(classes)
+    if len(classes) == 2:
+        if steer is not None:
+            raise ValueError(
+                f"{steer!r}: a binary dataset ({', '.join(classes)}) is steered on its "
+                "foreground OII only; leave the option out"
+            )
+        return "oii"
+    if steer is None or steer == MACRO:
+        return "macro_oii"
+    for name in classes:
+        if steer in (name, class_key(name)):
+            return f"oii/{class_key(name)}"
+    valid = ", ".join([MACRO, *(class_key(n) for n in classes)])
+    raise ValueError(f"unknown class {steer!r}; valid: {valid}")
+
+
+def _steered_keys(steer: str) -> tuple[str, str, str]:
+    """The record keys reported as OII, IoU and PA when steering on ``steer``."""
+    if steer == "oii":
+        return "oii", "iou", "pa"
+    if steer == "macro_oii":
+        return "macro_oii", "miou", "macro_precision"
+    metric, sep, name = steer.partition("/")
+    if metric != "oii" or not sep or not name:
+        raise ValueError(f"steer must be 'oii', 'macro_oii' or 'oii/<class>', got {steer!r}")
+    return steer, f"iou/{name}", f"precision/{name}"
+
+
+def search_metrics(result: SeedRuns, steer: str = "oii") -> dict[str, Any]:
     """What a hyperparameter search steers on: SPEC's last-3 mean over seeds of OII, IoU
-    and PA (with their spreads), the seeds and evaluations used, and the wall time."""
-    out: dict[str, Any] = {}
-    for key in ("oii", "iou", "pa"):
+    and PA (with their spreads), the seeds and evaluations used, and the wall time.
+
+    ``steer`` (from :func:`steer_target`) says which record keys are OII, IoU and PA:
+    ``"oii"``: a binary run's ``oii``, ``iou``, ``pa``; ``"oii/<c>"``: class ``c``'s
+    ``oii/<c>``, ``iou/<c>``, ``precision/<c>``; ``"macro_oii"``: ``macro_oii``, ``miou``,
+    ``macro_precision``. A multi-class result also says ``"steered": steer``.
+
+    >>> recs = [{"epoch": e, "oii/crack": o, "iou/crack": 0.5, "precision/crack": 0.6}
+    ...         for e, o in ((1, 0.9), (2, 0.3), (3, 0.2), (4, 0.1))]
+    >>> m = search_metrics(SeedRuns([recs], [0]), "oii/crack")
+    >>> m["steered"], round(m["oii"], 6), m["pa"], m["evaluations"]
+    ('oii/crack', 0.2, 0.6, 3)
+
+    Raises:
+      ValueError: ``steer`` is none of those, or no record of ``result`` has its key.
+    """
+    keys = _steered_keys(steer)
+    if any(result.runs) and not any(steer in r for recs in result.runs for r in recs):
+        raise ValueError(f"search_metrics: no evaluation record has {steer!r}")
+    out: dict[str, Any] = {} if steer == "oii" else {"steered": steer}
+    for name, key in zip(("oii", "iou", "pa"), keys, strict=True):
         s = result.last3(key)
-        out[key], out[f"{key}_sd"] = s.mean, s.std
+        out[name], out[f"{name}_sd"] = s.mean, s.std
     out["seeds"] = len(result.seeds)
     out["evaluations"] = result.evaluations_used()
     out["seconds"] = round(result.wall_seconds, 2)
@@ -237,10 +312,14 @@ def train_seeds(
             atomic_write_json(run_dir / "wall.json", {"seconds": round(seconds, 2)})
             if log is not None and records:
                 last = records[-1]
-                log(
-                    f"{run_dir}: epoch {last['epoch']} IoU {last['iou']:.3f} PA "
-                    f"{last['pa']:.3f} OII {last['oii']:+.3f} ({seconds:.0f} s)"
-                )
+                if "miou" in last:  # a multi-class run
+                    scores = (
+                        f"mIoU {last['miou']:.3f} macro PA {last['macro_precision']:.3f} "
+                        f"macro OII {last['macro_oii']:+.3f}"
+                    )
+                else:
+                    scores = f"IoU {last['iou']:.3f} PA {last['pa']:.3f} OII {last['oii']:+.3f}"
+                log(f"{run_dir}: epoch {last['epoch']} {scores} ({seconds:.0f} s)")
         else:
             seconds = json.loads((run_dir / "wall.json").read_text())["seconds"]
         wall += seconds
