@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import tempfile
 
+import pytest
 from hypothesis import HealthCheck, settings
 
 # Property tests: no per-example deadline (first calls compile), fewer examples on CI's
@@ -40,3 +41,31 @@ jax.config.update("jax_numpy_rank_promotion", "raise")
 # Two fake CPU devices in the test process, so the data-parallel path (mesh, sharded batch,
 # replicated parameters) runs in-process. Must be set before any backend is initialised.
 jax.config.update("jax_num_cpu_devices", 2)
+
+
+# The XLA compilations (or persistent-cache loads of one) a block of code makes, counted from
+# JAX's own monitoring events; tracing and lowering are not counted. Tests that promise "caught
+# before anything compiles" assert on this instead of on a wall-clock time, which a loaded
+# machine stretches.
+_COMPILE_EVENTS = (
+    "/jax/core/compile/backend_compile_duration",
+    "/jax/compilation_cache/cache_retrieval_time_sec",
+)
+
+
+@pytest.fixture
+def compilations():
+    """A list that receives the name of every compilation event while the test runs."""
+    from jax import monitoring
+
+    seen: list[str] = []
+
+    def listener(event: str, duration: float, **kwargs) -> None:
+        if event in _COMPILE_EVENTS:
+            seen.append(event)
+
+    monitoring.register_event_duration_secs_listener(listener)
+    try:
+        yield seen
+    finally:
+        monitoring.unregister_event_duration_listener(listener)
