@@ -36,7 +36,6 @@ with the same batches (the training loop stores that state in its checkpoints).
 
 from __future__ import annotations
 
-import bisect
 import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
@@ -45,6 +44,7 @@ import grain.python as grain
 import numpy as np
 
 from dibe_jax.data import augment as aug
+from dibe_jax.data.epochs import ImageSize, epoch_seed, pad_batch, size_at
 
 __all__ = [
     "ArraySource",
@@ -55,43 +55,7 @@ __all__ = [
     "size_at",
 ]
 
-Schedule = Sequence[tuple[int, int]]
-ImageSize = int | tuple[int, int] | Schedule | None
 Crop = Literal["resize", "crop", "scale"]
-
-
-def size_at(image_size: ImageSize, epoch: int) -> int | tuple[int, int] | None:
-    """The image size of ``epoch`` under a fixed size or a progressive schedule.
-
-    Args:
-      image_size: ``None`` (keep), ``S``, ``(rows, cols)``, or a schedule
-        ``[(start_epoch, S), ...]`` (pairs as tuples or lists, e.g. from JSON) sorted
-        by ``start_epoch``, the first at 0.
-
-    >>> size_at([(0, 64), (10, 96), (20, 128)], 9), size_at([(0, 64), (10, 96)], 10)
-    (64, 96)
-    >>> size_at(96, 3), size_at((64, 128), 3), size_at([[0, 32], [5, 48]], 5)
-    (96, (64, 128), 48)
-    """
-    if image_size is None or isinstance(image_size, int):
-        return image_size
-    if len(image_size) == 2 and all(isinstance(v, int) for v in image_size):
-        return (int(image_size[0]), int(image_size[1]))  # (rows, cols)
-    schedule = [(int(e), s) for e, s in image_size]
-    starts = [e for e, _ in schedule]
-    if not schedule or starts != sorted(starts) or starts[0] != 0:
-        raise ValueError(f"a size schedule must be sorted and start at epoch 0: {image_size}")
-    return schedule[bisect.bisect_right(starts, epoch) - 1][1]
-
-
-def epoch_seed(seed: int, epoch: int) -> int:
-    """A 32-bit seed for ``(seed, epoch)``, decorrelated across epochs (grain seeds its
-    per-record generators with ``seed + index``, so consecutive seeds would overlap).
-
-    >>> epoch_seed(0, 1) == epoch_seed(0, 1) != epoch_seed(0, 2)
-    True
-    """
-    return int(np.random.SeedSequence([seed, epoch]).generate_state(1, np.uint32)[0]) >> 1
 
 
 class ArraySource(Sequence):
@@ -372,27 +336,3 @@ def make_loader(
         shard_options=shard_options,
         read_options=grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=prefetch),
     )
-
-
-def pad_batch(batch: Mapping[str, np.ndarray], batch_size: int) -> dict[str, np.ndarray]:
-    """Pad a short (last evaluation) batch to ``batch_size`` with zeros and add
-    ``valid`` (``bool [batch_size]``, False on padding), so a jitted step sees one shape.
-
-    >>> b = pad_batch({"image": np.ones((3, 2, 2, 1), np.float32)}, 4)
-    >>> b["image"].shape, b["valid"].tolist()
-    ((4, 2, 2, 1), [True, True, True, False])
-    """
-    n = len(next(iter(batch.values())))
-    if n > batch_size:
-        raise ValueError(f"batch of {n} is larger than batch_size {batch_size}")
-    out = {}
-    for k, v in batch.items():
-        v = np.asarray(v)
-        pad = [(0, batch_size - n)] + [(0, 0)] * (v.ndim - 1)
-        out[k] = (
-            np.pad(v, pad)
-            if v.dtype.kind in "biuf"
-            else np.concatenate([v, np.full(batch_size - n, v.dtype.type(), v.dtype)])
-        )
-    out["valid"] = np.arange(batch_size) < n
-    return out

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dibe_jax import losses, models
+from dibe_jax._validate import check_choice
 from dibe_jax.train.config import Config, ConfigError, check_types, diff
 
 __all__ = [
@@ -55,7 +56,11 @@ RESUMABLE = (
     "nonfinite",
     "data.data_dir",
     "data.manual_dir",
+    "data.memory_budget_mb",  # a resume keeps the data path its checkpoint records
 )
+
+#: The choices of ``data.pipeline`` (:class:`~dibe_jax.train.config.DataConfig`).
+PIPELINES = ("auto", "device", "grain")
 
 
 def _choice(name: str, value: Any, choices: Iterable[str]) -> None:
@@ -293,6 +298,11 @@ def validate(
     _at_least("keep_checkpoints", config.keep_checkpoints, 1)
     _at_least("checkpoint_every_steps", config.checkpoint_every_steps, 1)
     _at_least("data.worker_count", config.data.worker_count, 0)
+    try:
+        check_choice("data.pipeline", config.data.pipeline, PIPELINES)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    _at_least("data.memory_budget_mb", config.data.memory_budget_mb, 0)
     _at_least("optim.lr", config.optim.lr, 0.0, strict=True)
     _at_least("optim.grad_clip", config.optim.grad_clip, 0.0, strict=True)
     if not 0.0 <= config.optim.momentum < 1.0:

@@ -83,6 +83,24 @@ class DataConfig:
     ``hflip`` / ``vflip`` are flip probabilities; ``brightness`` / ``contrast`` /
     ``saturation`` are jitter strengths ``s`` (factor drawn from ``U(1 - s, 1 + s)``,
     torchvision ``ColorJitter`` semantics); all apply only when ``augment`` is on.
+
+    ``pipeline`` chooses the data path of each split (:mod:`dibe_jax.data`):
+
+    * ``"device"``: the split is decoded once into ``uint8`` arrays in host memory (stored at
+      the largest size of ``image_size``, or the native size), each epoch gathers batches
+      from a seeded permutation and sends them to the device as ``uint8``, and augmentation
+      runs on the device inside the jitted step (:mod:`dibe_jax.data.in_memory`). A split
+      that does not fit ``memory_budget_mb`` is an error, raised before anything is
+      written or compiled;
+    * ``"grain"``: the grain loader decodes and augments every example on the host every
+      epoch (the path of runs made before the device path existed);
+    * ``"auto"`` (default): ``"device"`` for each split that fits, ``"grain"`` for the
+      others; in-memory data given as a custom sequence (anything but a list, tuple or
+      ``ArraySource``, e.g. a reader with side effects) stays on grain.
+
+    ``memory_budget_mb`` is the host memory (MiB, per process) the decoded splits may take
+    together: images ``N x H x W x C`` plus masks ``N x H x W`` bytes, the training split
+    first (THC448's 981 training images at 448x448: 751 MiB).
     """
 
     dataset: str = "synthetic_cracks/r150_96"
@@ -98,6 +116,8 @@ class DataConfig:
     contrast: float = 0.2
     saturation: float = 0.2
     worker_count: int = 0
+    pipeline: str = "auto"  # "auto" | "device" | "grain"
+    memory_budget_mb: int = 4096
 
 
 @dataclasses.dataclass

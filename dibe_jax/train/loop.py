@@ -20,6 +20,14 @@ prediction. ``resume=True`` continues from the newest readable checkpoint with t
 optimiser state, RNG state and data order (an interrupted run ends with the same metrics as
 an uninterrupted one); it accepts only changes a resume can honour
 (:data:`~dibe_jax.train.checks.RESUMABLE`: more epochs, evaluation and logging options).
+
+Data paths (``data.pipeline``): a split that fits ``data.memory_budget_mb`` is decoded once in
+:func:`build` into ``uint8`` arrays (its mask values checked there, before the workdir is
+touched); each epoch then gathers index batches of a seeded permutation, sends them to the
+device as ``uint8`` a batch or two ahead, and the jitted step augments them
+(:mod:`dibe_jax.data.in_memory`, :mod:`dibe_jax.data.device_augment`). Other splits go
+through the grain loader. Both iterators yield device batches and store their position with
+``get_state()`` in the checkpoints, together with the training path, which a resume keeps.
 Nothing in the workdir is written before the config is validated, the data opened and the
 checkpoint restored, and a launch that fails before its first training step removes what it
 wrote (a replaced run, with ``overwrite=True``, is put back). SIGINT or SIGTERM during
@@ -51,8 +59,10 @@ import optax
 from flax import nnx
 
 from dibe_jax import losses, metrics, models
-from dibe_jax.data import pipeline
+from dibe_jax.data import in_memory, pipeline
 from dibe_jax.data.augment import AugmentConfig
+from dibe_jax.data.device_augment import DevicePreprocess
+from dibe_jax.data.epochs import size_pair
 from dibe_jax.files import atomic_write_text
 from dibe_jax.train import checks, reporting
 from dibe_jax.train.checkpoints import CheckpointError, Checkpoints
@@ -207,11 +217,18 @@ class Built:
     eval_graphdef: Any
     classes: tuple[str, ...] = checks.BINARY_CLASSES
     data_label: str = "the in-memory data"  # the dataset, for messages
+    train_arrays: in_memory.ArraySplit | None = None  # decoded: the device data path
+    eval_arrays: in_memory.ArraySplit | None = None
 
     @property
     def num_outputs(self) -> int:
         """Model outputs: 1 (binary, sigmoid) or the number of classes (softmax)."""
         return checks.model_outputs(self.classes)
+
+    @property
+    def train_pipeline(self) -> str:
+        """The training split's data path: ``"device"`` or ``"grain"``."""
+        return "device" if self.train_arrays is not None else "grain"
 
 
 def make_state(config: Config, in_channels: int, steps_per_epoch: int = 1, *, num_classes: int = 1):
@@ -252,7 +269,109 @@ def loss_steps(config: Config, train_graphdef, eval_graphdef, mesh, *, num_class
         mc_samples=config.loss.params.get("mc_samples", options.get("mc_samples")),
         batch_loss=losses.info(config.loss.name).batch,
         skip_nonfinite=True,
+        preprocess=device_preprocess(config),
     )
+
+
+def augment_config(config: Config) -> AugmentConfig:
+    """The training augmentation of ``config.data`` (all off unless ``data.augment``)."""
+    d = config.data
+    if not d.augment:
+        return AugmentConfig(hflip=0.0, vflip=0.0, brightness=0.0, contrast=0.0, saturation=0.0)
+    return AugmentConfig(
+        hflip=d.hflip,
+        vflip=d.vflip,
+        brightness=d.brightness,
+        contrast=d.contrast,
+        saturation=d.saturation,
+    )
+
+
+def device_preprocess(config: Config) -> DevicePreprocess:
+    """What the jitted steps do to the ``uint8`` batches of the device data path: the
+    augmentation of ``config.data`` from the key of ``(config.seed, step)``, resize to the
+    epoch's size, ``uint8 -> float32``."""
+    return DevicePreprocess(augment=augment_config(config), seed=config.seed)
+
+
+def _materialised(source: Sequence) -> bool:
+    """In-memory data ``auto`` may decode: a list, tuple or ``ArraySource`` (a custom
+    sequence may do work on every read, which decoding once would skip)."""
+    return isinstance(source, list | tuple | pipeline.ArraySource)
+
+
+def _device_splits(
+    config: Config,
+    splits: Mapping[str, Sequence],
+    classes: Sequence[str],
+    data_label: str,
+    *,
+    in_memory_sources: bool,
+) -> dict[str, in_memory.ArraySplit | None]:
+    """Each split of ``splits`` decoded for the device path, or None where it stays on grain.
+
+    The budget (``data.memory_budget_mb``) is checked for every split before any is decoded
+    (the training split first, then the others with what is left); decoding scans the mask
+    values and refuses one outside the classes, naming the example.
+    """
+    d = config.data
+    if d.pipeline == "grain":
+        return dict.fromkeys(splits)
+    size = in_memory.stored_size(d.image_size)
+    budget = left = int(d.memory_budget_mb) * 2**20
+    plan: dict[str, Sequence | None] = {}
+    for split, src in splits.items():
+        if d.pipeline == "auto" and in_memory_sources and not _materialised(src):
+            plan[split] = None
+            continue
+        image = np.asarray(src[0]["image"])
+        hw = size or tuple(image.shape[:2])
+        need = in_memory.split_bytes(len(src), hw, image.shape[-1] if image.ndim == 3 else 1)
+        if need > left:
+            if d.pipeline == "device":
+                raise ConfigError(
+                    f"data.pipeline: 'device' keeps the {split} split in host memory as uint8 "
+                    f"({len(src)} images of {hw[0]}x{hw[1]}: {need / 2**20:.0f} MiB), more than "
+                    f"the {left / 2**20:.0f} MiB of data.memory_budget_mb={d.memory_budget_mb} "
+                    "left for it; raise data.memory_budget_mb or set data.pipeline=grain"
+                )
+            log.info(
+                "data: the %s split (%.0f MiB as uint8) exceeds the %.0f MiB left of "
+                "data.memory_budget_mb: grain loader",
+                split,
+                need / 2**20,
+                left / 2**20,
+            )
+            plan[split] = None
+        else:
+            plan[split] = src
+            left -= need
+    out: dict[str, in_memory.ArraySplit | None] = {}
+    for split, src in plan.items():
+        if src is None:
+            out[split] = None
+            continue
+        t = time.perf_counter()
+        try:
+            arrays = in_memory.decode_split(src, size=size, name=split)
+        except ValueError as e:
+            raise ConfigError(f"data: {data_label}: {e}") from None
+        bad = np.flatnonzero(arrays.mask_max >= len(classes))
+        if bad.size:
+            i = int(bad[0])
+            checks.check_mask_values(
+                arrays.masks[i], classes, dataset=data_label, where=f"{split} example {i}"
+            )
+        log.info(
+            "data: %s split decoded into memory (%d images, %.0f MiB, %.1f s; budget %d MiB)",
+            split,
+            len(arrays),
+            arrays.nbytes / 2**20,
+            time.perf_counter() - t,
+            budget // 2**20,
+        )
+        out[split] = arrays
+    return out
 
 
 def build(
@@ -260,13 +379,15 @@ def build(
     sources: Mapping[str, Sequence] | None = None,
     *,
     class_names: Sequence[str] | None = None,
+    train: bool = True,
 ) -> Built:
     """Validate ``config``, open the data and build model, optimiser, state and steps.
 
     Nothing is compiled here (the steps compile at their first call) and nothing is
     written except a TFDS dataset built on first use. ``class_names`` name the classes of
     in-memory ``sources`` (default: binary ``{0, 1}`` masks); a dataset's come from its
-    mask feature.
+    mask feature. Splits on the device data path (``data.pipeline``) are decoded here, the
+    training split only if ``train`` (False: evaluation only).
     """
     validate(config, in_memory=sources is not None, class_names=class_names)
     train_src, eval_src, classes = _sources(config, sources, class_names)
@@ -292,6 +413,13 @@ def build(
         raise ConfigError(
             f"batch_size: {config.batch_size} exceeds the {len(train_src)} training examples"
         )
+    data_label = "the in-memory data" if sources is not None else config.data.dataset
+    wanted = {config.data.eval_split: eval_src}
+    if train:
+        wanted = {config.data.train_split: train_src, **wanted}  # training split first
+    arrays = _device_splits(
+        config, wanted, classes, data_label, in_memory_sources=sources is not None
+    )
     outputs = checks.model_outputs(classes)
     train_graphdef, eval_graphdef, state = make_state(
         config, in_channels, steps_per_epoch, num_classes=outputs
@@ -311,7 +439,9 @@ def build(
         train_graphdef,
         eval_graphdef,
         classes,
-        "the in-memory data" if sources is not None else config.data.dataset,
+        data_label,
+        arrays.get(config.data.train_split) if train else None,
+        arrays[config.data.eval_split],
     )
 
 
@@ -322,30 +452,79 @@ def _checked_batch(built: Built, batch: Mapping[str, np.ndarray], where: str) ->
 
 def _loader_kwargs(config: Config, local_batch: int) -> dict[str, Any]:
     d = config.data
-    no_augment = AugmentConfig(hflip=0.0, vflip=0.0, brightness=0.0, contrast=0.0, saturation=0.0)
     return dict(
         batch_size=local_batch,
         image_size=d.image_size,
         seed=config.seed,
         worker_count=d.worker_count,
-        augment=AugmentConfig(
-            hflip=d.hflip,
-            vflip=d.vflip,
-            brightness=d.brightness,
-            contrast=d.contrast,
-            saturation=d.saturation,
-        )
-        if d.augment
-        else no_augment,
+        augment=augment_config(config),
     )
 
 
-def evaluate(built: Built, state, epoch: int) -> dict[str, Any]:
-    """Dataset-level metrics of ``state`` on the evaluation split."""
+def _epoch_size(config: Config, epoch: int) -> tuple[int, int] | None:
+    """The epoch's ``(rows, cols)`` (the steps' static ``size``), None for the native size."""
+    return size_pair(pipeline.size_at(config.data.image_size, epoch))
+
+
+def _put(built: Built):
+    # Looked up at each call, so a test may watch the module's shard_batch.
+    return lambda batch: shard_batch(batch, built.mesh)
+
+
+class _GrainBatches:
+    """The grain loader's training epoch as device batches (each checked, then sharded),
+    with its iterator's ``get_state`` / ``set_state``."""
+
+    def __init__(self, built: Built, epoch: int) -> None:
+        kwargs = _loader_kwargs(built.config, built.local_batch)
+        loader = pipeline.make_loader(built.train_source, train=True, epoch=epoch, **kwargs)
+        self._it, self._built, self._epoch = iter(loader), built, epoch
+
+    def __iter__(self) -> _GrainBatches:
+        return self
+
+    def __next__(self) -> dict[str, jax.Array]:
+        batch = next(self._it)
+        _checked_batch(self._built, batch, f"a training batch of epoch {self._epoch + 1}")
+        return shard_batch(batch, self._built.mesh)
+
+    def get_state(self) -> bytes:
+        return self._it.get_state()
+
+    def set_state(self, state: bytes) -> None:
+        self._it.set_state(state)
+
+
+def _train_batches(built: Built, epoch: int, state: str | None):
+    """The training batches of ``epoch`` on the device, from position ``state`` (a stored
+    ``get_state()``) or the start."""
+    if built.train_arrays is not None:
+        it = in_memory.Batches(
+            built.train_arrays,
+            batch_size=built.local_batch,
+            train=True,
+            seed=built.config.seed,
+            epoch=epoch,
+            put=_put(built),
+        )
+    else:
+        it = _GrainBatches(built, epoch)
+    if state is not None:
+        it.set_state(state.encode())
+    return it
+
+
+def _eval_batches(built: Built, epoch: int):
+    """The evaluation split's device batches, the same number on every process (the last
+    ones padded, ``valid`` False)."""
+    if built.eval_arrays is not None:
+        yield from in_memory.Batches(
+            built.eval_arrays, batch_size=built.local_batch, train=False, put=_put(built)
+        )
+        return
     kwargs = _loader_kwargs(built.config, built.local_batch)
     kwargs["image_size"] = pipeline.size_at(built.config.data.image_size, epoch)
     loader = pipeline.make_loader(built.eval_source, train=False, epoch=epoch, **kwargs)
-    totals = replicate(zero_totals(built.num_outputs), built.steps.replicated)
     # Every process must run the same number of (collective) steps: the shards differ by at
     # most one example, so the shorter ones add a batch of padding rows (valid = False).
     per_process = -(-len(built.eval_source) // jax.process_count())
@@ -355,11 +534,18 @@ def evaluate(built: Built, state, epoch: int) -> dict[str, Any]:
         _checked_batch(built, batch, f"evaluation batch {done}")
         batch = pipeline.pad_batch(batch, built.local_batch)
         template = batch
-        totals = built.steps.evaluate(state, shard_batch(batch, built.mesh), totals)
+        yield shard_batch(batch, built.mesh)
         done += 1
     for _ in range(batches - done):
-        empty = {k: np.zeros_like(v) for k, v in template.items()}
-        totals = built.steps.evaluate(state, shard_batch(empty, built.mesh), totals)
+        yield shard_batch({k: np.zeros_like(v) for k, v in template.items()}, built.mesh)
+
+
+def evaluate(built: Built, state, epoch: int) -> dict[str, Any]:
+    """Dataset-level metrics of ``state`` on the evaluation split."""
+    size = _epoch_size(built.config, epoch)
+    totals = replicate(zero_totals(built.num_outputs), built.steps.replicated)
+    for batch in _eval_batches(built, epoch):
+        totals = built.steps.evaluate(state, batch, totals, size=size)
     totals = jax.device_get(totals)
     val_loss = float(totals["loss"]) / max(1, int(totals["images"]))
     if built.num_outputs > 1:
@@ -590,6 +776,8 @@ def train_and_evaluate(
             f"epochs: the run in {workdir} has already trained {meta['epoch']} "
             f"epochs; ask for at least that many"
         )
+    if meta is not None:
+        built = _recorded_pipeline(built, meta, workdir)
     # From here on the workdir changes; before the first step, a failure undoes it.
     wd = _Workdir(workdir, writer)
     if not resume:
@@ -643,14 +831,11 @@ def train_and_evaluate(
         progress = _Progress(bar)
         first_step = step
         record: dict[str, Any] = {}
-        kwargs = _loader_kwargs(config, built.local_batch)
         with _Signals() as signals:
             for epoch in range(start_epoch, config.epochs):
-                loader = pipeline.make_loader(built.train_source, train=True, epoch=epoch, **kwargs)
-                it = iter(loader)
-                if skip_batches is not None:
-                    it.set_state(skip_batches.encode())
-                    skip_batches = None
+                size = _epoch_size(config, epoch)
+                it = _train_batches(built, epoch, skip_batches)
+                skip_batches = None
                 # Running sums stay on the device: no host round-trip inside the epoch.
                 acc = replicate(
                     _new_epoch_sums(loss_sum0, loss_count0, skipped), built.steps.replicated
@@ -658,8 +843,7 @@ def train_and_evaluate(
                 loss_sum0, loss_count0 = 0.0, 0
                 earlier_bad = None
                 for batch in it:
-                    _checked_batch(built, batch, f"a training batch of epoch {epoch + 1}")
-                    state, stats = built.steps.train(state, shard_batch(batch, built.mesh))
+                    state, stats = built.steps.train(state, batch, step, size=size)
                     acc = _add_step(acc, stats, step)
                     step += 1
                     progress.add(stats["loss"])
@@ -673,13 +857,16 @@ def train_and_evaluate(
                             _raise_if_nonfinite({"bad": earlier_bad}, config, ckpt, epoch, bar)
                         earlier_bad = acc["bad"]
                     every = config.checkpoint_every_steps
-                    if signals.received or (every and step % every == 0):
+                    # (an epoch's last step is saved below, with the epoch's end)
+                    periodic = every and step % every == 0 and step % built.steps_per_epoch
+                    if signals.received or periodic:
                         ckpt.save(
                             step,
                             state,
                             {
                                 "epoch": epoch,
                                 "loader": it.get_state().decode(),
+                                "pipeline": built.train_pipeline,
                                 "step": step,
                                 "loss_sum": float(acc["loss_sum"]),
                                 "loss_count": int(acc["loss_count"]),
@@ -717,6 +904,7 @@ def train_and_evaluate(
                 meta = {
                     "epoch": epoch + 1,
                     "loader": None,
+                    "pipeline": built.train_pipeline,
                     "step": step,
                     "seconds": seconds,
                     "skipped": skipped,
@@ -746,6 +934,22 @@ def train_and_evaluate(
     if records:
         record = records[-1]
     return record
+
+
+def _recorded_pipeline(built: Built, meta: Mapping[str, Any], workdir: Path) -> Built:
+    """``built`` on the training data path its checkpoint records (runs from before the
+    device path record none: grain), so a resumed run continues with the same batches."""
+    recorded = meta.get("pipeline", "grain")
+    if recorded == built.train_pipeline:
+        return built
+    if recorded == "grain":
+        log.info("resuming %s on the grain loader it was trained with", workdir)
+        return dataclasses.replace(built, train_arrays=None, eval_arrays=None)
+    raise ConfigError(
+        f"data.memory_budget_mb: the run in {workdir} trained on the device data path, but "
+        f"its training split does not fit data.memory_budget_mb="
+        f"{built.config.data.memory_budget_mb} now; raise it to resume"
+    )
 
 
 def _raise_if_nonfinite(acc, config: Config, ckpt: Checkpoints, epoch: int, bar) -> None:
@@ -796,7 +1000,7 @@ def evaluate_checkpoint(
     if sources is not None and (workdir / "model.json").is_file():  # in memory: the run says
         class_names = json.loads((workdir / "model.json").read_text()).get("class_names")
     ckpt = Checkpoints(workdir / "checkpoints", keep=config.keep_checkpoints, create=False)
-    built = build(config, sources, class_names=class_names)
+    built = build(config, sources, class_names=class_names, train=False)
     try:
         state, meta, step = ckpt.restore(built.state, best=best)
     except CheckpointError as e:
