@@ -278,6 +278,7 @@ def train_seeds(
     seeds: Sequence[int],
     *,
     sources: Mapping[str, Sequence] | None = None,
+    class_names: Sequence[str] | None = None,
     log: Callable[[str], None] | None = None,
 ) -> SeedRuns:
     """Train ``config`` once per seed in ``workdir/seed<k>``; return every seed's records.
@@ -291,6 +292,7 @@ def train_seeds(
       workdir: one folder per seed goes below it.
       seeds: e.g. ``range(3)`` (SPEC: at least 3 for a reported number).
       sources: in-memory splits, as in :func:`~dibe_jax.train.train_and_evaluate`.
+      class_names: the classes of ``sources``' masks (background first), as there.
       log: called with one line per seed trained.
     """
     from dibe_jax.train.loop import train_and_evaluate
@@ -306,7 +308,9 @@ def train_seeds(
             if old.exists() and json.loads(old.read_text()) != json.loads(seeded.to_json()):
                 shutil.rmtree(run_dir)  # another setting trained here before: start again
             t0 = time.perf_counter()
-            train_and_evaluate(seeded, run_dir, resume=True, sources=sources)
+            train_and_evaluate(
+                seeded, run_dir, resume=True, sources=sources, class_names=class_names
+            )
             seconds = time.perf_counter() - t0
             records = read_metrics(run_dir)
             atomic_write_json(run_dir / "wall.json", {"seconds": round(seconds, 2)})
