@@ -15,17 +15,22 @@ and printing its progress as it goes:
    989 TFLOP/s, FP32 67, TF32 495 for the H100/H200 SXM); against the same step in PyTorch
    (``benchmarks.models.torch_unet``, ``channels_last``, ``torch.autocast`` bfloat16 for the
    bfloat16 row, ``cudnn.benchmark``), eager and under ``torch.compile``.
-3. **data** (``data_gpu.md``): images/s of the host data path the training below uses
-   (in-memory ``uint8`` tiles, flip and colour jitter of ``dibe_jax.data.augment``, float32,
-   batches of 32, put on the device) with 1 thread and with a thread pool, against the
-   images/s of the training steps at the same size (the CFD step at 160², the U-Net step
-   at 448²). The grain loader is not measured: grain is not installed there.
+3. **data** (``data_gpu.md``): the device data path that ``dibe-jax train`` uses by default
+   (``dibe_jax.data.in_memory``: a split decoded once into ``uint8``, seeded-permutation
+   epochs of ``Batches``, batches put on the device 2 ahead): its images/s (host gather +
+   transfer, ``uint8``, batches of 32) at CFD's 160² and the U-Net's 448², and the
+   library's train step at the same sizes on a ``float32`` batch (bare) and on the
+   ``uint8`` batch with the device preprocessing (``dibe_jax.data.device_augment``:
+   ``uint8 -> float32``, flips, jitter, inside the jitted step): its cost per step, and the
+   data path against the step it feeds. The grain loader is not measured: grain is not
+   installed there.
 4. **cfd** (``cfd_gpu.md``): full-width (64) U-Net trained on CrackForest's native 160²
    tiles (360 train / 348 validation, as ``dibe_jax.datasets.crackforest``) with DIBE and
    with the focal Tversky loss (FT), 50 epochs, seed 0, the paper's SGD (lr 0.01, momentum
-   0.9, batch 32) and augmentation (the library's ``train.Config`` defaults), evaluated
-   every 5 epochs (dataset-level IoU, PA, OII); the IoU beside the paper's Table 5 (DIBE
-   0.512, FT 0.501). One seed: see SPEC.md on what one run can and cannot rank.
+   0.9, batch 32) and augmentation (the library's ``train.Config`` defaults) on the device
+   data path, evaluated every 5 epochs (dataset-level IoU, PA, OII); the IoU beside the
+   paper's Table 5 (DIBE 0.512, FT 0.501). One seed: see SPEC.md on what one run can and
+   cannot rank.
 
 Without a GPU (or with ``--cpu-tiny``) it runs a **tiny CPU mode** that says so in its
 output and its tables: every size is shrunk, ``torch.compile`` uses ``backend="eager"``
@@ -35,8 +40,9 @@ runs it, so the command cannot rot.
 
 The GPU machine has its own python3 with jax (0.11), flax, optax, torch, PIL and SciPy, but
 no grain, TFDS or array_record, and no installation of this package: ``dibe_jax`` imports
-from the source tree (``PYTHONPATH=.``), and modules of ``dibe_jax.train`` / ``dibe_jax.data``
-are loaded without their package's grain import (``benchmarks._common.library_module``).
+from the source tree (``PYTHONPATH=.``), and modules of ``dibe_jax.train`` are loaded without
+their package's grain import (``benchmarks._common.library_module``; ``dibe_jax.data``
+imports grain only for the grain loader, so its device path imports as it is).
 CrackForest may not be committed: ``make bench-data`` copies it into the git-ignored
 ``bench_data/crackforest``, which the run carries.
 
@@ -55,7 +61,6 @@ alone (``python3 -m benchmarks.gpu`` with ``PYTHONPATH=.``) writes
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
 import dataclasses
 import gc
 import os
@@ -115,7 +120,8 @@ class Profile:
     cfd_batch: int | None  # None: Config.batch_size (32)
     cfd_tiles: tuple[int | None, int | None]  # train / validation tiles used (None: all)
     cfd_crop: int | None  # keep the top-left crop x crop of each tile (None: whole tiles)
-    data_batches: int
+    data_batches: int  # batches of the 448² data-path epoch
+    data_steps: int  # timed steps of each data-section step
     compile_backend: str
     min_s_for_compile: float  # a torch.compile row starts only with this much section time
     budgets: dict[str, float]  # seconds per section
@@ -142,9 +148,10 @@ GPU = Profile(
     cfd_tiles=(None, None),
     cfd_crop=None,
     data_batches=16,
+    data_steps=30,
     compile_backend="inductor",
     min_s_for_compile=45.0,
-    budgets={"losses": 75.0, "data": 15.0, "cfd": 170.0, "unet": 200.0},
+    budgets={"losses": 75.0, "data": 60.0, "cfd": 170.0, "unet": 200.0},
 )
 
 CPU_TINY = Profile(
@@ -165,8 +172,12 @@ CPU_TINY = Profile(
     cfd_eval_every=1,
     cfd_batch=4,
     cfd_tiles=(6, 6),
-    cfd_crop=32,  # = unet_size with cfd_batch = unet_batch: the U-Net f32 row reuses its step
+    # cfd_crop = unet_size, cfd_width = unet_width and cfd_batch = unet_batch: one size in
+    # the data section, whose two steps are the CFD training's (uint8, augmented) and the
+    # U-Net section's float32 row (float32 batch): each compiled once.
+    cfd_crop=32,
     data_batches=1,
+    data_steps=2,
     compile_backend="eager",
     min_s_for_compile=0.0,
     budgets={"losses": 120.0, "data": 60.0, "cfd": 120.0, "unet": 120.0},
@@ -195,7 +206,7 @@ class Run:
         self.data_dir = data_dir
         self.copy_gbs: float | None = None  # bytes read + written per second / 1e9
         self.step_rates: dict[str, float] = {}  # label -> images/s of a training step
-        self.data_rates: dict[int, dict[str, float]] = {}  # size -> threads label -> images/s
+        self.data_rows: dict[int, dict[str, Any]] = {}  # size -> data path and step rates
         self.torch_error: str | None = None
         self.section_end = self.deadline
         self.section_start = self.t0
@@ -448,14 +459,30 @@ def make_state(
     return train_graphdef, eval_graphdef, state
 
 
+def device_preprocess(config):
+    """What the jitted steps do to the ``uint8`` batches of the device data path, exactly as
+    ``dibe_jax.train.loop.device_preprocess`` builds it for ``config`` (the augmentation of
+    ``config.data`` from the key ``fold_in(key(config.seed), step)``, ``uint8 -> float32``;
+    ``tests/test_benchmarks.py`` checks the two agree). Rebuilt here because
+    ``dibe_jax.train.loop`` imports grain."""
+    device_augment = library_module("data.device_augment")
+    d = config.data
+    strengths = ("hflip", "vflip", "brightness", "contrast", "saturation")
+    options = {k: getattr(d, k) if d.augment else 0.0 for k in strengths}
+    aug = library_module("data.augment").AugmentConfig(**options)
+    return device_augment.DevicePreprocess(augment=aug, seed=config.seed)
+
+
 _STEPS: dict[tuple, tuple] = {}
 
 
-def build_steps(config, loss: str, *, width: int, dtype: str, model_options=None):
-    """``(steps, state, mesh, params, reused)``: the library's jitted train / eval steps
-    (``dibe_jax.train.step.make_steps``) for a U-Net with ``loss``, and a fresh state,
-    replicated. The steps are built once per setting, so a second section with the same
-    setting and shapes reuses their compilation (``reused``)."""
+def build_steps(config, loss: str, *, width: int, dtype: str, model_options=None, preprocess=None):
+    """``(steps, state, mesh, params)``: the library's jitted train / eval steps
+    (``dibe_jax.train.step.make_steps``) for a U-Net with ``loss`` and the device
+    ``preprocess`` of ``uint8`` batches (None: ``uint8 -> float32`` only; ``float32``
+    batches skip it), and a fresh state, replicated. The steps are built once per setting,
+    so a second section with the same setting and shapes reuses their compilation
+    (:func:`compiled_before`)."""
     from flax import nnx
 
     from dibe_jax import losses, models
@@ -464,9 +491,8 @@ def build_steps(config, loss: str, *, width: int, dtype: str, model_options=None
     train_gd, eval_gd, state = make_state(
         config, width=width, dtype=dtype, seed=config.seed, model_options=model_options
     )
-    key = (loss, width, dtype, tuple(sorted((model_options or {}).items())))
-    reused = key in _STEPS
-    if not reused:
+    key = (loss, width, dtype, tuple(sorted((model_options or {}).items())), preprocess)
+    if key not in _STEPS:
         mesh = step.make_mesh()
         steps = step.make_steps(
             train_gd,
@@ -476,11 +502,26 @@ def build_steps(config, loss: str, *, width: int, dtype: str, model_options=None
             mesh,
             num_classes=1,
             batch_loss=losses.info(loss).batch,
+            preprocess=preprocess,
         )
         params = models.count_params(nnx.merge(train_gd, state)[0])
         _STEPS[key] = (steps, mesh, params)
     steps, mesh, params = _STEPS[key]
-    return steps, step.replicate(state, steps.replicated), mesh, params, reused
+    return steps, step.replicate(state, steps.replicated), mesh, params
+
+
+_CALLED: set[tuple] = set()
+
+
+def compiled_before(steps, batch: dict, *, numbered: bool) -> bool:
+    """Whether ``steps.train`` was called before on batches of these shapes and dtypes, in
+    the same form (``numbered``: ``train(state, batch, step, size=None)``, else
+    ``train(state, batch)``), so that ``jax.jit`` holds its compilation; records this call."""
+    leaves = tuple((k, tuple(v.shape), str(v.dtype)) for k, v in sorted(batch.items()))
+    signature = (id(steps.train), numbered, leaves)
+    seen = signature in _CALLED
+    _CALLED.add(signature)
+    return seen
 
 
 # ----------------------------------------------------------------------------- U-Net
@@ -496,11 +537,12 @@ def _random_batch(batch: int, size: int, seed: int = 0) -> tuple[np.ndarray, np.
 def jax_unet(run: Run, config, dtype: str) -> dict[str, Any]:
     p = run.profile
     step = library_module("train.step")
-    steps, state, mesh, params, reused = build_steps(
+    steps, state, mesh, params = build_steps(
         config, "dibe", width=p.unet_width, dtype=dtype, model_options=p.model_options
     )
     x, y = _random_batch(p.unet_batch, p.unet_size)
     batch = step.shard_batch({"image": x, "mask": y}, mesh)
+    reused = compiled_before(steps, batch, numbered=False)
     t = time.perf_counter()
     compiled = steps.train.lower(state, batch).compile()
     compile_s = time.perf_counter() - t
@@ -679,7 +721,7 @@ def section_unet(run: Run, config) -> None:
             mfu = f"{tflops / peak:.1%}"
         vs = f"{r['step_s'] / jax_s[dtype]:.2f}" if dtype in jax_s else "–"
         if r.get("reused"):
-            first = "reused (compiled by the CFD section)"
+            first = "reused (compiled by an earlier section)"
         else:
             first = f"{r.get('compile', r.get('first', float('nan'))):.1f}"
         lines.append(
@@ -693,110 +735,207 @@ def section_unet(run: Run, config) -> None:
 # ----------------------------------------------------------------------- data path
 
 
-class Augment:
-    """The per-example training transform of ``dibe_jax.data.Preprocess`` at the native
-    size (no resize): flip, ``uint8 -> float32``, colour jitter, with the library's
-    functions (``dibe_jax.data.augment``) and the strengths of ``config.data``. Each
-    example draws from its own generator ``default_rng([seed, epoch, index])``, so batches
-    are the same whether built by one thread or many."""
-
-    def __init__(self, config, seed: int):
-        self.aug = library_module("data.augment")
-        self.d = config.data
-        self.seed = seed
-
-    def example(self, image: np.ndarray, mask: np.ndarray, epoch: int, index: int):
-        rng = np.random.default_rng([self.seed, epoch, int(index)])
-        a, d = self.aug, self.d
-        image, mask = a.random_flip(rng, image, mask, horizontal=d.hflip, vertical=d.vflip)
-        x = a.to_float(image)
-        x = a.color_jitter(
-            rng, x, brightness=d.brightness, contrast=d.contrast, saturation=d.saturation
+def cfd_splits(data: dict) -> dict[str, Any]:
+    """CFD's tiles decoded once into the device data path's ``ArraySplit``s
+    (``dibe_jax.data.in_memory.decode_split``, native size), as ``dibe-jax train`` stores
+    a split that fits in host memory."""
+    in_memory = library_module("data.in_memory")
+    return {
+        split: in_memory.decode_split(
+            [{"image": x, "mask": m} for x, m in zip(images, masks, strict=True)],
+            size=None,
+            name=split,
         )
-        return x, np.ascontiguousarray(mask)
-
-    def batch(self, images, masks, index, epoch: int, pool=None) -> dict[str, np.ndarray]:
-        args = [(images[i], masks[i], epoch, i) for i in index]
-        if pool is None:
-            out = [self.example(*a) for a in args]
-        else:
-            out = list(pool.map(lambda a: self.example(*a), args))
-        return {"image": np.stack([o[0] for o in out]), "mask": np.stack([o[1] for o in out])}
+        for split, (images, masks) in data.items()
+    }
 
 
-def _threads() -> int:
-    return max(2, min(8, os.cpu_count() or 1))
+def _random_split(n: int, size: int, seed: int = 0):
+    """``n`` random ``uint8`` images of ``size``² with 1 % defect pixels, as an ``ArraySplit``
+    (the data path's and the augmentation's cost do not depend on the content)."""
+    in_memory = library_module("data.in_memory")
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, (n, size, size, 3), np.uint8)
+    masks = (rng.random((n, size, size, 1)) < 0.01).astype(np.uint8)
+    return in_memory.ArraySplit(images, masks, masks.reshape(n, -1).max(axis=1), "random")
 
 
-def section_data(run: Run, config, cfd: dict | None) -> None:
-    """Images/s of the host data path at the CFD tile size and the U-Net size."""
+def _time_train(steps, state, batch, n: int, first_step: int = 0):
+    """``(images/s, first call s, reused, state)`` of ``n`` train steps on ``batch`` (already
+    on the device), after one untimed call (the compilation, unless ``reused``: compiled
+    before, :func:`compiled_before`).
+
+    A ``uint8`` batch is called as the training loop calls it, ``train(state, batch, step,
+    size=None)``, each step with its own number (the augmentation key changes, the program
+    does not); a ``float32`` batch as the U-Net section calls it, ``train(state, batch)``.
+    A call spelled differently would not find the other's compilation in the cache."""
+
+    numbered = batch["image"].dtype == jnp.uint8
+
+    def call(state, k):
+        if numbered:
+            return steps.train(state, batch, first_step + k, size=None)
+        return steps.train(state, batch)
+
+    reused = compiled_before(steps, batch, numbered=numbered)
+    t = time.perf_counter()
+    state, stats = call(state, 0)
+    jax.block_until_ready(stats)
+    first_s = time.perf_counter() - t
+    t = time.perf_counter()
+    for k in range(n):
+        state, stats = call(state, 1 + k)
+    jax.block_until_ready(stats)
+    return n * len(batch["image"]) / (time.perf_counter() - t), first_s, reused, state
+
+
+def data_path_rate(split, *, batch: int, seed: int, mesh) -> tuple[float, int]:
+    """``(images/s, batches)`` of one training epoch of the device data path
+    (``in_memory.Batches``: seeded permutation, ``np.take`` gathers, ``shard_batch`` 2
+    batches ahead), each yielded batch waited for on the device; after one untimed put."""
+    step = library_module("train.step")
+    in_memory = library_module("data.in_memory")
+
+    def put(b):
+        return step.shard_batch(b, mesh)
+
+    jax.block_until_ready(put({"image": split.images[:batch], "mask": split.masks[:batch]}))
+    it = in_memory.Batches(split, batch_size=batch, train=True, seed=seed, epoch=0, put=put)
+    t = time.perf_counter()
+    for b in it:
+        jax.block_until_ready(b)
+    return len(it) * batch / (time.perf_counter() - t), len(it)
+
+
+def section_data(run: Run, config, splits: dict | None) -> None:
+    """The device data path's images/s, and the train step with device preprocessing (on
+    ``uint8``) and without (on ``float32``), at the CFD tile size and the U-Net size."""
     p = run.profile
     run.start_section("data")
+    cases = {}  # size -> (split, width, batch, source)
+    if splits is not None:
+        train = splits["train"]
+        cases[train.images.shape[1]] = (
+            train,
+            p.cfd_width,
+            p.cfd_batch or config.batch_size,
+            "CFD training tiles",
+        )
+    if p.unet_size not in cases:
+        n = p.unet_batch * p.data_batches
+        split = _random_split(n, p.unet_size)
+        cases[p.unet_size] = (split, p.unet_width, p.unet_batch, "random `uint8`")
     step = library_module("train.step")
+    to_float = library_module("data.augment").to_float
     mesh = step.make_mesh()
-    augment = Augment(config, config.seed)
-    batch = p.cfd_batch or config.batch_size
-    sizes = {}
-    if cfd is not None:
-        sizes[cfd["train"][0].shape[1]] = cfd["train"]
-    rng = np.random.default_rng(0)
-    n = batch * p.data_batches
-    big = (
-        rng.integers(0, 256, (n, p.unet_size, p.unet_size, 3), np.uint8),
-        (rng.random((n, p.unet_size, p.unet_size, 1)) < 0.01).astype(np.uint8),
-    )
-    sizes.setdefault(p.unet_size, big)
-    with concurrent.futures.ThreadPoolExecutor(_threads()) as pool:
-        for size, (images, masks) in sizes.items():
-            rates = {}
-            for label, use in (("1 thread", None), (f"{_threads()} threads", pool)):
-                if run.left() <= 0:
-                    break
-                count = min(len(images), n)
-                t = time.perf_counter()
-                done = 0
-                for b in range(count // batch):
-                    index = np.arange(b * batch, (b + 1) * batch)
-                    arrays = augment.batch(images, masks, index, epoch=0, pool=use)
-                    jax.block_until_ready(step.shard_batch(arrays, mesh))
-                    done += batch
-                rates[label] = done / (time.perf_counter() - t)
-                run.log(f"data {size}² {label}: {rates[label]:.0f} images/s")
-            run.data_rates[size] = rates
+    for size, (split, width, batch, source) in cases.items():
+        row: dict[str, Any] = {"batch": batch, "width": width, "source": source}
+        run.data_rows[size] = row
+        if run.left() <= 0:
+            row["note"] = "skipped: section budget spent"
+            continue
+        row["data"], row["batches"] = data_path_rate(
+            split, batch=batch, seed=config.seed, mesh=mesh
+        )
+        run.log(f"data {size}² uint8: {row['data']:.0f} images/s")
+        images, masks = split.images[:batch], split.masks[:batch]
+        batches = {  # the same example images and masks, the same shapes
+            "augmented": ({"image": images, "mask": masks}, device_preprocess(config)),
+            "bare": ({"image": to_float(images), "mask": masks}, None),
+        }
+        for kind, (host, preprocess) in batches.items():
+            if run.left() <= 0:
+                row[kind] = None
+                continue
+            # The augmented step is the CFD training's (built and compiled once), the bare
+            # one at the U-Net size the U-Net section's float32 row.
+            steps, state, _, _ = build_steps(
+                config,
+                "dibe",
+                width=width,
+                dtype=config.dtype,
+                model_options=p.model_options,
+                preprocess=preprocess,
+            )
+            on_device = step.shard_batch(host, mesh)
+            rate, first_s, reused, state = _time_train(steps, state, on_device, p.data_steps)
+            row[kind] = {"rate": rate, "first_s": first_s, "reused": reused}
+            run.log(f"data {size}² step ({kind}): {rate:.0f} images/s, first call {first_s:.1f} s")
+            del state
+        gc.collect()
     run.data_seconds = time.monotonic() - run.section_start
 
 
 def write_data_table(run: Run, config) -> None:
     p = run.profile
-    batch = p.cfd_batch or config.batch_size
+    aug = device_preprocess(config).augment
     what = [
-        f"Host data path of the training below, batches of {batch}: in-memory `uint8` tiles "
-        "-> random flip + `to_float` + colour jitter (`dibe_jax.data.augment`, the strengths "
-        "of `train.Config().data`; one generator per example) -> `np.stack` -> "
-        "`shard_batch` onto the device, waited for. 1 thread, and a thread pool over the "
-        "examples of a batch. The 160² source is CrackForest's training tiles (or the tiny "
-        f"stand-in), the {p.unet_size}² one random `uint8` images (the transform's cost does "
-        "not depend on the content). The library's grain loader (`dibe_jax.data.make_loader`) "
-        "is not measured: grain is not installed on the GPU machine.",
+        "The device data path of `dibe-jax train` (`data.pipeline` `auto` / `device`): a split "
+        "decoded once into `uint8` arrays (`dibe_jax.data.in_memory.ArraySplit`); an epoch "
+        "(`in_memory.Batches`) is a seeded permutation, `np.take` gathers of each batch and "
+        "`shard_batch` onto the device (asynchronous, 2 batches ahead); flips, colour jitter "
+        "and `uint8 -> float32` run on the device inside the jitted train step "
+        "(`dibe_jax.data.device_augment.DevicePreprocess`, key `fold_in(key(seed), step)`; "
+        f"`train.Config().data`: hflip {aug.hflip}, vflip {aug.vflip}, brightness "
+        f"{aug.brightness}, contrast {aug.contrast}, saturation {aug.saturation}).",
         "",
-        "Step images/s: the JAX training steps measured in the other sections at the same "
-        "size (batch on the device already). data / step > 1: the host keeps up with the "
-        "device (the training loop overlaps them: JAX dispatch is asynchronous).",
+        "data images/s: one training epoch of `Batches` at the row's size in `uint8`, each "
+        "batch waited for on the device (host gather + transfer; no step runs). Source: "
+        "CrackForest's training tiles (or the tiny stand-in) at their size, random `uint8` "
+        f"images at {p.unet_size}² (the cost does not depend on the content).",
+        "",
+        f"step images/s: the library's train step (U-Net, DIBE, SGD, {config.dtype}) on one "
+        "batch already on the device, mean over "
+        f"{p.data_steps} steps after an untimed first call, the same examples and "
+        "shapes in both columns. *bare*: a `float32` batch (`uint8 -> float32` done on the "
+        "host beforehand: the step of the host data path, and at the U-Net size the U-Net "
+        "section's float32 row); *device preprocessing*: the `uint8` batch, with "
+        "`uint8 -> float32`, flips and jitter inside the step (the CFD training's step, "
+        "called as `train.loop` calls it). device preprocessing ms/step: the difference, "
+        "and its share of the bare step. data / step > 1: the host keeps up with the step "
+        "it feeds (JAX dispatch is asynchronous: the loop overlaps them).",
     ]
-    lines = run.header("Data path against the training step", what, None, seconds=run.data_seconds)
+    lines = run.header(
+        "Device data path and device preprocessing against the training step",
+        what,
+        None,
+        seconds=run.data_seconds,
+    )
+    float32_steps = ", ".join(f"{k} {v:.0f}" for k, v in run.step_rates.items())
     lines += [
-        "| size | data path | data images/s | training step | step images/s | data / step |",
-        "|---:|---|---:|---|---:|---:|",
+        f"- Data path: {library_module_source('data.in_memory')}; augmentation: "
+        f"{library_module_source('data.device_augment')}; step: "
+        f"{library_module_source('train.step')}.",
+        f"- For reference, the U-Net section's steps on `float32` batches (images/s): "
+        f"{float32_steps or 'not measured'}.",
+        "",
+        "| size | source | batch | data images/s (batches) | step images/s, bare (float32) | "
+        "step images/s, device preprocessing (uint8) | device preprocessing ms/step (% of "
+        "bare) | data / step with device preprocessing | first call s, bare / device "
+        "preprocessing |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for size, rates in run.data_rates.items():
-        steps = {k: v for k, v in run.step_rates.items() if f"{size}²" in k} or {"–": None}
-        for label, rate in rates.items():
-            for step_label, step_rate in steps.items():
-                ratio = "–" if step_rate is None else f"{rate / step_rate:.2f}"
-                srate = "not measured" if step_rate is None else f"{step_rate:.0f}"
-                lines.append(
-                    f"| {size}² | {label} | {rate:.0f} | {step_label} | {srate} | {ratio} |"
-                )
+
+    def first(r):
+        return "reused" if r["reused"] else f"{r['first_s']:.1f}"
+
+    for size, r in run.data_rows.items():
+        head = f"| {size}² | {r['source']} | {r['batch']} |"
+        if "note" in r:
+            lines.append(f"{head} {r['note']} |" + " |" * 5)
+            continue
+        bare, augd = r.get("bare"), r.get("augmented")
+        cols = [f"{r['data']:.0f} ({r['batches']})"]
+        cols.append("skipped: section budget spent" if bare is None else f"{bare['rate']:.0f}")
+        cols.append("skipped: section budget spent" if augd is None else f"{augd['rate']:.0f}")
+        if bare and augd:
+            extra_ms = r["batch"] / augd["rate"] * 1e3 - r["batch"] / bare["rate"] * 1e3
+            cols.append(f"{extra_ms:.2f} ({extra_ms / (r['batch'] / bare['rate'] * 1e3):.0%})")
+        else:
+            cols.append("–")
+        cols.append("–" if augd is None else f"{r['data'] / augd['rate']:.2f}")
+        cols.append(" / ".join("–" if x is None else first(x) for x in (bare, augd)))
+        lines.append(f"{head} " + " | ".join(cols) + " |")
     emit("\n".join(lines), run.path("data"))
 
 
@@ -833,93 +972,86 @@ def load_cfd(run: Run) -> tuple[dict | None, str]:
     return data, source
 
 
-def train_cfd(run: Run, config, loss: str, data: dict) -> dict[str, Any]:
-    """Train and evaluate one loss on CFD; returns the evaluations and the timings."""
+def train_cfd(run: Run, config, loss: str, splits: dict) -> dict[str, Any]:
+    """Train and evaluate one loss on CFD through the device data path, as ``dibe-jax train``
+    drives it (``train.loop``): each epoch an ``in_memory.Batches`` of the decoded training
+    split (seeded permutation, ``uint8`` batches put 2 ahead), the step augmenting on the
+    device with the key of ``(seed, step)``; evaluation on padded ``uint8`` batches
+    (``valid``). Returns the evaluations and the timings."""
     from dibe_jax import metrics
 
     p = run.profile
     step = library_module("train.step")
+    in_memory = library_module("data.in_memory")
     epochs = p.cfd_epochs or config.epochs
     every = p.cfd_eval_every or config.eval_every
     batch = p.cfd_batch or config.batch_size
-    steps, state, mesh, _, _ = build_steps(
-        config, loss, width=p.cfd_width, dtype=config.dtype, model_options=p.model_options
+    if config.data.image_size is not None:
+        raise ValueError("the CFD benchmark trains at the tiles' native size (image_size None)")
+    size = None  # the steps' static size: the stored (native) size, as the loop passes it
+    steps, state, mesh, _ = build_steps(
+        config,
+        loss,
+        width=p.cfd_width,
+        dtype=config.dtype,
+        model_options=p.model_options,
+        preprocess=device_preprocess(config),
     )
-    images, masks = data["train"]
-    val_images, val_masks = data["validation"]
-    augment = Augment(config, config.seed)
+    train, val = splits["train"], splits["validation"]
 
-    aug = library_module("data.augment")
-    eval_batches = []
-    for start in range(0, len(val_images), batch):
-        x = aug.to_float(val_images[start : start + batch])
-        m = val_masks[start : start + batch]
-        valid = np.ones(len(x), bool)
-        pad = batch - len(x)
-        if pad:
-            x = np.concatenate([x, np.zeros((pad, *x.shape[1:]), x.dtype)])
-            m = np.concatenate([m, np.zeros((pad, *m.shape[1:]), m.dtype)])
-            valid = np.concatenate([valid, np.zeros(pad, bool)])
-        eval_batches.append(step.shard_batch({"image": x, "mask": m, "valid": valid}, mesh))
+    def put(b):
+        return step.shard_batch(b, mesh)
 
     def evaluate(state) -> dict[str, float]:
         totals = step.replicate(step.zero_totals(1), steps.replicated)
-        for b in eval_batches:
-            totals = steps.evaluate(state, b, totals)
+        for b in in_memory.Batches(val, batch_size=batch, train=False, put=put):
+            totals = steps.evaluate(state, b, totals, size=size)
         totals = jax.device_get(totals)
         counts = metrics.Confusion(*(int(totals[k]) for k in ("tp", "fp", "fn", "tn")))
         out = metrics.summarize(counts)
         out["val_loss"] = float(totals["loss"]) / max(1, int(totals["images"]))
         return out
 
-    per_epoch = len(images) // batch
     evals, skipped, first_epoch_s = [], [], None
     t_train = time.perf_counter()
     t_steady, steady_images = None, 0
     stopped = None
-    with concurrent.futures.ThreadPoolExecutor(_threads()) as pool:
-        for epoch in range(epochs):
-            if epoch and run.left() <= 0:
-                stopped = epoch
-                break
-            t_epoch = time.perf_counter()
-            order = np.random.default_rng([config.seed, epoch]).permutation(len(images))
-            flags = []
-            for b in range(per_epoch):
-                arrays = augment.batch(
-                    images, masks, order[b * batch : (b + 1) * batch], epoch, pool
-                )
-                state, stats = steps.train(state, step.shard_batch(arrays, mesh))
-                flags.append(stats["nonfinite"])
-            skipped.append(int(np.sum(jax.device_get(flags))))
-            if epoch == 0:
-                first_epoch_s = time.perf_counter() - t_epoch
-                t_steady = time.perf_counter()
-            else:
-                steady_images += per_epoch * batch
-            if (epoch + 1) % every == 0 or epoch + 1 == epochs:
-                t_eval = time.perf_counter()
-                e = evaluate(state)
-                if t_steady is not None:
-                    t_steady += time.perf_counter() - t_eval  # evaluation is not training
-                evals.append({"epoch": epoch + 1, **e})
-                run.log(
-                    f"cfd {loss} epoch {epoch + 1}/{epochs}: IoU {e['iou']:.3f} "
-                    f"PA {e['pa']:.3f} OII {e['oii']:+.3f}"
-                )
+    global_step = 0
+    for epoch in range(epochs):
+        if epoch and run.left() <= 0:
+            stopped = epoch
+            break
+        t_epoch = time.perf_counter()
+        it = in_memory.Batches(
+            train, batch_size=batch, train=True, seed=config.seed, epoch=epoch, put=put
+        )
+        flags = []
+        for b in it:
+            state, stats = steps.train(state, b, global_step, size=size)
+            global_step += 1
+            flags.append(stats["nonfinite"])
+        skipped.append(int(np.sum(jax.device_get(flags))))
+        if epoch == 0:
+            first_epoch_s = time.perf_counter() - t_epoch
+            t_steady = time.perf_counter()
+        else:
+            steady_images += len(it) * batch
+        if (epoch + 1) % every == 0 or epoch + 1 == epochs:
+            t_eval = time.perf_counter()
+            e = evaluate(state)
+            if t_steady is not None:
+                t_steady += time.perf_counter() - t_eval  # evaluation is not training
+            evals.append({"epoch": epoch + 1, **e})
+            run.log(
+                f"cfd {loss} epoch {epoch + 1}/{epochs}: IoU {e['iou']:.3f} "
+                f"PA {e['pa']:.3f} OII {e['oii']:+.3f}"
+            )
     total_s = time.perf_counter() - t_train
     steady_s = time.perf_counter() - t_steady if t_steady is not None else float("nan")
 
-    # The step alone, on a batch already on the device (for the data-path comparison).
-    fixed = step.shard_batch(augment.batch(images, masks, np.arange(batch), 0), mesh)
-    state, stats = steps.train(state, fixed)
-    jax.block_until_ready(stats)
-    n = max(2, p.unet_steps)
-    t = time.perf_counter()
-    for _ in range(n):
-        state, stats = steps.train(state, fixed)
-    jax.block_until_ready(stats)
-    step_rate = n * batch / (time.perf_counter() - t)
+    # The step alone (device augmentation included) on a uint8 batch already on the device.
+    fixed = put({"image": train.images[:batch], "mask": train.masks[:batch]})
+    step_rate, _, _, state = _time_train(steps, state, fixed, max(2, p.unet_steps), global_step)
     del state
     gc.collect()
     return {
@@ -933,22 +1065,20 @@ def train_cfd(run: Run, config, loss: str, data: dict) -> dict[str, Any]:
         "step_rate": step_rate,
         "batch": batch,
         "every": every,
-        "tiles": (len(images), len(val_images)),
-        "size": images.shape[1],
+        "tiles": (len(train), len(val)),
+        "size": train.images.shape[1],
     }
 
 
-def section_cfd(run: Run, config, data: dict | None, source: str) -> None:
+def section_cfd(run: Run, config, splits: dict | None, source: str) -> None:
     p = run.profile
     run.start_section("cfd")
     results = {}
-    if data is not None:
+    if splits is not None:
         for loss in ("dibe", "focal_tversky"):
             if run.left() <= 0:
                 break
-            results[loss] = r = train_cfd(run, config, loss, data)
-            label = f"CFD step {r['size']}² {config.dtype}, {LOSS_LABEL[loss].split()[0]} (JAX)"
-            run.step_rates[label] = r["step_rate"]
+            results[loss] = train_cfd(run, config, loss, splits)
 
     any_r = next(iter(results.values()), None)
     what = [
@@ -967,11 +1097,15 @@ def section_cfd(run: Run, config, data: dict | None, source: str) -> None:
         f"{p.cfd_eval_every or config.eval_every} epochs on the whole validation split: TP / "
         "FP / FN / TN summed over it, then IoU, PA (precision) and OII (SPEC.md).",
         "",
-        "The library's own pieces (`train.step.make_steps`, `losses`, `metrics`, "
-        "`data.augment`) over in-memory arrays, with a seeded permutation per epoch: "
-        "`train.train_and_evaluate` needs grain (and TFDS for a named dataset), which the "
-        "GPU machine lacks, so the example order and augmentation draws differ from a "
-        "`dibe-jax train --dataset crackforest` run with the same seed.",
+        "The device data path of `dibe-jax train` (its default for a split that fits in "
+        "memory), driven as `train.loop` drives it, from the library's own pieces: the "
+        "tiles decoded once into `uint8` arrays (`data.in_memory.decode_split`), each "
+        "epoch an `in_memory.Batches` (permutation of `epoch_seed(seed, epoch)`, batches "
+        "put on the device 2 ahead), flips and jitter inside the jitted step "
+        "(`train.step.make_steps` with `data.device_augment.DevicePreprocess`, key "
+        "`fold_in(key(seed), step)`), evaluation on padded `uint8` batches (`valid`); "
+        "`losses`, `metrics`. `train.train_and_evaluate` itself is not called: it imports "
+        "grain (and TFDS for a named dataset), which the GPU machine lacks.",
         "",
         "One seed: with the paper's constant learning rate the validation IoU moves by "
         "0.1-0.2 between evaluations (SPEC.md, *Reporting trained results*), so this run "
@@ -981,14 +1115,15 @@ def section_cfd(run: Run, config, data: dict | None, source: str) -> None:
     lines = run.header("CrackForest training: DIBE and FT against the paper's Table 5", what, None)
     if not results:
         lines.append(
-            f"Not run: {source if data is None else 'section budget spent before training'}."
+            f"Not run: {source if splits is None else 'section budget spent before training'}."
         )
         emit("\n".join(lines), run.path("cfd"))
         return
     paper_note = " (tiny mode: not comparable)" if run.tiny else ""
     lines += [
-        f"- Step module: {library_module_source('train.step')}; augmentation: "
-        f"{library_module_source('data.augment')}.",
+        f"- Step module: {library_module_source('train.step')}; data path: "
+        f"{library_module_source('data.in_memory')}; augmentation: "
+        f"{library_module_source('data.device_augment')}.",
         "",
         f"| loss | paper Table 5 IoU{paper_note} | mean IoU, last 3 evals (± sd) | final IoU | "
         "best IoU (epoch) | final PA | final OII | epochs | skipped updates | train s "
@@ -1017,7 +1152,8 @@ def section_cfd(run: Run, config, data: dict | None, source: str) -> None:
     lines += [
         "",
         "loop images/s: epochs 2 onwards, data path included, evaluation excluded; step "
-        "images/s: the train step alone on a batch already on the device.",
+        "images/s: the train step alone (device augmentation included) on a `uint8` batch "
+        "already on the device.",
         "",
         "Validation IoU / PA / OII at each evaluation:",
         "",
@@ -1104,7 +1240,8 @@ def main(argv: list[str] | None = None) -> Path:
     run.log(f"device copy bandwidth {run.copy_gbs:.0f} GB/s (read + write)")
     cfd, source = (None, "")
     if "cfd" in args.sections or "data" in args.sections:
-        cfd, source = load_cfd(run)
+        data, source = load_cfd(run)
+        cfd = None if data is None else cfd_splits(data)
         run.log(f"CFD data: {source}")
     plan = [
         ("losses", "losses", lambda: section_losses(run)),

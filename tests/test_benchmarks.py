@@ -129,14 +129,40 @@ def test_bench_gpu_tiny_mode_fills_every_row(tiny_run):
             assert re.search(
                 rf"^\| {dtype} \| PyTorch `torch.compile` \(eager\) \| [0-9.]+ \|", unet, re.M
             )
+    # The tiny profile shares its steps between sections (see CPU_TINY): the float32 row
+    # reuses the data section's bare step instead of compiling its own.
+    assert re.search(
+        r"^\| float32 \| JAX .*\| reused \(compiled by an earlier section\) \|$", unet, re.M
+    ), unet
     losses = (out / "losses_cpu_tiny.md").read_text()
     row = re.search(r"^\| dibe \|(.*)$", losses, re.M).group(1).split("|")
     assert all(c.strip() not in ("", "–") for c in row[:-1]), row  # compile column filled too
+    # The data path and the device augmentation import as they are (no grain needed).
+    device_path = (
+        "`dibe_jax.data.in_memory` imported; augmentation: `dibe_jax.data.device_augment` imported"
+    )
     cfd = (out / "cfd_cpu_tiny.md").read_text()
+    assert f"; data path: {device_path}" in cfd, cfd
     for label in ("DIBE", "FT (focal Tversky)"):
-        assert re.search(rf"^\| {re.escape(label)} \| 0\.5\d\d \| [0-9.]+ ± ", cfd, re.M), cfd
+        # paper IoU, mean IoU ± sd, final IoU, best (epoch), PA, OII, epochs, skipped updates,
+        # train s (1st epoch), loop images/s (– with one epoch), step images/s
+        assert re.search(
+            rf"^\| {re.escape(label)} \| 0\.5\d\d \| [0-9.]+ ± [0-9.]+ \| [0-9.]+ \| "
+            r"[0-9.]+ \(1\) \| [0-9.]+ \| [+-][0-9.]+ \| 1 \| 0 \| \d+ \(\d+\) \| – \| \d+ \|$",
+            cfd,
+            re.M,
+        ), cfd
     data = (out / "data_cpu_tiny.md").read_text()
-    assert re.search(r"^\| 32² \| 1 thread \| \d+ \| U-Net step 32² float32 \(JAX\) \|", data, re.M)
+    assert f"- Data path: {device_path}" in data, data
+    assert re.search(r"^- For reference, .*U-Net step 32² float32 \(JAX\) \d+", data, re.M), data
+    # size, source, batch, data images/s (batches), bare step, step with device
+    # preprocessing, its cost ms (%), data / step, first call s (bare / device)
+    assert re.search(
+        r"^\| 32² \| CFD training tiles \| 4 \| \d+ \(\d+\) \| \d+ \| \d+ \| -?[0-9.]+ "
+        r"\(-?\d+%\) \| [0-9.]+ \| [0-9.]+ / [0-9.]+ \|$",
+        data,
+        re.M,
+    ), data
 
 
 def test_cfd_reader_matches_the_dataset_builder(tmp_path):
@@ -181,6 +207,22 @@ def test_benchmark_state_matches_train_make_state():
         if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
             x, y = jax.random.key_data(x), jax.random.key_data(y)
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_benchmark_device_preprocess_matches_the_training_loop():
+    """The benchmark's ``device_preprocess`` (rebuilt: ``train.loop`` imports grain) is what
+    ``dibe-jax train`` puts in its steps, with augmentation on and off."""
+    from benchmarks import gpu
+    from dibe_jax import train
+    from dibe_jax.train import loop
+
+    for augment in (True, False):
+        config = train.Config(seed=3)
+        config.data.augment = augment
+        config.data.vflip = 0.25
+        ours, theirs = gpu.device_preprocess(config), loop.device_preprocess(config)
+        assert ours == theirs
+        assert ours.augment.vflip == (0.25 if augment else 0.0)
 
 
 @pytest.mark.parametrize("module", ["losses", "train", "gpu"])
