@@ -69,3 +69,10 @@ def compilations():
         yield seen
     finally:
         monitoring.unregister_event_duration_listener(listener)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Long end-to-end tests (``@pytest.mark.slow``) first, each group in its file order:
+    under ``pytest -n 2`` they then spread over both workers early instead of leaving one
+    worker alone with a minute-long test at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

@@ -41,6 +41,7 @@ def test_table1_reproduces_the_paper(tmp_path: Path, capsys) -> None:
     assert table1_oii.largest_difference() <= 5e-4
 
 
+@pytest.mark.slow
 def test_losses_by_dataset_quick(tmp_path: Path) -> None:
     assert losses_by_dataset.main(["--quick", "--out", str(tmp_path)]) == 0
     text = (tmp_path / "table5.md").read_text()
@@ -68,6 +69,7 @@ def test_table5_report_without_a_claim_pair_says_so() -> None:
     assert "| CFD (crack = label 2) | DIBE | 0.400 |" in text.split("## Final IoU per seed")[1]
 
 
+@pytest.mark.slow
 def test_convergence_quick(tmp_path: Path) -> None:
     assert convergence.main(["--quick", "--out", str(tmp_path)]) == 0
     text = (tmp_path / "fig11.md").read_text()
@@ -76,6 +78,7 @@ def test_convergence_quick(tmp_path: Path) -> None:
     assert png.exists() and png.stat().st_size > 5_000
 
 
+@pytest.mark.slow
 def test_oii_curves_and_guidance_share_runs(tmp_path: Path) -> None:
     assert oii_curves.main(["--quick", "--out", str(tmp_path)]) == 0
     text = (tmp_path / "fig10.md").read_text()
@@ -97,6 +100,7 @@ def test_oii_curves_and_guidance_share_runs(tmp_path: Path) -> None:
     assert all(math.isfinite(r["iou"]) for r in search["grid"]["runs"])
 
 
+@pytest.mark.slow
 def test_losses_by_model_quick(tmp_path: Path) -> None:
     assert losses_by_model.main(["--quick", "--out", str(tmp_path)]) == 0
     t3 = (tmp_path / "table3.md").read_text()
@@ -176,6 +180,7 @@ print("ok", len(sys.argv))
 """
 
 
+@pytest.mark.slow
 def test_every_experiment_runs_as_a_file_and_as_a_module():
     """``python experiments/X.py`` and ``python -m experiments.X`` both work (one process,
     without the repository on ``sys.path``, as from a fresh shell)."""

@@ -29,6 +29,7 @@ def _row(text: str, section: str, label: str) -> list[str]:
     raise AssertionError(f"no row {label!r} under {section!r}")
 
 
+@pytest.mark.slow
 def test_quick_trains_every_loss_and_reports_every_class(tmp_path: Path) -> None:
     assert multiclass.main(["--quick", "--out", str(tmp_path)]) == 0
     text = (tmp_path / "multiclass.md").read_text()
