@@ -24,7 +24,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from dibe_jax import losses, models
-from dibe_jax._validate import check_choice
 from dibe_jax.train.config import Config, ConfigError, check_types, diff
 
 __all__ = [
@@ -298,10 +297,7 @@ def validate(
     _at_least("keep_checkpoints", config.keep_checkpoints, 1)
     _at_least("checkpoint_every_steps", config.checkpoint_every_steps, 1)
     _at_least("data.worker_count", config.data.worker_count, 0)
-    try:
-        check_choice("data.pipeline", config.data.pipeline, PIPELINES)
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
+    _choice("data.pipeline", config.data.pipeline, PIPELINES)
     _at_least("data.memory_budget_mb", config.data.memory_budget_mb, 0)
     _at_least("optim.lr", config.optim.lr, 0.0, strict=True)
     _at_least("optim.grad_clip", config.optim.grad_clip, 0.0, strict=True)
