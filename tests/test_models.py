@@ -617,6 +617,32 @@ def test_fcn_upsampling_starts_as_bilinear_interpolation():
     np.testing.assert_allclose(np.diff(column), 1 / 8, rtol=1e-5)  # linear in between
 
 
+@pytest.mark.parametrize("shape", [(3, 3, 3, 4), (1, 1, 8, 1), (2, 2, 5, 3), (7, 6), (4, 4, 2, 2)])
+@pytest.mark.parametrize(
+    ("scale", "mode", "distribution"),
+    [
+        (2.0, "fan_out", "normal"),
+        (1.0 / 3.0, "fan_in", "uniform"),
+        (1.0 / 3.0, "fan_out", "uniform"),
+    ],
+)
+def test_flat_drawn_initialisers_equal_jax_bit_for_bit(shape, scale, mode, distribution):
+    """The kernels drawn as one flat vector (fast to compile on XLA:CPU) are JAX's own
+    ``variance_scaling`` values exactly, and the PyTorch bias is ``jax.random.uniform``'s."""
+    from dibe_jax.models import blocks
+
+    key = jax.random.key(11)
+    ours = blocks.variance_scaling(scale, mode, distribution)(key, shape)
+    theirs = jax.nn.initializers.variance_scaling(scale, mode, distribution)(key, shape)
+    assert ours.shape == theirs.shape and ours.dtype == theirs.dtype == jnp.float32
+    np.testing.assert_array_equal(np.asarray(ours), np.asarray(theirs))
+    bias = blocks.torch_bias_init(27)(key, shape[-1:])
+    direct = jax.random.uniform(key, shape[-1:], jnp.float32, -(27**-0.5), 27**-0.5)
+    np.testing.assert_array_equal(np.asarray(bias), np.asarray(direct))
+    with pytest.raises(ValueError, match="mode"):
+        blocks.variance_scaling(1.0, "fan_avg", "normal")
+
+
 # --------------------------------------------------------------------------------------------
 # Backbone checkpoints.
 
