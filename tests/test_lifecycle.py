@@ -406,7 +406,8 @@ def test_unknown_split_is_a_config_error(two_epochs, sources):
 
 @pytest.fixture(scope="module")
 def cli_run(tmp_path_factory):
-    """A run trained through the CLI on the embedded synthetic set (1 epoch, tiny U-Net)."""
+    """A run trained through the CLI on the embedded synthetic set (1 epoch, tiny U-Net, the
+    96 px images resized to 32 px)."""
     root = tmp_path_factory.mktemp("cli")
     args = [
         "train",
@@ -418,6 +419,8 @@ def cli_run(tmp_path_factory):
         "1",
         "--batch-size",
         "64",
+        "--image-size",
+        "32",
         "--set",
         "model.width=4",
         "--set",

@@ -28,6 +28,10 @@ BINARY_RECORD = "epoch step train_loss iou pa recall dice specificity g_mean oii
 BINARY_RECORD += "precision tp fp fn tn val_loss skipped_steps seconds"
 
 
+def _comparable(record: dict) -> dict:
+    return {k: v for k, v in record.items() if k != "seconds"}
+
+
 @pytest.fixture(scope="module")
 def sources():
     return {"train": make_examples(16, 0), "validation": make_examples(8, 1)}
@@ -100,6 +104,41 @@ def test_eval_and_predict_from_checkpoint(finished_run, sources, tmp_path):
         predict(workdir, tmp_path / "missing.png", tmp_path / "out")
 
 
+def test_the_same_run_again_in_one_process_compiles_nothing(
+    finished_run, sources, tmp_path, compilations
+):
+    """Equal settings give equal graph definitions (one optax object per SGD setting), so
+    ``make_steps`` hands back the steps it compiled: a second seed-for-seed identical run
+    neither traces nor compiles, and ends with the same record."""
+    _, record = finished_run
+    again = train.train_and_evaluate(tiny_config(epochs=2), tmp_path / "again", sources=sources)
+    assert compilations == []
+    assert _comparable(again) == _comparable(record)
+
+
+def test_make_steps_reuses_only_for_equal_arguments():
+    from dibe_jax import losses
+    from dibe_jax.train import step
+
+    config = tiny_config()
+    tg, eg, _ = train.make_state(config, in_channels=3)
+    mesh = train.make_mesh()
+    dibe = losses.get("dibe")
+    first = train.make_steps(tg, eg, dibe, {"alpha": 0.3}, mesh)
+    assert train.make_steps(tg, eg, dibe, {"alpha": 0.3}, mesh) is first
+    assert train.make_steps(tg, eg, dibe, {"alpha": 0.4}, mesh) is not first
+    assert train.make_steps(tg, eg, dibe, {"alpha": 0.3}, mesh, num_classes=1) is first
+    assert train.make_steps(tg, eg, dibe, {"alpha": 0.3}, mesh, skip_nonfinite=False) != first
+    assert train.make_steps(tg, eg, losses.get("tversky"), {"alpha": 0.3}, mesh) != first
+    other_lr = train.make_state(train.override(config, {"optim.lr": 0.5}), in_channels=3)
+    assert train.make_steps(other_lr[0], other_lr[1], dibe, {"alpha": 0.3}, mesh) != first
+    weights = {"alpha": np.array([0.3])}  # not hashable: built afresh, never kept
+    assert train.make_steps(tg, eg, dibe, weights, mesh) is not train.make_steps(
+        tg, eg, dibe, weights, mesh
+    )
+    assert len(step._STEPS) <= step._STEPS_KEPT
+
+
 def test_nonfinite_raises_naming_the_step_or_skips(tmp_path, sources):
     config = tiny_config(epochs=1)
     config.optim.lr = 1e30  # parameters overflow after the first update
@@ -112,10 +151,6 @@ def test_nonfinite_raises_naming_the_step_or_skips(tmp_path, sources):
 
 
 # ----------------------------------------------- resume after SIGKILL, corrupt checkpoint
-
-
-def _comparable(record: dict) -> dict:
-    return {k: v for k, v in record.items() if k != "seconds"}
 
 
 @pytest.mark.slow

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 from typing import Any
 
@@ -133,6 +134,20 @@ def input_size_rule(name: str, *, in_channels: int = 3, **config: Any) -> tuple[
     >>> input_size_rule("unet", num_stages=3), input_size_rule("segnet"), input_size_rule("fcn")
     ((8, 8), (1, 32), (32, 32))
     """
+    try:  # the answer of equal arguments is kept: building even an abstract model takes a while
+        key = tuple(sorted((k, type(v), v) for k, v in config.items()))  # 8 and 8.0 differ
+        hash(key)
+    except TypeError:
+        return _size_rule(name, in_channels, config)
+    return _kept_size_rule(name, in_channels, key)
+
+
+@functools.lru_cache(maxsize=64, typed=True)
+def _kept_size_rule(name: str, in_channels: int, config: tuple[tuple[str, type, Any], ...]):
+    return _size_rule(name, in_channels, {k: v for k, _, v in config})
+
+
+def _size_rule(name: str, in_channels: int, config: dict[str, Any]) -> tuple[int, int]:
     model = nnx.eval_shape(
         lambda: create(name, in_channels=in_channels, rngs=nnx.Rngs(0), **config)
     )

@@ -40,6 +40,7 @@ from __future__ import annotations
 import collections
 import copy
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -185,19 +186,34 @@ def _sources(
 
 
 def _optimizer(config: Config, steps_per_epoch: int) -> optax.GradientTransformation:
+    """SGD with momentum as ``config.optim`` says, for a run of ``steps_per_epoch``."""
     o = config.optim
-    total = max(1, config.epochs * steps_per_epoch)
-    if o.schedule == "cosine":
-        lr = optax.cosine_decay_schedule(o.lr, total)
-    elif o.schedule == "step":
-        lr = optax.piecewise_constant_schedule(
-            o.lr, {e * steps_per_epoch: 0.1 for e in o.step_epochs}
-        )
-    else:
-        lr = o.lr
-    tx = optax.sgd(lr, momentum=o.momentum)
-    if o.grad_clip is not None:
-        tx = optax.chain(optax.clip_by_global_norm(o.grad_clip), tx)
+    # only what the schedule uses, so that equal transformations are one object
+    total = max(1, config.epochs * steps_per_epoch) if o.schedule == "cosine" else 0
+    per_epoch = steps_per_epoch if o.schedule == "step" else 0
+    return _sgd(o.lr, o.momentum, o.schedule, tuple(o.step_epochs), o.grad_clip, total, per_epoch)
+
+
+@functools.lru_cache(maxsize=32, typed=True)
+def _sgd(
+    lr: float,
+    momentum: float,
+    schedule: str,
+    step_epochs: tuple[int, ...],
+    grad_clip: float | None,
+    total: int,
+    steps_per_epoch: int,
+) -> optax.GradientTransformation:
+    """The optax transformation of these settings, one object for equal settings: it is part
+    of the optimiser's graph definition, so equal settings give equal graph definitions and
+    :func:`~dibe_jax.train.step.make_steps` can hand back the steps it already compiled."""
+    if schedule == "cosine":
+        lr = optax.cosine_decay_schedule(lr, total)
+    elif schedule == "step":
+        lr = optax.piecewise_constant_schedule(lr, {e * steps_per_epoch: 0.1 for e in step_epochs})
+    tx = optax.sgd(lr, momentum=momentum)
+    if grad_clip is not None:
+        tx = optax.chain(optax.clip_by_global_norm(grad_clip), tx)
     return tx
 
 

@@ -27,7 +27,8 @@ steps. The dtype of the images decides, at trace time.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
 from typing import Any, NamedTuple
 
 import jax
@@ -46,6 +47,13 @@ __all__ = ["Steps", "make_mesh", "make_steps", "replicate", "shard_batch", "zero
 #: The key of the Monte-Carlo dropout passes of the validation loss (fixed: evaluation is
 #: deterministic).
 EVAL_MC_SEED = 0
+
+#: :func:`make_steps`' latest results by their arguments (at most ``_STEPS_KEPT``): a process
+#: that builds the same steps again (another run of the same model, loss and seed, a resume,
+#: an evaluation of a saved run, the next value of a search) gets the same jitted functions
+#: back, so XLA's in-memory cache serves it instead of a new trace, lowering and compilation.
+_STEPS: OrderedDict[Hashable, Steps] = OrderedDict()
+_STEPS_KEPT = 8
 
 
 def make_mesh(devices: list | None = None) -> jax.sharding.Mesh:
@@ -153,6 +161,10 @@ def make_steps(
     loss sum (padding rows with ``valid = False`` excluded) to ``totals``
     (:func:`zero_totals`); a ``uint8`` batch goes through ``preprocess.evaluate`` first.
 
+    The same arguments (equal graph definitions, the same loss function, equal
+    hyperparameters, mesh and options) give the same jitted functions back, so a process
+    that trains or evaluates the same model again compiles nothing new.
+
     Args:
       train_graphdef, eval_graphdef: the model and optimiser in train / eval mode.
       loss_fn: ``loss_fn(logits, labels, **loss_params)``: ``[B]``, or a scalar with
@@ -173,9 +185,55 @@ def make_steps(
       preprocess: what the steps do to ``uint8`` batches (default: no augmentation, only
         ``uint8 -> float32``).
     """
-    replicated = NamedSharding(mesh, P())
-    loss_params = dict(loss_params)
     preprocess = DevicePreprocess() if preprocess is None else preprocess
+    options = (num_classes, mc_samples, batch_loss, skip_nonfinite, preprocess)
+    key = _steps_key(train_graphdef, eval_graphdef, loss_fn, loss_params, mesh, options)
+    if key is not None and key in _STEPS:
+        _STEPS.move_to_end(key)
+        return _STEPS[key]
+    steps = _build_steps(train_graphdef, eval_graphdef, loss_fn, dict(loss_params), mesh, *options)
+    if key is not None:
+        _STEPS[key] = steps
+        while len(_STEPS) > _STEPS_KEPT:
+            _STEPS.popitem(last=False)
+    return steps
+
+
+def _frozen(value: Any) -> Hashable:
+    """``value`` with lists, tuples and dicts made hashable (``TypeError`` if it cannot be)."""
+    if isinstance(value, dict):
+        return tuple(sorted((k, _frozen(v)) for k, v in value.items()))
+    if isinstance(value, list | tuple):
+        return (type(value).__name__, tuple(_frozen(v) for v in value))
+    hash(value)  # arrays and other unhashable values: TypeError
+    return (type(value).__name__, value)
+
+
+def _steps_key(*args: Any) -> Hashable | None:
+    """The :data:`_STEPS` key of :func:`make_steps`' arguments; None (not kept) if one of
+    them is not hashable. Values keep their type (``1`` and ``1.0`` are different keys)."""
+    try:
+        key = _frozen(list(args))
+        hash(key)
+    except TypeError:
+        return None
+    return key
+
+
+def _build_steps(
+    train_graphdef: nnx.GraphDef,
+    eval_graphdef: nnx.GraphDef,
+    loss_fn: Callable[..., jax.Array],
+    loss_params: dict[str, Any],
+    mesh: jax.sharding.Mesh,
+    num_classes: int,
+    mc_samples: int | None,
+    batch_loss: bool,
+    skip_nonfinite: bool,
+    preprocess: DevicePreprocess,
+) -> Steps:
+    """:func:`make_steps` without the reuse (the same arguments, all given)."""
+    replicated = NamedSharding(mesh, P())
 
     def prepared(batch, step, size, train: bool):
         """The batch the model takes: ``uint8`` images prepared on the device."""
