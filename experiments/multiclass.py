@@ -94,16 +94,7 @@ QUICK_CLASSES = ("background", "crack", "spot")
 QUICK_DATA = dict(size=32, ratio=40.0, spot_ratio=40.0, contrast=0.3, n_train=8, n_val=4)
 
 MODES: dict[str, common.Mode] = {
-    "quick": common.Mode(
-        "quick",
-        epochs=1,
-        batch_size=4,
-        eval_every=1,
-        seeds=1,
-        width=4,
-        quick=True,
-        model_options={"unet": {"num_stages": 2}},
-    ),
+    "quick": common.MODES["quick"],
     # Measured before choosing (EXPERIMENTS.md, module docstring): 96 px, defect images
     # only, about 12 s per epoch on 2 shared cores. lr 0.05 as in the library's multi-class
     # training test; at 64 px DIBE stayed all-background for 12 epochs at 0.01 and 0.05.

@@ -97,7 +97,7 @@ def tiny_config(**overrides):
         "batch_size": 8,
         "eval_every": 1,
         "model.width": 4,
-        "model.num_stages": 2,
+        "model.num_stages": 1,
         "progress": False,
     }
     return train.override(train.Config(), {**values, **overrides})

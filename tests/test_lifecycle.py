@@ -424,7 +424,7 @@ def cli_run(tmp_path_factory):
         "--set",
         "model.width=4",
         "--set",
-        "model.num_stages=2",
+        "model.num_stages=1",
         "--no-progress",
         "--workdir",
         str(root / "run"),
@@ -474,8 +474,9 @@ def test_eval_table_is_rounded():
 
 def test_native_size_not_fitting_the_network_is_a_config_error(tmp_path):
     odd = {"train": make_examples(8, 0, size=34), "validation": make_examples(4, 1, size=34)}
+    two_stages = tiny_config(epochs=1, **{"model.num_stages": 2})  # sizes: multiples of 4
     with pytest.raises(train.ConfigError, match="native size .* multiples of 4"):
-        train.train_and_evaluate(tiny_config(epochs=1), tmp_path / "r", sources=odd)
+        train.train_and_evaluate(two_stages, tmp_path / "r", sources=odd)
     assert not (tmp_path / "r").exists()
     np.testing.assert_equal(odd["train"][0]["image"].shape, (34, 34, 3))
 
@@ -500,7 +501,7 @@ def test_magnetic_tile_trains_without_image_size(tmp_path, caplog):
             "epochs": 1,
             "batch_size": 8,
             "model.width": 4,
-            "model.num_stages": 2,
+            "model.num_stages": 1,
             "progress": False,
         },
     )

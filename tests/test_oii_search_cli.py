@@ -21,7 +21,7 @@ TINY = [
     "--set",
     "model.width=4",
     "--set",
-    "model.num_stages=2",
+    "model.num_stages=1",
     "--no-progress",
 ]
 

@@ -80,7 +80,9 @@ def tiny_run(tmp_path_factory) -> Path:
 
     workdir = tmp_path_factory.mktemp("run")
     sources = {"train": make_examples(16, 0), "validation": make_examples(8, 1)}
-    train.train_and_evaluate(tiny_config(epochs=1), workdir, sources=sources)
+    train.train_and_evaluate(
+        tiny_config(epochs=1, **{"model.num_stages": 2}), workdir, sources=sources
+    )
     return workdir
 
 
