@@ -49,9 +49,9 @@ __all__ = ["Steps", "make_mesh", "make_steps", "replicate", "shard_batch", "zero
 EVAL_MC_SEED = 0
 
 #: :func:`make_steps`' latest results by their arguments (at most ``_STEPS_KEPT``): a process
-#: that builds the same steps again (another run of the same model, loss and seed, a resume,
-#: an evaluation of a saved run, the next value of a search) gets the same jitted functions
-#: back, so XLA's in-memory cache serves it instead of a new trace, lowering and compilation.
+#: that builds the same steps again (another run of the same model, loss, hyperparameters
+#: and seed, a resume, an evaluation of a saved run) gets the same jitted functions back, so
+#: JAX's in-memory cache serves it instead of a new trace, lowering and compilation.
 _STEPS: OrderedDict[Hashable, Steps] = OrderedDict()
 _STEPS_KEPT = 8
 
