@@ -191,48 +191,7 @@ def make_steps(
     if key is not None and key in _STEPS:
         _STEPS.move_to_end(key)
         return _STEPS[key]
-    steps = _build_steps(train_graphdef, eval_graphdef, loss_fn, dict(loss_params), mesh, *options)
-    if key is not None:
-        _STEPS[key] = steps
-        while len(_STEPS) > _STEPS_KEPT:
-            _STEPS.popitem(last=False)
-    return steps
-
-
-def _frozen(value: Any) -> Hashable:
-    """``value`` with lists, tuples and dicts made hashable (``TypeError`` if it cannot be)."""
-    if isinstance(value, dict):
-        return tuple(sorted((k, _frozen(v)) for k, v in value.items()))
-    if isinstance(value, list | tuple):
-        return (type(value).__name__, tuple(_frozen(v) for v in value))
-    hash(value)  # arrays and other unhashable values: TypeError
-    return (type(value).__name__, value)
-
-
-def _steps_key(*args: Any) -> Hashable | None:
-    """The :data:`_STEPS` key of :func:`make_steps`' arguments; None (not kept) if one of
-    them is not hashable. Values keep their type (``1`` and ``1.0`` are different keys)."""
-    try:
-        key = _frozen(list(args))
-        hash(key)
-    except TypeError:
-        return None
-    return key
-
-
-def _build_steps(
-    train_graphdef: nnx.GraphDef,
-    eval_graphdef: nnx.GraphDef,
-    loss_fn: Callable[..., jax.Array],
-    loss_params: dict[str, Any],
-    mesh: jax.sharding.Mesh,
-    num_classes: int,
-    mc_samples: int | None,
-    batch_loss: bool,
-    skip_nonfinite: bool,
-    preprocess: DevicePreprocess,
-) -> Steps:
-    """:func:`make_steps` without the reuse (the same arguments, all given)."""
+    loss_params = dict(loss_params)
     replicated = NamedSharding(mesh, P())
 
     def prepared(batch, step, size, train: bool):
@@ -325,7 +284,33 @@ def _build_steps(
         out_shardings=(replicated, replicated),
     )
     evaluate = jax.jit(eval_step, static_argnames=("size",), out_shardings=replicated)
-    return Steps(train, evaluate, replicated)
+    steps = Steps(train, evaluate, replicated)
+    if key is not None:
+        _STEPS[key] = steps
+        while len(_STEPS) > _STEPS_KEPT:
+            _STEPS.popitem(last=False)
+    return steps
+
+
+def _frozen(value: Any) -> Hashable:
+    """``value`` with lists, tuples and dicts made hashable (``TypeError`` if it cannot be)."""
+    if isinstance(value, dict):
+        return tuple(sorted((k, _frozen(v)) for k, v in value.items()))
+    if isinstance(value, list | tuple):
+        return (type(value).__name__, tuple(_frozen(v) for v in value))
+    hash(value)  # arrays and other unhashable values: TypeError
+    return (type(value).__name__, value)
+
+
+def _steps_key(*args: Any) -> Hashable | None:
+    """The :data:`_STEPS` key of :func:`make_steps`' arguments; None (not kept) if one of
+    them is not hashable. Values keep their type (``1`` and ``1.0`` are different keys)."""
+    try:
+        key = _frozen(list(args))
+        hash(key)
+    except TypeError:
+        return None
+    return key
 
 
 def zero_totals(num_classes: int = 1) -> dict[str, jax.Array]:
