@@ -9,6 +9,7 @@ from dibe_jax import train
 
 
 @pytest.mark.slow
+@pytest.mark.optimized
 def test_main_job_learns(tmp_path):
     config = train.override(
         train.Config(),

