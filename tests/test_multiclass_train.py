@@ -279,7 +279,7 @@ def test_confusion_matrix_on_four_devices_equals_one_device():
     env = {
         **os.environ,
         "PYTHONPATH": str(ROOT),
-        "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
+        "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=4",
         "JAX_PLATFORMS": "cpu",
     }
     script = Path(__file__).parent / "_multiclass_devices.py"
