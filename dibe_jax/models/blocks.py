@@ -78,8 +78,13 @@ def variance_scaling(scale: float, mode: str, distribution: str):
         fan = (shape[-2] if mode == "fan_in" else shape[-1]) * receptive
         variance = jnp.array(scale / fan, dtype=dtype)
         if distribution == "normal":
-            return _draw_flat(jax.random.normal, key, shape, dtype) * jnp.sqrt(variance)
-        return _draw_flat(jax.random.uniform, key, shape, dtype, -1) * jnp.sqrt(3 * variance)
+            draw = _draw_flat(jax.random.normal, key, shape, dtype)
+        else:
+            draw = _draw_flat(jax.random.uniform, key, shape, dtype, -1)
+        # the barrier keeps XLA from folding the scale into the draw under jit, so that a
+        # jitted initialisation gives the eager values bit for bit
+        factor = jnp.sqrt(variance if distribution == "normal" else 3 * variance)
+        return jax.lax.optimization_barrier(draw) * factor
 
     return init
 

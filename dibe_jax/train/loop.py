@@ -291,9 +291,9 @@ def _create_model_jitted(
     """:func:`_create_model` as one jitted program, ``options`` as ``(key, type, value)``
     (the type keeps 8 and 8.0 apart): one compilation instead of one per parameter shape
     when run eagerly (U-Net width 8 builds in 3.0 s instead of 4.4 s, cache empty), none
-    for equal arguments within a process. The values are the eager ones bit for bit for the
-    U-Nets; ``he_normal`` kernels can differ in the last bit or two (XLA folds the scale
-    into the draw), the same way on every run."""
+    for equal arguments within a process. The values are the eager ones bit for bit (the
+    initialisers of :mod:`dibe_jax.models.blocks` keep XLA from folding their scale into the
+    random draw)."""
     return _create_model(name, in_channels, num_classes, seed, tuple((k, v) for k, _, v in options))
 
 
