@@ -305,7 +305,8 @@ def oii_search(
         if not math.isfinite(oii):
             raise SearchError(
                 f"train_fn returned a non-finite OII (oii={oii}) at {parameter}={value!r} "
-                f"(run {run['run']}); the training probably diverged",
+                f"(run {run['run']}): the training diverged, or the steered OII is undefined "
+                "(a class that is neither in the validation masks nor predicted)",
                 result("non-finite oii"),
             )
         if m0 < oii < m1:
