@@ -391,8 +391,8 @@ class CellResult(runs.SeedRuns):
 
     cell: Cell | None = None
 
-    def summary(self) -> dict[str, Any]:
-        return {"cell": self.cell.slug if self.cell else None, **super().summary()}
+    def summary(self, keys: Sequence[str] | None = None) -> dict[str, Any]:
+        return {"cell": self.cell.slug if self.cell else None, **super().summary(keys)}
 
 
 def run_cell(

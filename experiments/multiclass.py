@@ -510,20 +510,10 @@ def report(
 
 
 def summary(results: Mapping[str, common.CellResult]) -> list[dict[str, Any]]:
-    """JSON-ready: per loss, seeds, wall time, and ``[mean, sd, n]`` (last-3, final, best)
-    of mIoU and its relatives and of IoU / OII / precision / recall per class."""
-    names = class_names(results)
-    keys = ["miou", "miou_defects", "macc", "macro_oii", "mean_abs_oii"]
-    keys += [f"{m}/{c}" for m in ("iou", "oii", "precision", "recall") for c in names]
-    out = []
-    for loss, r in results.items():
-        row: dict[str, Any] = {"loss": loss, "seeds": r.seeds, "wall_seconds": r.wall_seconds}
-        for key in keys:
-            for how in ("last3", "final", "best"):
-                s = getattr(r, how)(key)
-                row[f"{key}_{how}"] = [s.mean, s.std, s.n]
-        out.append(row)
-    return out
+    """JSON-ready: per loss, its cell, seeds, wall time, and ``[mean, sd, n]`` (last-3, final,
+    best) of mIoU and its relatives and of IoU / OII / precision / recall per class
+    (:meth:`dibe_jax.train.runs.SeedRuns.summary`)."""
+    return [{"loss": loss, **r.summary()} for loss, r in results.items()]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

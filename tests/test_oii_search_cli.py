@@ -195,6 +195,23 @@ def test_search_metrics_keys_per_target():
         runs.search_metrics(result, "iou/crack")
 
 
+def test_seed_runs_summary_of_binary_and_multiclass_runs():
+    binary = runs.SeedRuns([[{"epoch": e, "iou": 0.1 * e, "oii": 0.2} for e in (1, 2)]], [0])
+    out = binary.summary()
+    assert [k for k in out if k.endswith("_last3")] == [f"{k}_last3" for k in runs.BINARY_SUMMARY]
+    assert out["iou_last3"] == [pytest.approx(0.15), pytest.approx(0.05 * 2**0.5), 2]
+    assert out["iou_final"][0] == pytest.approx(0.2) and out["pa_last3"][2] == 0  # absent key
+    recs = [[{"epoch": 1, **_multiclass_response(0.2), "miou": 0.5}], [{"epoch": 1, "miou": 0.7}]]
+    multi = runs.SeedRuns(recs, [0, 1], 3.0).summary()
+    assert multi["seeds"] == [0, 1] and multi["wall_seconds"] == 3.0
+    assert multi["miou_last3"] == [pytest.approx(0.6), pytest.approx(0.1 * 2**0.5), 2]
+    classes = [k.split("/", 1)[1] for k in _multiclass_response(0.2) if k.startswith("iou/")]
+    assert classes and all(f"{m}/{c}_best" in multi for m in ("iou", "oii") for c in classes)
+    assert list(runs.SeedRuns(recs, [0, 1]).summary(["miou"])) == [
+        *("seeds", "wall_seconds", "miou_last3", "miou_final", "miou_best")
+    ]
+
+
 def test_steer_target_names():
     classes = ("background", "Hair line", "spot")
     assert runs.steer_target(classes, "Hair line") == "oii/hair_line"

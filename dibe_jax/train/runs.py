@@ -35,7 +35,9 @@ from dibe_jax.train.config import Config
 from dibe_jax.train.reporting import class_key, read_metrics
 
 __all__ = [
+    "BINARY_SUMMARY",
     "LAST_N",
+    "MULTICLASS_SUMMARY",
     "SeedRuns",
     "Stat",
     "fmt",
@@ -48,6 +50,10 @@ __all__ = [
 
 #: Evaluations per seed that the reported statistic averages (SPEC.md).
 LAST_N = 3
+#: What :meth:`SeedRuns.summary` reports of a binary run.
+BINARY_SUMMARY = ("iou", "pa", "oii", "recall")
+#: What it reports of a multi-class run before the per-class keys.
+MULTICLASS_SUMMARY = ("miou", "miou_defects", "macc", "macro_oii", "mean_abs_oii")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,10 +141,29 @@ class SeedRuns:
         """How many evaluations (over all seeds) :meth:`last3` averages."""
         return sum(len(recs[-LAST_N:]) for recs in self.runs)
 
-    def summary(self) -> dict[str, Any]:
-        """``{key}_{last3|final|best}: [mean, std, n]`` for IoU, PA, OII and recall."""
+    def summary_keys(self) -> tuple[str, ...]:
+        """The record keys :meth:`summary` reports by default: a binary run's IoU, PA, OII
+        and recall; a multi-class run's (records with ``miou``) mIoU and its relatives, then
+        IoU, OII, precision and recall of every class in its records.
+
+        >>> SeedRuns([[{"epoch": 1, "iou": 0.5}]], [0]).summary_keys()
+        ('iou', 'pa', 'oii', 'recall')
+        >>> rec = {"epoch": 1, "miou": 0.4, "iou/background": 0.9, "iou/crack": 0.1}
+        >>> SeedRuns([[rec]], [0]).summary_keys()[5:7]
+        ('iou/background', 'iou/crack')
+        """
+        first = next((r for recs in self.runs for r in recs), {})
+        if "miou" not in first:
+            return BINARY_SUMMARY
+        classes = [k.split("/", 1)[1] for k in first if k.startswith("iou/")]
+        per_class = [f"{m}/{c}" for m in ("iou", "oii", "precision", "recall") for c in classes]
+        return MULTICLASS_SUMMARY + tuple(per_class)
+
+    def summary(self, keys: Sequence[str] | None = None) -> dict[str, Any]:
+        """``{key}_{last3|final|best}: [mean, std, n]`` of every key in ``keys`` (default:
+        :meth:`summary_keys`), with the seeds and the wall time."""
         out: dict[str, Any] = {"seeds": self.seeds, "wall_seconds": round(self.wall_seconds, 1)}
-        for key in ("iou", "pa", "oii", "recall"):
+        for key in self.summary_keys() if keys is None else keys:
             for name in ("last3", "final", "best"):
                 s = getattr(self, name)(key)
                 out[f"{key}_{name}"] = [s.mean, s.std, s.n]
