@@ -20,6 +20,7 @@ from dibe_jax.models.registry import (
     input_size_rule,
     model_class,
     names,
+    options_key,
 )
 from dibe_jax.models.resnet import ResNet
 from dibe_jax.models.segnet import SegNet
@@ -48,6 +49,7 @@ __all__ = [
     "model_class",
     "max_unpool",
     "mc_dropout_logits",
+    "options_key",
     "names",
     "resize_bilinear",
     "save_backbone",

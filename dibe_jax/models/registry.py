@@ -16,7 +16,7 @@ from dibe_jax.models.pspnet import PSPNet
 from dibe_jax.models.segnet import SegNet
 from dibe_jax.models.unet import UNet
 
-__all__ = ["config_keys", "count_params", "create", "input_size_rule", "names"]
+__all__ = ["config_keys", "count_params", "create", "input_size_rule", "names", "options_key"]
 
 _MODELS: dict[str, type[nnx.Module]] = {
     "unet": UNet,
@@ -134,12 +134,28 @@ def input_size_rule(name: str, *, in_channels: int = 3, **config: Any) -> tuple[
     >>> input_size_rule("unet", num_stages=3), input_size_rule("segnet"), input_size_rule("fcn")
     ((8, 8), (1, 32), (32, 32))
     """
-    try:  # the answer of equal arguments is kept: building even an abstract model takes a while
-        key = tuple(sorted((k, type(v), v) for k, v in config.items()))  # 8 and 8.0 differ
-        hash(key)
-    except TypeError:
+    key = options_key(config)  # equal options keep their answer: even an abstract model is slow
+    if key is None:
         return _size_rule(name, in_channels, config)
     return _kept_size_rule(name, in_channels, key)
+
+
+def options_key(config: dict[str, Any]) -> tuple[tuple[str, type, Any], ...] | None:
+    """Model options as a hashable key: sorted ``(name, type, value)`` triples (the type keeps
+    ``8`` and ``8.0`` apart), or None if a value cannot be hashed. ``dict`` of the triples
+    without their types gives the options back.
+
+    >>> options_key({"width": 8, "num_stages": 2})
+    (('num_stages', <class 'int'>, 2), ('width', <class 'int'>, 8))
+    >>> options_key({"rates": [6, 12]}) is None
+    True
+    """
+    try:
+        key = tuple(sorted((k, type(v), v) for k, v in config.items()))
+        hash(key)
+    except TypeError:
+        return None
+    return key
 
 
 @functools.lru_cache(maxsize=64, typed=True)

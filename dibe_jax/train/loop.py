@@ -257,15 +257,11 @@ def make_state(config: Config, in_channels: int, steps_per_epoch: int = 1, *, nu
     options = dict(config.model.options)
     options.setdefault("dtype", checks.DTYPES[config.dtype])
     args = (config.model.name, in_channels, num_classes, config.seed)
-    try:  # one compiled program draws every parameter (_create_model_jitted)
-        frozen = tuple(sorted((k, type(v), v) for k, v in options.items()))
-        hash(frozen)
-    except TypeError:
-        frozen = None
-    if frozen is None or options.get("backbone_checkpoint") is not None:  # reads files
+    key = models.options_key(options)  # one compiled program draws every parameter
+    if key is None or options.get("backbone_checkpoint") is not None:  # reads files
         model = _create_model(*args, tuple(options.items()))
     else:
-        model = _create_model_jitted(*args, frozen)
+        model = _create_model_jitted(*args, key)
     optimizer = nnx.Optimizer(model, _optimizer(config, steps_per_epoch), wrt=nnx.Param)
     model.eval()
     eval_graphdef, _ = nnx.split((model, optimizer))
@@ -288,12 +284,12 @@ def _create_model(
 def _create_model_jitted(
     name: str, in_channels: int, num_classes: int, seed: int, options: tuple
 ) -> nnx.Module:
-    """:func:`_create_model` as one jitted program, ``options`` as ``(key, type, value)``
-    (the type keeps 8 and 8.0 apart): one compilation instead of one per parameter shape
-    when run eagerly (U-Net width 8 builds in 3.0 s instead of 4.4 s, cache empty), none
-    for equal arguments within a process. The values are the eager ones bit for bit (the
-    initialisers of :mod:`dibe_jax.models.blocks` keep XLA from folding their scale into the
-    random draw)."""
+    """:func:`_create_model` as one jitted program, ``options`` as
+    :func:`~dibe_jax.models.registry.options_key` gives them: one compilation instead of
+    one per parameter shape when run eagerly (U-Net width 8 builds in 3.0 s instead of
+    4.4 s, cache empty), none for equal arguments within a process. The values are the
+    eager ones bit for bit (the initialisers of :mod:`dibe_jax.models.blocks` keep XLA
+    from folding their scale into the random draw)."""
     return _create_model(name, in_channels, num_classes, seed, tuple((k, v) for k, _, v in options))
 
 
