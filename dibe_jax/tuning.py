@@ -29,6 +29,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from dibe_jax.errors import UserError
+
 __all__ = ["SearchError", "SearchResult", "grid_search", "oii_search"]
 
 TrainFn = Callable[[float], Mapping[str, Any]]
@@ -41,7 +43,7 @@ _METHOD_LABELS = {"oii_guidance": "OII guidance", "grid_search": "Grid search"}
 _PARAM_LABELS = {"alpha": "α", "beta": "β"}
 
 
-class SearchError(ValueError):
+class SearchError(UserError):
     """A search stopped on an unusable ``train_fn`` result; ``partial`` keeps the runs made."""
 
     def __init__(self, message: str, partial: SearchResult) -> None:

@@ -44,6 +44,9 @@ import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image
 
+from dibe_jax.data.images import read_image
+from dibe_jax.errors import DatasetFileError
+
 __all__ = [
     "DatasetFileError",
     "DefectBuilder",
@@ -61,14 +64,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("dibe_jax.datasets")
-
-
-class DatasetFileError(ValueError):
-    """A source file of a dataset is missing, unreadable or inconsistent.
-
-    The message always starts with the offending path (or the folder that lacks it)
-    and says what is wrong.
-    """
 
 
 def features(
@@ -106,31 +101,6 @@ def encode_png(array: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(array)).save(buf, format="png", compress_level=1)
     return buf.getvalue()
-
-
-def read_image(path: os.PathLike | str, *, mode: str) -> np.ndarray:
-    """Decode an image file fully and return ``uint8 [H, W, C]``.
-
-    Args:
-      path: image file.
-      mode: PIL mode to convert to: ``"RGB"`` (C = 3) or ``"L"`` (C = 1).
-
-    Raises:
-      DatasetFileError: the file is missing, not an image, or truncated.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise DatasetFileError(f"{path}: file is missing")
-    try:
-        with Image.open(path) as im:
-            im.load()  # decodes everything: truncated files fail here
-            im = im.convert(mode)
-            array = np.asarray(im, dtype=np.uint8)
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        raise DatasetFileError(f"{path}: unreadable or truncated image ({e})") from e
-    if array.ndim == 2:
-        array = array[..., None]
-    return array
 
 
 def read_mask(path: os.PathLike | str) -> np.ndarray:

@@ -22,12 +22,14 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from dibe_jax.errors import UserError
+
 __all__ = ["CheckpointError", "CheckpointMismatchError", "Checkpoints"]
 
 log = logging.getLogger(__name__)
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """No readable checkpoint where one was expected."""
 
 

@@ -32,6 +32,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from dibe_jax.errors import UserError
+
 __all__ = [
     "Config",
     "ConfigError",
@@ -50,7 +52,7 @@ __all__ = [
 ]
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A configuration value or name is wrong; the message names the field and what was
     expected (one line)."""
 

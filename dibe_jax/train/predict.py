@@ -50,7 +50,8 @@ from PIL import Image, ImageDraw, ImageFont
 
 from dibe_jax import models
 from dibe_jax.data import augment
-from dibe_jax.datasets import DatasetFileError, read_image
+from dibe_jax.data.images import read_image
+from dibe_jax.errors import DatasetFileError
 from dibe_jax.files import atomic_write_bytes
 from dibe_jax.train import checks
 from dibe_jax.train.checkpoints import CheckpointError, Checkpoints
