@@ -296,7 +296,7 @@ def test_failed_launch_leaves_the_workdir_as_it_was(sources, two_epochs, tmp_pat
 
 
 def test_progress_counts_completed_steps():
-    from dibe_jax.train.loop import _Progress
+    from dibe_jax.train.launch import Progress as _Progress
 
     class Bar:
         n = 0
@@ -514,11 +514,11 @@ def test_magnetic_tile_trains_without_image_size(tmp_path, caplog):
 
 
 def test_nonfinite_raise_stops_within_a_few_steps(tmp_path, monkeypatch):
-    from dibe_jax.train import loop
+    from dibe_jax.train import batches, loop
 
     calls = []
-    real = loop.shard_batch
-    monkeypatch.setattr(loop, "shard_batch", lambda b, m: calls.append(1) or real(b, m))
+    real = batches.shard_batch
+    monkeypatch.setattr(batches, "shard_batch", lambda b, m: calls.append(1) or real(b, m))
     config = tiny_config(epochs=1, batch_size=2)
     config.optim.lr = 1e30  # parameters overflow after the first update
     data = {"train": make_examples(96, 0), "validation": make_examples(4, 1)}  # 48 steps

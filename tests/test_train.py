@@ -134,12 +134,12 @@ def test_make_state_draws_the_eager_parameters_in_one_program(kernel_init, compi
     draw bit for bit, the same on every call, and a second call compiles nothing."""
     from flax import nnx
 
-    from dibe_jax.train import loop
+    from dibe_jax.train.state import _create_model
 
     config = tiny_config(**{"model.kernel_init": kernel_init, "seed": 3})
     _, _, state = train.make_state(config, in_channels=3)
     options = (("width", 4), ("num_stages", 1), ("kernel_init", kernel_init))
-    eager = loop._create_model("unet", 3, 1, 3, (*options, ("dtype", np.float32)))
+    eager = _create_model("unet", 3, 1, 3, (*options, ("dtype", np.float32)))
     got, want = _leaves(state[0]), _leaves(nnx.state(eager))
     assert [a.shape for a in got] == [b.shape for b in want]
     for a, b in zip(got, want, strict=True):

@@ -55,7 +55,8 @@ from dibe_jax.errors import DatasetFileError
 from dibe_jax.files import atomic_write_bytes
 from dibe_jax.train import checks
 from dibe_jax.train.checkpoints import CheckpointError, Checkpoints
-from dibe_jax.train.loop import load_config, make_state
+from dibe_jax.train.state import make_state
+from dibe_jax.train.workdir import load_config
 
 __all__ = [
     "LoadedRun",
