@@ -121,16 +121,30 @@ def read_metrics(workdir: str | Path) -> list[dict[str, Any]]:
 
 
 class MetricsLog:
-    """``workdir/metrics.jsonl`` (one JSON object per evaluation) and TensorBoard events."""
+    """``workdir/metrics.jsonl`` (one JSON object per evaluation) and TensorBoard events.
+
+    tensorboardX is imported here, when a run first writes; where it is not installed
+    (a machine with only the core numerical packages) the run writes ``metrics.jsonl`` and
+    its plots without TensorBoard events, and says so once in the log.
+    """
 
     def __init__(self, workdir: str | Path, *, enabled: bool = True) -> None:
         self.path = Path(workdir) / "metrics.jsonl"
         self.enabled = enabled
         self._tb = None
         if enabled:
-            from tensorboardX import SummaryWriter
+            try:
+                from tensorboardX import SummaryWriter
+            except ImportError:
+                import logging
 
-            self._tb = SummaryWriter(str(Path(workdir) / "tensorboard"))
+                logging.getLogger(__name__).warning(
+                    "tensorboardX is not installed: %s gets metrics.jsonl and plots but no "
+                    "TensorBoard events (pip install tensorboardX)",
+                    workdir,
+                )
+            else:
+                self._tb = SummaryWriter(str(Path(workdir) / "tensorboard"))
 
     def read(self) -> list[dict[str, Any]]:
         """Every record written so far (complete lines only)."""
@@ -151,13 +165,15 @@ class MetricsLog:
             f.write(json.dumps(record) + "\n")
             f.flush()
             os.fsync(f.fileno())
+        if self._tb is None:
+            return
         for k, v in record.items():
             if k not in ("epoch", "step") and isinstance(v, int | float):
                 self._tb.add_scalar(f"eval/{k}", v, record["step"])
         self._tb.flush()
 
     def scalar(self, name: str, value: float, step: int) -> None:
-        if self.enabled:
+        if self._tb is not None:
             self._tb.add_scalar(name, value, step)
 
     def close(self) -> None:
