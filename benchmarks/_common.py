@@ -9,16 +9,12 @@ every table names both (:func:`jax_side`, :func:`torch_side`). Timings wait for 
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import os
 import platform
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import jax
@@ -30,10 +26,6 @@ PEAK_TFLOPS = {
     "H100": {"bfloat16": 989.0, "float32": 67.0, "tf32": 494.5},
     "H200": {"bfloat16": 989.0, "float32": 67.0, "tf32": 494.5},
 }
-
-#: Modules the GPU machine lacks (``dibe_jax.data.pipeline`` imports grain, the dataset
-#: builders TFDS); :func:`library_module` works around them, nothing else may.
-MISSING_ON_GPU_MACHINE = ("grain", "tensorflow_datasets", "array_record", "tensorboardX")
 
 
 def cpu_name() -> str:
@@ -160,55 +152,3 @@ def median_seconds(
         sync()
         times.append(time.perf_counter() - t)
     return statistics.median(times)
-
-
-# ------------------------------------------------------------------ library modules
-
-
-_LOADED_FROM_FILE: dict[str, str] = {}
-
-
-def library_module(name: str) -> ModuleType:
-    """``dibe_jax.<name>`` (e.g. ``"train.step"``), also on a machine without grain or TFDS.
-
-    ``dibe_jax.train`` and ``dibe_jax.data`` import ``dibe_jax.data.pipeline`` (grain) in
-    their ``__init__``, so on the GPU machine, which has neither grain nor TFDS, importing
-    any of their modules fails although modules such as ``train/step.py``,
-    ``train/config.py`` and ``data/augment.py`` need neither. There the module's file is
-    loaded on its own (as ``_bench_dibe_jax_<name>``); its own imports must be present.
-    Only the modules of :data:`MISSING_ON_GPU_MACHINE` are worked around this way.
-    """
-    full = f"dibe_jax.{name}"
-    alias = "_bench_" + full.replace(".", "_")
-    if alias in sys.modules:
-        return sys.modules[alias]
-    try:
-        return importlib.import_module(full)
-    except ImportError as e:
-        missing = (e.name or "").split(".")[0]
-        if missing not in MISSING_ON_GPU_MACHINE:
-            raise
-    import dibe_jax
-
-    path = Path(dibe_jax.__file__).parent.joinpath(*name.split(".")).with_suffix(".py")
-    spec = importlib.util.spec_from_file_location(alias, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[alias] = module
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        del sys.modules[alias]
-        raise
-    _LOADED_FROM_FILE[name] = missing
-    return module
-
-
-def library_module_source(name: str) -> str:
-    """How :func:`library_module` got ``dibe_jax.<name>``: imported, or loaded from its file."""
-    library_module(name)
-    if name in _LOADED_FROM_FILE:
-        return (
-            f"`dibe_jax.{name}` loaded from its file (no `{_LOADED_FROM_FILE[name]}` here, "
-            "which its package's `__init__` imports)"
-        )
-    return f"`dibe_jax.{name}` imported"

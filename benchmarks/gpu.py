@@ -9,12 +9,17 @@ and printing its progress as it goes:
    ``torch.compile`` (inductor), both on the GPU; beside each the HBM floor: the bytes that
    must move (logits and labels read once, the gradient written once) over the device's
    measured copy bandwidth (``x -> x + 1`` on a 2 GiB float32 array, bytes read + written).
-2. **unet** (``unet_gpu.md``): the library's training step (``dibe_jax.train.step``:
-   U-Net width 64, DIBE loss, SGD with momentum, 448², batch 32) in bfloat16 and float32,
-   with XLA's FLOP count of the compiled step and the MFU it gives (peaks: dense bf16
-   989 TFLOP/s, FP32 67, TF32 495 for the H100/H200 SXM); against the same step in PyTorch
-   (``benchmarks.models.torch_unet``, ``channels_last``, ``torch.autocast`` bfloat16 for the
-   bfloat16 row, ``cudnn.benchmark``), eager and under ``torch.compile``.
+2. **unet** (``unet_gpu.md``): the library's training step (``dibe_jax.train``:
+   ``make_state`` and the steps of ``loss_steps``; U-Net width 64, DIBE loss, SGD with
+   momentum, 448², batch 32) in bfloat16 and float32, its FLOPs counted by XLA's cost
+   analysis of the same step lowered for the CPU (the GPU's count leaves out the cuDNN
+   convolutions) and the MFU they give against the dense bf16 peak (989 TFLOP/s on the
+   H100/H200 SXM); against the same step in PyTorch (``benchmarks.unet_torch``, in a process
+   of its own without JAX on the GPU: ``channels_last``, ``torch.autocast`` bfloat16 for the
+   bfloat16 row, ``cudnn.benchmark``), eager and under ``torch.compile`` (default mode and
+   ``max-autotune``). A second table gives compile times cold and warm: the JAX step with
+   an empty and with a warm persistent compilation cache, ``torch.compile``'s first call
+   with an empty and with a warm inductor cache (a second process).
 3. **data** (``data_gpu.md``): the device data path that ``dibe-jax train`` uses by default
    (``dibe_jax.data.in_memory``: a split decoded once into ``uint8``, seeded-permutation
    epochs of ``Batches``, batches put on the device 2 ahead): its images/s (host gather +
@@ -25,12 +30,13 @@ and printing its progress as it goes:
    data path against the step it feeds. The grain loader is not measured: grain is not
    installed there.
 4. **cfd** (``cfd_gpu.md``): full-width (64) U-Net trained on CrackForest's native 160²
-   tiles (360 train / 348 validation, as ``dibe_jax.datasets.crackforest``) with DIBE and
-   with the focal Tversky loss (FT), 50 epochs, seed 0, the paper's SGD (lr 0.01, momentum
-   0.9, batch 32) and augmentation (the library's ``train.Config`` defaults) on the device
-   data path, evaluated every 5 epochs (dataset-level IoU, PA, OII); the IoU beside the
-   paper's Table 5 (DIBE 0.512, FT 0.501). One seed: see SPEC.md on what one run can and
-   cannot rank.
+   tiles (360 train / 348 validation, as ``dibe_jax.datasets.crackforest``) with DIBE and,
+   when the budget allows, the focal Tversky loss (FT): ``dibe_jax.train.train_and_evaluate``
+   itself on the decoded tiles (its ``sources``: the device data path, checkpoints, metrics),
+   50 epochs, seed 0, the paper's SGD (lr 0.01, momentum 0.9, batch 32) and augmentation
+   (the library's ``train.Config`` defaults), evaluated every 5 epochs (dataset-level IoU,
+   PA, OII); the IoU beside the paper's Table 5 (DIBE 0.512, FT 0.501). One seed: see
+   SPEC.md on what one run can and cannot rank.
 
 Without a GPU (or with ``--cpu-tiny``) it runs a **tiny CPU mode** that says so in its
 output and its tables: every size is shrunk, ``torch.compile`` uses ``backend="eager"``
@@ -38,11 +44,10 @@ output and its tables: every size is shrunk, ``torch.compile`` uses ``backend="e
 temporary folder (or ``--out-dir``), never over the GPU results. ``tests/test_benchmarks.py``
 runs it, so the command cannot rot.
 
-The GPU machine has its own python3 with jax (0.11), flax, optax, torch, PIL and SciPy, but
-no grain, TFDS or array_record, and no installation of this package: ``dibe_jax`` imports
-from the source tree (``PYTHONPATH=.``), and modules of ``dibe_jax.train`` are loaded without
-their package's grain import (``benchmarks._common.library_module``; ``dibe_jax.data``
-imports grain only for the grain loader, so its device path imports as it is).
+The GPU machine has its own python3 with jax (0.11), flax, optax, orbax, torch, PIL and
+SciPy, but no grain, TFDS, array_record or tensorboardX, and no installation of this
+package: ``dibe_jax`` imports from the source tree (``PYTHONPATH=.``) and trains there
+without them (they load only when used; the runs write no TensorBoard events).
 CrackForest may not be committed: ``make bench-data`` copies it into the git-ignored
 ``bench_data/crackforest``, which the run carries.
 
@@ -61,10 +66,14 @@ alone (``python3 -m benchmarks.gpu`` with ``PYTHONPATH=.``) writes
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import gc
+import json
 import os
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -84,14 +93,20 @@ from benchmarks._common import (
     jax_device_name,
     jax_on_gpu,
     jax_side,
-    library_module,
-    library_module_source,
     torch_device,
     torch_side,
-    torch_sync,
 )
 from benchmarks.losses import NAMES
+from benchmarks.unet_torch import random_batch
+from dibe_jax import models, train
+from dibe_jax.data import in_memory
+from dibe_jax.data.augment import to_float
+from dibe_jax.train.batches import device_preprocess
+from dibe_jax.train.reporting import read_metrics
+from dibe_jax.train.state import loss_steps
+from dibe_jax.train.step import make_mesh, replicate, shard_batch
 
+ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results"
 PAPER_TABLE5 = {"dibe": 0.512, "focal_tversky": 0.501}  # U-Net on CFD, IoU
 LOSS_LABEL = {"dibe": "DIBE", "focal_tversky": "FT (focal Tversky)"}
@@ -123,6 +138,7 @@ class Profile:
     data_batches: int  # batches of the 448² data-path epoch
     data_steps: int  # timed steps of each data-section step
     compile_backend: str
+    compile_modes: tuple[str, ...]  # torch.compile modes of the U-Net rows
     min_s_for_compile: float  # a torch.compile row starts only with this much section time
     budgets: dict[str, float]  # seconds per section
     model_options: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -150,8 +166,9 @@ GPU = Profile(
     data_batches=16,
     data_steps=30,
     compile_backend="inductor",
+    compile_modes=("default", "max-autotune"),
     min_s_for_compile=45.0,
-    budgets={"losses": 75.0, "data": 60.0, "cfd": 170.0, "unet": 200.0},
+    budgets={"losses": 50.0, "data": 40.0, "cfd": 120.0, "unet": 210.0},
 )
 
 CPU_TINY = Profile(
@@ -179,8 +196,9 @@ CPU_TINY = Profile(
     data_batches=1,
     data_steps=2,
     compile_backend="eager",
+    compile_modes=("default", "max-autotune"),
     min_s_for_compile=0.0,
-    budgets={"losses": 120.0, "data": 60.0, "cfd": 120.0, "unet": 120.0},
+    budgets={"losses": 120.0, "data": 60.0, "cfd": 120.0, "unet": 240.0},
     model_options={"num_stages": 1},
 )
 
@@ -283,8 +301,9 @@ class Run:
         ]
 
 
-def _flops(compiled: Any) -> float:
-    analysis = compiled.cost_analysis()
+def _flops(program: Any) -> float:
+    """XLA's FLOP count of a lowered or compiled program (NaN if it gives none)."""
+    analysis = program.cost_analysis()
     if analysis is None:
         return float("nan")
     if isinstance(analysis, dict):
@@ -433,81 +452,59 @@ def section_losses(run: Run) -> None:
 # ------------------------------------------------------------ library step and state
 
 
-def make_state(
-    config, *, width: int, dtype: str, seed: int, model_options: dict[str, Any] | None = None
-):
-    """``(train_graphdef, eval_graphdef, state)``: a U-Net and its SGD optimiser, exactly as
-    ``dibe_jax.train.make_state`` builds them for ``config`` with the constant learning
-    rate and no clipping (``tests/test_benchmarks.py`` checks the two agree). Rebuilt here
-    because ``dibe_jax.train.loop`` imports grain, which the GPU machine lacks."""
-    import optax
-    from flax import nnx
-
-    from dibe_jax import models
-
-    if config.optim.schedule != "constant" or config.optim.grad_clip is not None:
-        raise ValueError("only the paper's constant learning rate without clipping")
-    options = {"width": width, "dtype": jnp.dtype(dtype), **(model_options or {})}
-    rngs = nnx.Rngs(params=seed, dropout=seed + 1)
-    model = models.create("unet", in_channels=3, num_classes=1, rngs=rngs, **options)
-    tx = optax.sgd(config.optim.lr, momentum=config.optim.momentum)
-    optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
-    model.eval()
-    eval_graphdef, _ = nnx.split((model, optimizer))
-    model.train()
-    train_graphdef, state = nnx.split((model, optimizer))
-    return train_graphdef, eval_graphdef, state
+def bench_config(
+    base: train.Config, loss: str, *, width: int, dtype: str, model_options: dict[str, Any]
+) -> train.Config:
+    """``base`` with a U-Net of ``width`` (and ``model_options``), ``loss`` with its paper
+    defaults and the computation in ``dtype``."""
+    config = copy.deepcopy(base)
+    config.loss.name, config.loss.params = loss, {}
+    config.model.name, config.model.options = "unet", {"width": width, **model_options}
+    config.dtype = dtype
+    return config
 
 
-def device_preprocess(config):
-    """What the jitted steps do to the ``uint8`` batches of the device data path, exactly as
-    ``dibe_jax.train.loop.device_preprocess`` builds it for ``config`` (the augmentation of
-    ``config.data`` from the key ``fold_in(key(config.seed), step)``, ``uint8 -> float32``;
-    ``tests/test_benchmarks.py`` checks the two agree). Rebuilt here because
-    ``dibe_jax.train.loop`` imports grain."""
-    device_augment = library_module("data.device_augment")
-    d = config.data
-    strengths = ("hflip", "vflip", "brightness", "contrast", "saturation")
-    options = {k: getattr(d, k) if d.augment else 0.0 for k in strengths}
-    aug = library_module("data.augment").AugmentConfig(**options)
-    return device_augment.DevicePreprocess(augment=aug, seed=config.seed)
-
-
-_STEPS: dict[tuple, tuple] = {}
-
-
-def build_steps(config, loss: str, *, width: int, dtype: str, model_options=None, preprocess=None):
-    """``(steps, state, mesh, params)``: the library's jitted train / eval steps
-    (``dibe_jax.train.step.make_steps``) for a U-Net with ``loss`` and the device
-    ``preprocess`` of ``uint8`` batches (None: ``uint8 -> float32`` only; ``float32``
-    batches skip it), and a fresh state, replicated. The steps are built once per setting,
-    so a second section with the same setting and shapes reuses their compilation
+def build_steps(config: train.Config):
+    """``(steps, state, mesh, params, graphdefs)``: the library's jitted train / eval steps of
+    ``config`` for a binary U-Net on RGB images (``train.make_state``, then
+    ``train.state.loss_steps``, as ``train.build`` makes them: ``uint8`` batches get the
+    device preprocessing of ``config.data``, ``float32`` batches none) and a fresh state,
+    replicated. Equal configs give the same steps back (``make_steps`` keeps them), so a
+    second section with the same setting and shapes reuses their compilation
     (:func:`compiled_before`)."""
     from flax import nnx
 
-    from dibe_jax import losses, models
+    train_gd, eval_gd, state = train.make_state(config, in_channels=3)
+    mesh = make_mesh()
+    steps = loss_steps(config, train_gd, eval_gd, mesh, num_classes=1)
+    params = models.count_params(nnx.merge(train_gd, state)[0])
+    return steps, replicate(state, steps.replicated), mesh, params, (train_gd, eval_gd)
 
-    step = library_module("train.step")
-    train_gd, eval_gd, state = make_state(
-        config, width=width, dtype=dtype, seed=config.seed, model_options=model_options
+
+def cpu_step_flops(config: train.Config, graphdefs, state, batch: dict, *, compiled: bool):
+    """FLOPs of one train step of ``config`` on ``batch``'s shapes, from XLA's cost analysis
+    of the same step lowered for the CPU (abstract inputs placed on the CPU: nothing is
+    allocated or run): ``(lowered count, compiled count or None)``. The CPU keeps every
+    convolution as a ``convolution`` op, which the cost analysis counts; on a GPU they
+    become cuDNN custom calls, which it does not. NaN where the CPU backend is off."""
+    try:
+        cpu = jax.devices("cpu")[:1]
+    except RuntimeError:  # JAX_PLATFORMS without cpu
+        return float("nan"), None
+    mesh = make_mesh(cpu)
+    steps = loss_steps(config, *graphdefs, mesh, num_classes=1)
+    replicated = steps.replicated
+    sharded = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
+
+    def abstract(x, sharding):
+        return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding)
+
+    lowered = steps.train.lower(
+        jax.tree.map(lambda x: abstract(x, replicated), state),
+        {k: abstract(v, sharded) for k, v in batch.items()},
     )
-    key = (loss, width, dtype, tuple(sorted((model_options or {}).items())), preprocess)
-    if key not in _STEPS:
-        mesh = step.make_mesh()
-        steps = step.make_steps(
-            train_gd,
-            eval_gd,
-            losses.get(loss),
-            {},
-            mesh,
-            num_classes=1,
-            batch_loss=losses.info(loss).batch,
-            preprocess=preprocess,
-        )
-        params = models.count_params(nnx.merge(train_gd, state)[0])
-        _STEPS[key] = (steps, mesh, params)
-    steps, mesh, params = _STEPS[key]
-    return steps, step.replicate(state, steps.replicated), mesh, params
+    flops = _flops(lowered)
+    return flops, (_flops(lowered.compile()) if compiled else None)
 
 
 _CALLED: set[tuple] = set()
@@ -527,26 +524,22 @@ def compiled_before(steps, batch: dict, *, numbered: bool) -> bool:
 # ----------------------------------------------------------------------------- U-Net
 
 
-def _random_batch(batch: int, size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(batch, size, size, 3)).astype(np.float32)
-    y = (rng.random((batch, size, size, 1)) < 0.01).astype(np.uint8)
-    return x, y
-
-
 def jax_unet(run: Run, config, dtype: str) -> dict[str, Any]:
+    """The library's train step of the U-Net rows in ``dtype``: its step time, compile time
+    (or that an earlier section compiled it), FLOPs counted on the CPU and parameters."""
     p = run.profile
-    step = library_module("train.step")
-    steps, state, mesh, params = build_steps(
+    config = bench_config(
         config, "dibe", width=p.unet_width, dtype=dtype, model_options=p.model_options
     )
-    x, y = _random_batch(p.unet_batch, p.unet_size)
-    batch = step.shard_batch({"image": x, "mask": y}, mesh)
+    steps, state, mesh, params, graphdefs = build_steps(config)
+    x, y = random_batch(p.unet_batch, p.unet_size)
+    batch = shard_batch({"image": x, "mask": y}, mesh)
     reused = compiled_before(steps, batch, numbered=False)
     t = time.perf_counter()
     compiled = steps.train.lower(state, batch).compile()
     compile_s = time.perf_counter() - t
-    flops = _flops(compiled)
+    # After the timed compile: on a CPU-only machine the CPU's step is this very program.
+    flops, flops_compiled = cpu_step_flops(config, graphdefs, state, batch, compiled=run.tiny)
     for _ in range(p.unet_warmup):
         state, stats = compiled(state, batch)
     jax.block_until_ready(stats)
@@ -556,11 +549,12 @@ def jax_unet(run: Run, config, dtype: str) -> dict[str, Any]:
     jax.block_until_ready(stats)
     step_s = (time.perf_counter() - t) / p.unet_steps
     loss = float(stats["loss"])
-    del state, batch, compiled
+    del state, compiled
     gc.collect()
     return {
         "step_s": step_s,
         "flops": flops,
+        "flops_cpu_compiled": flops_compiled,
         "compile": compile_s,
         "params": params,
         "loss": loss,
@@ -568,73 +562,82 @@ def jax_unet(run: Run, config, dtype: str) -> dict[str, Any]:
     }
 
 
-def torch_unet_step(run: Run, torch, device, dtype: str, compiled: bool) -> dict[str, Any]:
-    """The same step as a speed-minded PyTorch user writes it: ``channels_last``,
-    ``cudnn.benchmark``, autocast bfloat16 for the bfloat16 row, SGD with momentum,
-    eager or with the forward + loss under ``torch.compile`` (backward through
-    AOTAutograd)."""
-    from benchmarks.models import torch_unet
-    from benchmarks.torch_losses import dibe
-
+def warm_compile_s(run: Run, config, dtype: str) -> float:
+    """Seconds to lower and compile the U-Net row's step again once JAX's in-memory caches
+    are cleared: what a new process pays with the persistent compilation cache warm."""
     p = run.profile
-    sync = torch_sync(device)
-    torch.manual_seed(0)
-    fmt = torch.channels_last
-    model = torch_unet(p.unet_width, num_stages=p.model_options.get("num_stages", 4))
-    model = model.to(device, memory_format=fmt).train()
-    params = sum(q.numel() for q in model.parameters())
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    x_np, y_np = _random_batch(p.unet_batch, p.unet_size)
-    x = torch.from_numpy(x_np).permute(0, 3, 1, 2).to(device, memory_format=fmt)
-    y = torch.from_numpy(y_np.astype(np.float32)).permute(0, 3, 1, 2).to(device)
-    bf16 = dtype == "bfloat16"
-
-    def forward_loss(x, y):
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            logits = model(x)
-        return dibe(logits.float(), y).mean()
-
-    if compiled:
-        forward_loss = torch.compile(forward_loss, backend=p.compile_backend)
-
-    def step():
-        opt.zero_grad(set_to_none=True)
-        loss = forward_loss(x, y)
-        loss.backward()
-        opt.step()
-        return loss
-
+    config = bench_config(
+        config, "dibe", width=p.unet_width, dtype=dtype, model_options=p.model_options
+    )
+    steps, state, mesh, _, _ = build_steps(config)
+    x, y = random_batch(p.unet_batch, p.unet_size)
+    batch = shard_batch({"image": x, "mask": y}, mesh)
+    jax.clear_caches()
     t = time.perf_counter()
-    step()
-    sync()
-    first = time.perf_counter() - t
-    for _ in range(p.unet_warmup - 1):
-        step()
-    sync()
-    t = time.perf_counter()
-    for _ in range(p.unet_steps):
-        loss = step()
-    sync()
-    step_s = (time.perf_counter() - t) / p.unet_steps
-    out = {"step_s": step_s, "first": first, "params": params, "loss": float(loss.detach())}
-    return out
+    steps.train.lower(state, batch).compile()
+    return time.perf_counter() - t
+
+
+def torch_unet_rows(
+    run: Run, device, rows: list[str], timeout_s: float, cache_dir: Path
+) -> tuple[str | None, dict[str, dict[str, Any]], str]:
+    """Run ``rows`` (``dtype:mode``) in ``benchmarks.unet_torch``, a process of their own
+    with JAX kept off the GPU: ``(its PyTorch side line, row -> result, note)``; rows it did
+    not finish in ``timeout_s`` are missing, and ``note`` says why."""
+    p = run.profile
+    cmd = [
+        sys.executable,
+        "-m",
+        "benchmarks.unet_torch",
+        f"--device={device.type}",
+        f"--width={p.unet_width}",
+        f"--num-stages={p.model_options.get('num_stages', 4)}",
+        f"--size={p.unet_size}",
+        f"--batch={p.unet_batch}",
+        f"--steps={p.unet_steps}",
+        f"--warmup={p.unet_warmup}",
+        f"--backend={p.compile_backend}",
+        f"--threads={1 if run.tiny else 0}",
+        "--rows",
+        *rows,
+    ]
+    env = dict(os.environ, JAX_PLATFORMS="cpu", TORCHINDUCTOR_CACHE_DIR=str(cache_dir))
+    note = ""
+    try:
+        proc = subprocess.run(
+            cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=max(1.0, timeout_s)
+        )
+        out = proc.stdout
+        if proc.returncode != 0:
+            note = f"PyTorch process failed ({proc.returncode}): {proc.stderr[-300:]}"
+    except subprocess.TimeoutExpired as e:
+        out = (e.stdout or b"").decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
+        note = f"skipped: section budget spent (PyTorch process stopped after {timeout_s:.0f} s)"
+    side, results = None, {}
+    for line in out.splitlines():
+        if line.startswith("{"):
+            item = json.loads(line)
+            if "side" in item:
+                side = item["side"]
+            elif "row" in item:
+                results[item.pop("row")] = item
+    if note:
+        run.log(note)
+    return side, results, note
 
 
 def section_unet(run: Run, config) -> None:
     p = run.profile
     run.start_section("unet")
     torch, device = run.torch()
-    if torch is not None and device is not None and device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its kernels
-    jax_label = "JAX `jax.jit` (library step)"
-    labels = {
-        "jax": jax_label,
-        "eager": "PyTorch eager",
-        "compile": f"PyTorch `torch.compile` ({p.compile_backend})",
-    }
+    kinds = {"eager": "PyTorch eager"}
+    for mode in p.compile_modes:
+        kinds[mode] = f"PyTorch `torch.compile` ({p.compile_backend}, mode {mode!r})"
+    labels = {"jax": "JAX `jax.jit` (library step)", **kinds}
     results: dict[tuple[str, str], tuple[dict | None, str]] = {}
-    # JAX rows first, then PyTorch eager, then torch.compile (slowest to start), so that a
-    # budget running out costs the least important rows.
+    compile_rows: list[tuple[str, str, str, str]] = []  # side, program, cold, warm
+    # JAX rows first, then PyTorch in a process of its own (eager, then torch.compile,
+    # slowest to start), so that a budget running out costs the least important rows.
     for dtype in p.unet_dtypes:
         if run.left() <= 0:
             results[dtype, "jax"] = (None, "skipped: section budget spent")
@@ -643,35 +646,56 @@ def section_unet(run: Run, config) -> None:
         run.step_rates[f"U-Net step {p.unet_size}² {dtype} (JAX)"] = p.unet_batch / j["step_s"]
         results[dtype, "jax"] = (j, "")
         run.log(f"U-Net {dtype} jax: {j['step_s'] * 1e3:.1f} ms/step, compile {j['compile']:.0f} s")
-    for kind in ("eager", "compile") if device is not None else ():
-        for dtype in p.unet_dtypes:
-            j = results[dtype, "jax"][0]
-            if j is None:
-                continue
-            if run.left() <= (p.min_s_for_compile if kind == "compile" else 0):
-                results[dtype, kind] = (None, "skipped: section budget spent")
-                continue
-            try:
-                t = torch_unet_step(run, torch, device, dtype, kind == "compile")
-            except Exception as e:  # noqa: BLE001 - a failed compilation is a result
-                results[dtype, kind] = (None, f"failed: {type(e).__name__}: {str(e)[:120]}")
-                run.log(f"U-Net {dtype} {labels[kind]} failed: {e!r}")
-                continue
-            finally:
-                _free_torch(torch)  # the model, optimiser and batch went with the call
-            if t["params"] != j["params"]:
-                raise AssertionError(
-                    f"PyTorch U-Net has {t['params']} parameters, JAX {j['params']}"
+    for dtype in p.unet_dtypes:  # the same programs with the persistent cache warm
+        j = results[dtype, "jax"][0]
+        if j is None or j["reused"] or run.left() <= 0:
+            continue
+        warm = warm_compile_s(run, config, dtype)
+        compile_rows.append(
+            ("JAX", f"train step {dtype} (lower + compile)", f"{j['compile']:.1f}", f"{warm:.1f}")
+        )
+        run.log(f"U-Net {dtype} jax: compile {j['compile']:.1f} s cold, {warm:.1f} s warm")
+    torch_line = None
+    if device is not None and any(r[0] is not None for r in results.values()):
+        rows = [f"{dtype}:eager" for dtype in p.unet_dtypes]
+        rows += [f"{dtype}:{mode}" for mode in p.compile_modes for dtype in p.unet_dtypes]
+        cache = Path(tempfile.mkdtemp(prefix="bench_inductor_"))
+        reserve = 0.0 if run.tiny else 30.0  # for the warm-cache process below
+        torch_line, got, note = torch_unet_rows(run, device, rows, run.left() - reserve, cache)
+        for row in rows:
+            dtype, kind = row.split(":")
+            r = got.get(row)
+            if r is None:
+                results[dtype, kind] = (None, note or "skipped")
+            elif "error" in r:
+                results[dtype, kind] = (None, f"failed: {r['error']}")
+            else:
+                results[dtype, kind] = (r, "")
+                run.log(f"U-Net {dtype} {labels[kind]}: {r['step_s'] * 1e3:.1f} ms/step")
+        cold_row = f"{p.unet_dtypes[0]}:default"
+        if cold_row in got and "first" in got[cold_row] and run.left() > 5:
+            _, again, _ = torch_unet_rows(run, device, [cold_row], run.left(), cache)
+            warm = again.get(cold_row, {}).get("first")
+            compile_rows.append(
+                (
+                    "PyTorch",
+                    f"`torch.compile` {p.unet_dtypes[0]}, mode 'default' (first call)",
+                    f"{got[cold_row]['first']:.1f}",
+                    "–" if warm is None else f"{warm:.1f}",
                 )
-            results[dtype, kind] = ({**t, "flops": j["flops"]}, "")
-            run.log(f"U-Net {dtype} {labels[kind]}: {t['step_s'] * 1e3:.1f} ms/step")
-    rows = [
+            )
+        shutil.rmtree(cache, ignore_errors=True)
+    for (dtype, kind), (r, _) in results.items():
+        j = results[dtype, "jax"][0]
+        if kind != "jax" and r is not None and j is not None and r["params"] != j["params"]:
+            raise AssertionError(f"PyTorch U-Net has {r['params']} parameters, JAX {j['params']}")
+    rows_out = [
         (dtype, labels[kind], *results[dtype, kind])
         for dtype in p.unet_dtypes
         for kind in labels
         if (dtype, kind) in results
     ]
-
+    peak = _peak("bfloat16")
     what = [
         f"One training step of U-Net width {p.unet_width} (bilinear, BatchNorm, "
         f"{p.model_options.get('num_stages', 4)} pooling stage(s)), 3 -> 1 channels, "
@@ -679,44 +703,52 @@ def section_unet(run: Run, config) -> None:
         "SGD with momentum 0.9; the same random batch every step, on the device; mean over "
         f"{p.unet_steps} steps after {p.unet_warmup} warm-up, synchronised at both ends.",
         "",
-        "JAX: the library's train step (`dibe_jax.train.step.make_steps`: one `jax.jit` with "
-        "the non-finite guard, parameters float32, computation in the row's dtype). PyTorch: "
-        "`benchmarks.models.torch_unet` (same architecture; parameter counts checked equal), "
+        "JAX: the library's train step (`dibe_jax.train.make_state` and "
+        "`dibe_jax.train.state.loss_steps`, as `dibe-jax train` builds them: one `jax.jit` "
+        "with the non-finite guard, parameters float32, computation in the row's dtype). "
+        "PyTorch: `benchmarks.models.torch_unet` (same architecture; parameter counts checked "
+        "equal) in a process of its own, without JAX on the device (`benchmarks.unet_torch`), "
         "`channels_last`, `torch.autocast(dtype=torch.bfloat16)` for the bfloat16 row (loss "
-        "in float32), `torch.optim.SGD`; eager, then `torch.compile` of forward + loss.",
+        "in float32), `torch.optim.SGD`; eager, then `torch.compile` of forward + loss in "
+        f"each mode ({', '.join(p.compile_modes)}).",
         "",
-        "GFLOP/step is XLA's count of the compiled JAX step (`cost_analysis()`); the PyTorch "
-        "rows use the same count (same network). MFU: achieved FLOP/s over the dense peak of "
-        "the row's dtype (H100/H200 SXM: bf16 989 TFLOP/s, FP32 67); float32 convolutions run "
-        "in TF32 by default on both sides (XLA's default precision, "
-        "`torch.backends.cudnn.allow_tf32`), so the float32 row also gives the share of the "
-        "TF32 peak (495).",
+        "GFLOP/step: XLA's cost analysis of the same JAX step lowered for the CPU "
+        "(`jit(...).lower(...)` on abstract CPU-placed inputs): there every convolution "
+        "stays a `convolution` op and is counted, while the GPU's own `cost_analysis()` "
+        "leaves out the cuDNN convolutions (the 2026-12-04 run reported 125 GFLOP and "
+        "0.2 % MFU that way). The PyTorch rows use the same count (same network). MFU: "
+        "achieved FLOP/s over the dense bf16 peak (H100/H200 SXM: 989 TFLOP/s) for every "
+        "row; float32 convolutions run in TF32 by default on both sides (XLA's default "
+        "precision, `torch.backends.cudnn.allow_tf32`), whose dense peak is half of it.",
     ]
-    how = (
-        f"eager and torch.compile (backend {p.compile_backend!r}, default mode), "
-        "channels_last, autocast bfloat16 for the bfloat16 row"
-    )
-    lines = run.header("U-Net training step", what, how)
+    lines = run.header("U-Net training step", what, "in a process of its own")
+    if torch_line is not None:  # the line the PyTorch process wrote about itself
+        i = next(k for k, line in enumerate(lines) if line.startswith("- PyTorch side:"))
+        lines[i] = f"- PyTorch side: {torch_line}."
+    if run.tiny:
+        j = results[p.unet_dtypes[0], "jax"][0]
+        if j is not None and j["flops_cpu_compiled"] is not None:
+            lines += [
+                f"- FLOP count check (tiny mode): lowered {j['flops'] / 1e9:.6g} GFLOP, "
+                f"compiled for the CPU {j['flops_cpu_compiled'] / 1e9:.6g} GFLOP.",
+                "",
+            ]
     lines += [
-        f"- Step module: {library_module_source('train.step')}.",
-        "",
-        "| dtype | implementation | ms/step | images/s | GFLOP/step | TFLOP/s | MFU | "
-        "vs JAX | compile / first call s |",
+        "| dtype | implementation | ms/step | images/s | GFLOP/step | TFLOP/s | MFU (bf16 "
+        "peak) | vs JAX | compile / first call s |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    jax_s = {}
-    for dtype, label, r, note in rows:
+    jax_s, flops = {}, {}
+    for dtype, label, r, note in rows_out:
         if r is None:
             lines.append(f"| {dtype} | {label} | {note} |" + " |" * 6)
             continue
         if label.startswith("JAX"):
-            jax_s[dtype] = r["step_s"]
-        tflops = r["flops"] / r["step_s"] / 1e12
-        peak = _peak(dtype)
+            jax_s[dtype], flops[dtype] = r["step_s"], r["flops"]
+        f = flops.get(dtype, float("nan"))
+        tflops = f / r["step_s"] / 1e12
         if peak is None:
             mfu = "n/a (CPU)" if not jax_on_gpu() else "n/a (no peak known for this GPU)"
-        elif dtype == "float32":
-            mfu = f"{tflops / peak:.0%} of FP32 ({tflops / _peak('tf32'):.0%} of TF32)"
         else:
             mfu = f"{tflops / peak:.1%}"
         vs = f"{r['step_s'] / jax_s[dtype]:.2f}" if dtype in jax_s else "–"
@@ -726,9 +758,26 @@ def section_unet(run: Run, config) -> None:
             first = f"{r.get('compile', r.get('first', float('nan'))):.1f}"
         lines.append(
             f"| {dtype} | {label} | {r['step_s'] * 1e3:.1f} | {p.unet_batch / r['step_s']:.1f} | "
-            f"{r['flops'] / 1e9:.4g} | {tflops:.3g} | {mfu} | {vs} | {first} |"
+            f"{f / 1e9:.4g} | {tflops:.3g} | {mfu} | {vs} | {first} |"
         )
-    lines += ["", "vs JAX: time per step over JAX's (> 1: JAX faster)."]
+    lines += [
+        "",
+        "vs JAX: time per step over JAX's (> 1: JAX faster).",
+        "",
+        "## Compile time, cold and warm",
+        "",
+        "JAX: `lower` + `compile` of the row's step with the run's persistent compilation "
+        "cache empty for it (the table above), then again after `jax.clear_caches()`, served "
+        "by the persistent cache (what a second launch of the same shapes pays). PyTorch: "
+        "the first call of the `torch.compile`d step (compilation included) in a process "
+        "with an empty inductor cache, then in a second process with that cache warm.",
+        "",
+        "| side | program | cold s | warm s |",
+        "|---|---|---:|---:|",
+        *(f"| {a} | {b} | {c} | {d} |" for a, b, c, d in compile_rows),
+    ]
+    if not compile_rows:
+        lines.append("| – | not measured (reused programs or section budget spent) | – | – |")
     emit("\n".join(lines), run.path("unet"))
 
 
@@ -739,7 +788,6 @@ def cfd_splits(data: dict) -> dict[str, Any]:
     """CFD's tiles decoded once into the device data path's ``ArraySplit``s
     (``dibe_jax.data.in_memory.decode_split``, native size), as ``dibe-jax train`` stores
     a split that fits in host memory."""
-    in_memory = library_module("data.in_memory")
     return {
         split: in_memory.decode_split(
             [{"image": x, "mask": m} for x, m in zip(images, masks, strict=True)],
@@ -753,7 +801,6 @@ def cfd_splits(data: dict) -> dict[str, Any]:
 def _random_split(n: int, size: int, seed: int = 0):
     """``n`` random ``uint8`` images of ``size``² with 1 % defect pixels, as an ``ArraySplit``
     (the data path's and the augmentation's cost do not depend on the content)."""
-    in_memory = library_module("data.in_memory")
     rng = np.random.default_rng(seed)
     images = rng.integers(0, 256, (n, size, size, 3), np.uint8)
     masks = (rng.random((n, size, size, 1)) < 0.01).astype(np.uint8)
@@ -793,11 +840,9 @@ def data_path_rate(split, *, batch: int, seed: int, mesh) -> tuple[float, int]:
     """``(images/s, batches)`` of one training epoch of the device data path
     (``in_memory.Batches``: seeded permutation, ``np.take`` gathers, ``shard_batch`` 2
     batches ahead), each yielded batch waited for on the device; after one untimed put."""
-    step = library_module("train.step")
-    in_memory = library_module("data.in_memory")
 
     def put(b):
-        return step.shard_batch(b, mesh)
+        return shard_batch(b, mesh)
 
     jax.block_until_ready(put({"image": split.images[:batch], "mask": split.masks[:batch]}))
     it = in_memory.Batches(split, batch_size=batch, train=True, seed=seed, epoch=0, put=put)
@@ -814,9 +859,9 @@ def section_data(run: Run, config, splits: dict | None) -> None:
     run.start_section("data")
     cases = {}  # size -> (split, width, batch, source)
     if splits is not None:
-        train = splits["train"]
-        cases[train.images.shape[1]] = (
-            train,
+        train_split = splits["train"]
+        cases[train_split.images.shape[1]] = (
+            train_split,
             p.cfd_width,
             p.cfd_batch or config.batch_size,
             "CFD training tiles",
@@ -825,9 +870,7 @@ def section_data(run: Run, config, splits: dict | None) -> None:
         n = p.unet_batch * p.data_batches
         split = _random_split(n, p.unet_size)
         cases[p.unet_size] = (split, p.unet_width, p.unet_batch, "random `uint8`")
-    step = library_module("train.step")
-    to_float = library_module("data.augment").to_float
-    mesh = step.make_mesh()
+    mesh = make_mesh()
     for size, (split, width, batch, source) in cases.items():
         row: dict[str, Any] = {"batch": batch, "width": width, "source": source}
         run.data_rows[size] = row
@@ -840,24 +883,22 @@ def section_data(run: Run, config, splits: dict | None) -> None:
         run.log(f"data {size}² uint8: {row['data']:.0f} images/s")
         images, masks = split.images[:batch], split.masks[:batch]
         batches = {  # the same example images and masks, the same shapes
-            "augmented": ({"image": images, "mask": masks}, device_preprocess(config)),
-            "bare": ({"image": to_float(images), "mask": masks}, None),
+            "augmented": {"image": images, "mask": masks},
+            "bare": {"image": to_float(images), "mask": masks},
         }
-        for kind, (host, preprocess) in batches.items():
+        for kind, host in batches.items():
             if run.left() <= 0:
                 row[kind] = None
                 continue
-            # The augmented step is the CFD training's (built and compiled once), the bare
-            # one at the U-Net size the U-Net section's float32 row.
-            steps, state, _, _ = build_steps(
-                config,
-                "dibe",
-                width=width,
-                dtype=config.dtype,
-                model_options=p.model_options,
-                preprocess=preprocess,
+            # One library step: a uint8 batch gets the device preprocessing of the config
+            # (the CFD training's step), a float32 one none (at the U-Net size the U-Net
+            # section's float32 row).
+            steps, state, _, _, _ = build_steps(
+                bench_config(
+                    config, "dibe", width=width, dtype=config.dtype, model_options=p.model_options
+                )
             )
-            on_device = step.shard_batch(host, mesh)
+            on_device = shard_batch(host, mesh)
             rate, first_s, reused, state = _time_train(steps, state, on_device, p.data_steps)
             row[kind] = {"rate": rate, "first_s": first_s, "reused": reused}
             run.log(f"data {size}² step ({kind}): {rate:.0f} images/s, first call {first_s:.1f} s")
@@ -891,7 +932,7 @@ def write_data_table(run: Run, config) -> None:
         "host beforehand: the step of the host data path, and at the U-Net size the U-Net "
         "section's float32 row); *device preprocessing*: the `uint8` batch, with "
         "`uint8 -> float32`, flips and jitter inside the step (the CFD training's step, "
-        "called as `train.loop` calls it). device preprocessing ms/step: the difference, "
+        "called as the training loop calls it). device preprocessing ms/step: the difference, "
         "and its share of the bare step. data / step > 1: the host keeps up with the step "
         "it feeds (JAX dispatch is asynchronous: the loop overlaps them).",
     ]
@@ -903,9 +944,6 @@ def write_data_table(run: Run, config) -> None:
     )
     float32_steps = ", ".join(f"{k} {v:.0f}" for k, v in run.step_rates.items())
     lines += [
-        f"- Data path: {library_module_source('data.in_memory')}; augmentation: "
-        f"{library_module_source('data.device_augment')}; step: "
-        f"{library_module_source('train.step')}.",
         f"- For reference, the U-Net section's steps on `float32` batches (images/s): "
         f"{float32_steps or 'not measured'}.",
         "",
@@ -972,113 +1010,94 @@ def load_cfd(run: Run) -> tuple[dict | None, str]:
     return data, source
 
 
-def train_cfd(run: Run, config, loss: str, splits: dict) -> dict[str, Any]:
-    """Train and evaluate one loss on CFD through the device data path, as ``dibe-jax train``
-    drives it (``train.loop``): each epoch an ``in_memory.Batches`` of the decoded training
-    split (seeded permutation, ``uint8`` batches put 2 ahead), the step augmenting on the
-    device with the key of ``(seed, step)``; evaluation on padded ``uint8`` batches
-    (``valid``). Returns the evaluations and the timings."""
-    from dibe_jax import metrics
-
+def cfd_config(run: Run, config, loss: str) -> train.Config:
+    """The CFD run's config: ``train.Config()``'s paper settings with the profile's width,
+    epochs, evaluation interval and batch, at the tiles' native size."""
     p = run.profile
-    step = library_module("train.step")
-    in_memory = library_module("data.in_memory")
-    epochs = p.cfd_epochs or config.epochs
-    every = p.cfd_eval_every or config.eval_every
-    batch = p.cfd_batch or config.batch_size
-    if config.data.image_size is not None:
-        raise ValueError("the CFD benchmark trains at the tiles' native size (image_size None)")
-    size = None  # the steps' static size: the stored (native) size, as the loop passes it
-    steps, state, mesh, _ = build_steps(
-        config,
-        loss,
-        width=p.cfd_width,
-        dtype=config.dtype,
-        model_options=p.model_options,
-        preprocess=device_preprocess(config),
+    c = bench_config(
+        config, loss, width=p.cfd_width, dtype=config.dtype, model_options=p.model_options
     )
-    train, val = splits["train"], splits["validation"]
+    c.epochs = p.cfd_epochs or config.epochs
+    c.eval_every = p.cfd_eval_every or config.eval_every
+    c.batch_size = p.cfd_batch or config.batch_size
+    c.data.image_size = None  # native 160² tiles (the tiny crops in tiny mode)
+    c.progress = False
+    return c
 
-    def put(b):
-        return step.shard_batch(b, mesh)
 
-    def evaluate(state) -> dict[str, float]:
-        totals = step.replicate(step.zero_totals(1), steps.replicated)
-        for b in in_memory.Batches(val, batch_size=batch, train=False, put=put):
-            totals = steps.evaluate(state, b, totals, size=size)
-        totals = jax.device_get(totals)
-        counts = metrics.Confusion(*(int(totals[k]) for k in ("tp", "fp", "fn", "tn")))
-        out = metrics.summarize(counts)
-        out["val_loss"] = float(totals["loss"]) / max(1, int(totals["images"]))
-        return out
-
-    evals, skipped, first_epoch_s = [], [], None
-    t_train = time.perf_counter()
-    t_steady, steady_images = None, 0
-    stopped = None
-    global_step = 0
-    for epoch in range(epochs):
-        if epoch and run.left() <= 0:
-            stopped = epoch
-            break
-        t_epoch = time.perf_counter()
-        it = in_memory.Batches(
-            train, batch_size=batch, train=True, seed=config.seed, epoch=epoch, put=put
+def train_cfd(run: Run, config, loss: str, data: dict, workdir: Path) -> dict[str, Any]:
+    """Train and evaluate one loss on CFD with ``dibe_jax.train.train_and_evaluate`` on the
+    decoded tiles (``sources``: the device data path, as ``dibe-jax train`` takes a split
+    that fits in memory; checkpoints and metrics in ``workdir``). Returns its evaluations
+    (``metrics.jsonl``) and timings, and the step alone on a fixed ``uint8`` batch."""
+    p = run.profile
+    c = cfd_config(run, config, loss)
+    sources = {
+        split: [{"image": x, "mask": m} for x, m in zip(images, masks, strict=True)]
+        for split, (images, masks) in data.items()
+    }
+    t = time.perf_counter()
+    train.train_and_evaluate(c, workdir, sources=sources)
+    total_s = time.perf_counter() - t
+    evals = read_metrics(workdir)
+    for e in evals:
+        run.log(
+            f"cfd {loss} epoch {e['epoch']}/{c.epochs}: IoU {e['iou']:.3f} "
+            f"PA {e['pa']:.3f} OII {e['oii']:+.3f}"
         )
-        flags = []
-        for b in it:
-            state, stats = steps.train(state, b, global_step, size=size)
-            global_step += 1
-            flags.append(stats["nonfinite"])
-        skipped.append(int(np.sum(jax.device_get(flags))))
-        if epoch == 0:
-            first_epoch_s = time.perf_counter() - t_epoch
-            t_steady = time.perf_counter()
-        else:
-            steady_images += len(it) * batch
-        if (epoch + 1) % every == 0 or epoch + 1 == epochs:
-            t_eval = time.perf_counter()
-            e = evaluate(state)
-            if t_steady is not None:
-                t_steady += time.perf_counter() - t_eval  # evaluation is not training
-            evals.append({"epoch": epoch + 1, **e})
-            run.log(
-                f"cfd {loss} epoch {epoch + 1}/{epochs}: IoU {e['iou']:.3f} "
-                f"PA {e['pa']:.3f} OII {e['oii']:+.3f}"
-            )
-    total_s = time.perf_counter() - t_train
-    steady_s = time.perf_counter() - t_steady if t_steady is not None else float("nan")
-
-    # The step alone (device augmentation included) on a uint8 batch already on the device.
-    fixed = put({"image": train.images[:batch], "mask": train.masks[:batch]})
-    step_rate, _, _, state = _time_train(steps, state, fixed, max(2, p.unet_steps), global_step)
-    del state
+    # Epochs after the first evaluation: the loop as it runs, data path, evaluations and
+    # checkpoints included ("seconds": training time at each evaluated epoch's end).
+    first, last = evals[0], evals[-1]
+    n_train = len(sources["train"])
+    steps_per_epoch = n_train // c.batch_size
+    loop_images = (last["epoch"] - first["epoch"]) * steps_per_epoch * c.batch_size
+    loop_s = last["seconds"] - first["seconds"]
+    # The step alone (device augmentation included) on a uint8 batch already on the device:
+    # the run's own steps (equal config, so the same jitted functions), its last state.
+    built = train.build(c, sources)
+    fixed = shard_batch(
+        {
+            k: np.stack([ex[k] for ex in sources["train"][: c.batch_size]])
+            for k in ("image", "mask")
+        },
+        built.mesh,
+    )
+    steps_n = max(2, p.unet_steps)
+    step_rate, _, _, state = _time_train(built.steps, built.state, fixed, steps_n, last["step"])
+    del state, built
     gc.collect()
     return {
         "evals": evals,
-        "skipped": sum(skipped),
-        "epochs": epochs if stopped is None else stopped,
-        "planned_epochs": epochs,
+        "skipped": last["skipped_steps"],
+        "epochs": last["epoch"],
         "total_s": total_s,
-        "first_epoch_s": first_epoch_s,
-        "loop_rate": steady_images / steady_s if steady_images else float("nan"),
+        "first_eval_s": first["seconds"],
+        "loop_rate": loop_images / loop_s if loop_images and loop_s > 0 else float("nan"),
         "step_rate": step_rate,
-        "batch": batch,
-        "every": every,
-        "tiles": (len(train), len(val)),
-        "size": train.images.shape[1],
+        "batch": c.batch_size,
+        "every": c.eval_every,
+        "tiles": (n_train, len(sources["validation"])),
+        "size": data["train"][0].shape[1],
     }
 
 
-def section_cfd(run: Run, config, splits: dict | None, source: str) -> None:
+def section_cfd(run: Run, config, data: dict | None, source: str) -> None:
     p = run.profile
     run.start_section("cfd")
     results = {}
-    if splits is not None:
-        for loss in ("dibe", "focal_tversky"):
-            if run.left() <= 0:
-                break
-            results[loss] = train_cfd(run, config, loss, splits)
+    skipped = []
+    if data is not None:
+        work = Path(tempfile.mkdtemp(prefix="bench_cfd_"))
+        try:
+            for loss in ("dibe", "focal_tversky"):
+                # A run cannot stop half-way: the next starts only if one more fits.
+                need = 0.0 if not results else min(r["total_s"] for r in results.values())
+                if run.left() <= need:
+                    skipped.append(loss)
+                    continue
+                results[loss] = train_cfd(run, config, loss, data, work / loss)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
 
     any_r = next(iter(results.values()), None)
     what = [
@@ -1097,15 +1116,14 @@ def section_cfd(run: Run, config, splits: dict | None, source: str) -> None:
         f"{p.cfd_eval_every or config.eval_every} epochs on the whole validation split: TP / "
         "FP / FN / TN summed over it, then IoU, PA (precision) and OII (SPEC.md).",
         "",
-        "The device data path of `dibe-jax train` (its default for a split that fits in "
-        "memory), driven as `train.loop` drives it, from the library's own pieces: the "
-        "tiles decoded once into `uint8` arrays (`data.in_memory.decode_split`), each "
-        "epoch an `in_memory.Batches` (permutation of `epoch_seed(seed, epoch)`, batches "
-        "put on the device 2 ahead), flips and jitter inside the jitted step "
-        "(`train.step.make_steps` with `data.device_augment.DevicePreprocess`, key "
-        "`fold_in(key(seed), step)`), evaluation on padded `uint8` batches (`valid`); "
-        "`losses`, `metrics`. `train.train_and_evaluate` itself is not called: it imports "
-        "grain (and TFDS for a named dataset), which the GPU machine lacks.",
+        "Trained by `dibe_jax.train.train_and_evaluate` itself, given the decoded tiles "
+        "as in-memory `sources` (no TFDS or grain needed): the device data path of "
+        "`dibe-jax train` (its default for a split that fits in memory: the tiles decoded "
+        "once into `uint8` arrays, each epoch a permutation of `epoch_seed(seed, epoch)`, "
+        "batches put on the device 2 ahead, flips and jitter inside the jitted step with "
+        "the key `fold_in(key(seed), step)`), a checkpoint at every epoch end, "
+        "`metrics.jsonl` at every evaluation; wall time includes all of it and the "
+        "compilation.",
         "",
         "One seed: with the paper's constant learning rate the validation IoU moves by "
         "0.1-0.2 between evaluations (SPEC.md, *Reporting trained results*), so this run "
@@ -1115,19 +1133,15 @@ def section_cfd(run: Run, config, splits: dict | None, source: str) -> None:
     lines = run.header("CrackForest training: DIBE and FT against the paper's Table 5", what, None)
     if not results:
         lines.append(
-            f"Not run: {source if splits is None else 'section budget spent before training'}."
+            f"Not run: {source if data is None else 'section budget spent before training'}."
         )
         emit("\n".join(lines), run.path("cfd"))
         return
     paper_note = " (tiny mode: not comparable)" if run.tiny else ""
     lines += [
-        f"- Step module: {library_module_source('train.step')}; data path: "
-        f"{library_module_source('data.in_memory')}; augmentation: "
-        f"{library_module_source('data.device_augment')}.",
-        "",
         f"| loss | paper Table 5 IoU{paper_note} | mean IoU, last 3 evals (± sd) | final IoU | "
-        "best IoU (epoch) | final PA | final OII | epochs | skipped updates | train s "
-        "(1st epoch) | loop images/s | step images/s |",
+        "best IoU (epoch) | final PA | final OII | epochs | skipped updates | wall s (to "
+        "1st evaluation) | loop images/s | step images/s |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for loss, r in results.items():
@@ -1136,24 +1150,24 @@ def section_cfd(run: Run, config, splits: dict | None, source: str) -> None:
         sd = statistics.stdev(last3) if len(last3) > 1 else 0.0
         best = max(r["evals"], key=lambda e: e["iou"])
         final = r["evals"][-1]
-        epochs = (
-            f"{r['epochs']}"
-            if r["epochs"] == r["planned_epochs"]
-            else f"{r['epochs']} of {r['planned_epochs']} (budget)"
-        )
+        epochs = r["epochs"]
         lines.append(
             f"| {LOSS_LABEL[loss]} | {PAPER_TABLE5[loss]:.3f} | {statistics.mean(last3):.3f} "
             f"± {sd:.3f} | {final['iou']:.3f} | {best['iou']:.3f} ({best['epoch']}) | "
             f"{final['pa']:.3f} | {final['oii']:+.3f} | {epochs} | {r['skipped']} | "
-            f"{r['total_s']:.0f} ({r['first_epoch_s']:.0f}) | {_num(r['loop_rate'])} | "
+            f"{r['total_s']:.0f} ({r['first_eval_s']:.0f}) | {_num(r['loop_rate'])} | "
             f"{r['step_rate']:.0f} |"
         )
+    for loss in skipped:  # a run cannot stop half-way: it starts only if one fits
+        lines.append(f"| {LOSS_LABEL[loss]} | skipped: section budget spent |" + " |" * 10)
     epochs = sorted({e["epoch"] for r in results.values() for e in r["evals"]})
     lines += [
         "",
-        "loop images/s: epochs 2 onwards, data path included, evaluation excluded; step "
-        "images/s: the train step alone (device augmentation included) on a `uint8` batch "
-        "already on the device.",
+        "wall s: the whole `train_and_evaluate` call (compilation, data, checkpoints, "
+        "evaluations, plots); in brackets its training time at the first evaluation "
+        "(compilation included). loop images/s: the epochs after the first evaluation, data "
+        "path, evaluations and checkpoints included; step images/s: the train step alone "
+        "(device augmentation included) on a `uint8` batch already on the device.",
         "",
         "Validation IoU / PA / OII at each evaluation:",
         "",
@@ -1179,9 +1193,11 @@ SECTIONS = ("losses", "data", "cfd", "unet")
 
 def main(argv: list[str] | None = None) -> Path:
     """Run the sections; returns the folder the tables went to."""
-    # Entry-point setting (before JAX starts its backend): JAX must not take 75 % of the
-    # GPU up front, PyTorch shares the device in the same process.
+    # Entry-point settings (before JAX starts its backend): JAX must not take 75 % of the
+    # GPU up front, and its allocator (which keeps what it once used) at most half of it:
+    # the PyTorch loss rows share this process, the U-Net rows' process the device.
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.5")
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--out-dir",
@@ -1203,7 +1219,7 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument(
         "--budget-s",
         type=float,
-        default=450.0,
+        default=420.0,
         help="the whole run's time budget in seconds (sections stop starting new work "
         "after their own share of it)",
     )
@@ -1234,11 +1250,17 @@ def main(argv: list[str] | None = None) -> Path:
         )
     else:
         run.log(f"GPU mode on {jax_device_name()}; tables -> {out_dir}")
-    config = library_module("train.config").Config()
+    # Entry-point setting: a persistent compilation cache of this run's own, empty at the
+    # start, for the U-Net section's cold / warm compile times (removed at the end).
+    cache_dir = tempfile.mkdtemp(prefix="bench_jax_cache_")
+    jax.config.update("jax_compilation_cache_dir", cache_dir)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    config = train.Config()
 
     run.copy_gbs = copy_bandwidth(run) / 1e9
     run.log(f"device copy bandwidth {run.copy_gbs:.0f} GB/s (read + write)")
-    cfd, source = (None, "")
+    data, cfd, source = None, None, ""
     if "cfd" in args.sections or "data" in args.sections:
         data, source = load_cfd(run)
         cfd = None if data is None else cfd_splits(data)
@@ -1246,7 +1268,7 @@ def main(argv: list[str] | None = None) -> Path:
     plan = [
         ("losses", "losses", lambda: section_losses(run)),
         ("data", None, lambda: section_data(run, config, cfd)),
-        ("cfd", "cfd", lambda: section_cfd(run, config, cfd, source)),
+        ("cfd", "cfd", lambda: section_cfd(run, config, data, source)),
         ("unet", "unet", lambda: section_unet(run, config)),
         ("data", "data", lambda: write_data_table(run, config)),
     ]
@@ -1262,6 +1284,7 @@ def main(argv: list[str] | None = None) -> Path:
             if table is not None:
                 lines = run.header(f"{table}: FAILED", [], None)
                 emit("\n".join([*lines, f"Failed: {type(e).__name__}: {e}"]), run.path(table))
+    shutil.rmtree(cache_dir, ignore_errors=True)
     written = ", ".join(sorted(f.name for f in out_dir.glob("*.md")))
     run.log(f"done; tables in {out_dir}: {written}")
     if failed:

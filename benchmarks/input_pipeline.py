@@ -63,7 +63,7 @@ from dibe_jax.data import (
     decode_split,
     make_loader,
 )
-from dibe_jax.train import loop
+from dibe_jax.train import batches, loop
 
 
 def cpu_name() -> str:
@@ -206,7 +206,7 @@ def measure_augment_cost(*, batch_size: int, steps: int) -> dict:
         _, out[label] = _time_steps(
             lambda s, b, k, f=steps_.train: f(s, b, k, size=(448, 448)), state, batch, steps
         )
-    prep = loop.device_preprocess(_config(448, batch_size))
+    prep = batches.device_preprocess(_config(448, batch_size))
     aug_only = jax.jit(prep.train, static_argnames=("size",))
 
     def call(k: int):
@@ -274,7 +274,7 @@ def measure_epoch(*, batch_size: int, bare_steps: int, grain: bool) -> dict:
             batch_size=built.local_batch,
             image_size=None,
             seed=built.config.seed,
-            augment=loop.augment_config(built.config),
+            augment=batches.augment_config(built.config),
         )
         first = next(iter(make_loader(sources["train"], train=True, epoch=0, **kwargs)))
         state, stats = built.steps.train(state, train.shard_batch(first, built.mesh), step)
