@@ -12,7 +12,7 @@ keeps working.
 
 from __future__ import annotations
 
-__all__ = ["DatasetFileError", "UserError"]
+__all__ = ["ConfigError", "DatasetFileError", "UserError"]
 
 
 class UserError(ValueError):
@@ -25,3 +25,8 @@ class DatasetFileError(UserError):
     The message always starts with the offending path (or the folder that lacks it)
     and says what is wrong.
     """
+
+
+class ConfigError(UserError):
+    """A configuration value or name is wrong; the message names the field and what was
+    expected (one line)."""
