@@ -12,7 +12,7 @@ keeps working.
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "DatasetFileError", "UserError"]
+__all__ = ["ConfigError", "DatasetFileError", "RunNotFoundError", "UserError"]
 
 
 class UserError(ValueError):
@@ -30,3 +30,8 @@ class DatasetFileError(UserError):
 class ConfigError(UserError):
     """A configuration value or name is wrong; the message names the field and what was
     expected (one line)."""
+
+
+class RunNotFoundError(UserError, FileNotFoundError):
+    """A ``--workdir`` that holds no training run (no folder, no ``config.json`` or
+    ``model.json``); also a :class:`FileNotFoundError`."""
