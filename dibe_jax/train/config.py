@@ -271,7 +271,7 @@ def _resolve(config: Config, key: str) -> tuple[Any, str, Any]:
         return target, last, typed.hints(type(target))[last]
     if isinstance(target, LossConfig | ModelConfig) and last:
         return target, last, _free_form_type(target, last)
-    raise _unknown(key, ".".join(parts[:-1]), sorted(names))
+    raise _unknown(key, ".".join(parts[:-1]), names)
 
 
 def _free_form_type(target: LossConfig | ModelConfig, key: str) -> Any:
