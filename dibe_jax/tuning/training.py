@@ -151,6 +151,14 @@ def plan_search(
     fixed = dict(fixed or {})
     if param in fixed:
         raise ConfigError(f"--{param}: it is the searched hyperparameter (--param)")
+    other = "beta" if param == "alpha" else "alpha"
+    for name in (param, other):  # never overwritten silently by the search's rule
+        if name in base.loss.params:
+            how = "the search sets it" if name == param else f"the search sets it to 1 - {param}"
+            raise ConfigError(
+                f"loss.{name}: set to {base.loss.params[name]!r} in the config, but {how}; "
+                f"drop it{'' if name == param else f', or fix it with --{name}'}"
+            )
     _count("--seeds", seeds)
     _count("--max-runs", max_runs)
     _count("--grid", grid)
