@@ -94,3 +94,43 @@ def test_configs_command_and_train_help_name_the_shipped_configs(capsys):
     with pytest.raises(SystemExit):
         cli.main(["train", "--help"])
     assert "--config NAME|PATH" in capsys.readouterr().out
+
+
+class _Stop(Exception):
+    """Raised where the data would be opened: everything before it is the launch's checks."""
+
+
+def test_one_validation_pass_per_call(monkeypatch, tmp_path):
+    from dibe_jax import train
+    from dibe_jax.train import checks, evaluate, runs, state
+
+    passes = []
+    real = checks.validate
+
+    def counting(config, **kwargs):
+        passes.append(kwargs)
+        return real(config, **kwargs)
+
+    def stop(*args, **kwargs):
+        raise _Stop
+
+    monkeypatch.setattr(checks, "validate", counting)
+    monkeypatch.setattr(state, "open_sources", stop)
+    with pytest.raises(_Stop):
+        cli.main(["train", "--workdir", str(tmp_path / "new"), "--set", "model.width=4", "--debug"])
+    assert len(passes) == 1
+    run = tmp_path / "run"  # a run folder as `eval` and `--resume` read it
+    run.mkdir()
+    (run / "config.json").write_text(train.Config().to_json())
+    monkeypatch.setattr(evaluate, "Checkpoints", lambda *args, **kwargs: None)
+    for argv in (["eval", "--workdir", str(run)], ["train", "--workdir", str(run), "--resume"]):
+        passes.clear()
+        with pytest.raises(_Stop):
+            cli.main([*argv, "--debug"])
+        assert len(passes) == 1, argv
+    # a search checks each distinct config it will train once: the two ends of its range
+    monkeypatch.setattr(runs, "train_seeds", lambda *a, **k: stop())
+    passes.clear()
+    with pytest.raises(_Stop):
+        cli.main(["oii-search", "--workdir", str(tmp_path / "s"), "--loss", "tversky", "--debug"])
+    assert len(passes) == 2
