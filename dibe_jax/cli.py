@@ -8,7 +8,12 @@ Subcommands:
                binary run's OII, or a multi-class run's macro OII or one class's OII.
   analyze      Table 1 and the gradient/OII figures of the DIBE paper (PNG files).
   losses       list the registered losses with their hyperparameters.
+  configs      list the shipped configs (the paper's settings, ``--config NAME``).
   data stats   per-split statistics of a dataset next to the paper's Table 2.
+
+A user error (a flag, a config value, a name, a file) prints one line
+``dibe-jax: error: ...`` and exits with status 2; anything else is a bug: its traceback is
+printed with a line asking to report it, and the status is 1.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import copy
 import logging
 import os
 import sys
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -60,14 +66,36 @@ def _losses(args: argparse.Namespace) -> int:
     return 0
 
 
-def _data_stats(args: argparse.Namespace) -> int:
-    from dibe_jax.datasets import stats
+def _configs(args: argparse.Namespace) -> int:
+    from dibe_jax import configs
 
+    width = max(map(len, configs.names()))
+    for name in configs.names():
+        print(f"{name:<{width}}  {configs.describe(name)}")
+    print(
+        "\nUse one with `dibe-jax train --config NAME` (change a field with "
+        "--config.loss.alpha=0.7); its docstring gives the command and the expected result: "
+        "python -c 'import dibe_jax.configs.NAME as m; help(m.get_config)'"
+    )
+    return 0
+
+
+def _data_stats(args: argparse.Namespace) -> int:
+    from dibe_jax import datasets
+    from dibe_jax.datasets import stats
+    from dibe_jax.errors import ConfigError
+
+    try:
+        datasets.check_spec(args.name)
+    except ValueError as e:
+        raise ConfigError(f"NAME: {e}") from None
     print(stats.run(args.name, data_dir=args.data_dir, manual_dir=args.manual_dir))
     return 0
 
 
-def _add_train_options(p: argparse.ArgumentParser, *, workdir: bool = True) -> None:
+def _add_train_options(
+    p: argparse.ArgumentParser, *, workdir: bool = True, distributed: bool = True
+) -> None:
     names = ", ".join(_dataset_names())
     p.add_argument(
         "--dataset",
@@ -112,13 +140,16 @@ def _add_train_options(p: argparse.ArgumentParser, *, workdir: bool = True) -> N
     )
     p.add_argument(
         "--config",
-        help="a config to start from: a .py file with get_config() or a run's config.json",
+        metavar="NAME|PATH",
+        help="a config to start from: a shipped one by name (`dibe-jax configs` lists them, "
+        "e.g. cfd_unet_dibe), a .py file with get_config() or a run's config.json",
     )
-    p.add_argument(
-        "--distributed",
-        action="store_true",
-        help="call jax.distributed.initialize() (multi-host GPU, TPU pods)",
-    )
+    if distributed:
+        p.add_argument(
+            "--distributed",
+            action="store_true",
+            help="call jax.distributed.initialize() (multi-host GPU, TPU pods)",
+        )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -155,27 +186,23 @@ def _apply_flags(config, args: argparse.Namespace) -> None:
 
 
 def _config_from_args(args: argparse.Namespace, workdir: Path | None = None):
-    """The run's config: ``workdir/config.json`` when resuming it, else ``--config`` or the
-    defaults; then the flags. Checked completely (no data opened, nothing compiled)."""
-    from dibe_jax import train
+    """The run's config: ``workdir/config.json`` when resuming it, else ``--config`` (a
+    shipped name or a file) or the defaults; then the flags, typed. Checked completely
+    once, by whatever runs it (``train_and_evaluate``, the search's plan)."""
+    from dibe_jax import configs, train
 
-    stored = None
     if args.resume and workdir is not None and (workdir / "config.json").is_file():
         if args.config:
             raise train.ConfigError(
                 "--config: not with --resume, which continues the run's own config.json "
                 "(give the changes a resume allows as flags: --epochs, --eval-every)"
             )
-        stored = train.load_config(workdir)
-        config = copy.deepcopy(stored)
+        config = copy.deepcopy(train.load_config(workdir))
     elif args.config:
-        config = train.load(args.config)
+        config = configs.load(args.config)
     else:
         config = train.Config()
     _apply_flags(config, args)
-    if stored is not None:
-        train.check_resume(stored, config, where=str(workdir / "config.json"))
-    train.validate(config)
     return config
 
 
@@ -254,66 +281,32 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _oii_search(args: argparse.Namespace) -> int:
-    from dibe_jax import losses, train, tuning
-    from dibe_jax.train import checks, runs
+    from dibe_jax import tuning
+    from dibe_jax.errors import ConfigError
+    from dibe_jax.train import runs
 
+    if os.environ.get("JAX_COORDINATOR_ADDRESS"):
+        raise ConfigError(
+            "oii-search: runs in one process (its runs read one another's files); "
+            "JAX_COORDINATOR_ADDRESS is set, as for a multi-process launch: unset it"
+        )
     workdir = Path(args.workdir)
-    base = _config_from_args(args)
-    classes = checks.dataset_classes(base)
-    try:
-        steer = runs.steer_target(classes, args.steer)
-    except ValueError as e:
-        raise train.ConfigError(f"--steer: {e}") from None
-    takes = losses.hyperparameters(base.loss.name)
-    if args.param not in takes:
-        task = "binary" if len(classes) == 2 else "multiclass"
-        fits = [
-            n
-            for n in losses.names()
-            if task in losses.info(n).tasks and args.param in losses.hyperparameters(n)
-        ]
-        raise train.ConfigError(
-            f"--param: loss {base.loss.name!r} takes no hyperparameter {args.param!r} "
-            f"(it takes: {', '.join(takes) or 'none'}); losses of {base.data.dataset!r} that "
-            f"take it: {', '.join(fits)}"
-        )
-    direction = -1 if args.param == "alpha" else 1
-    fixed = {k: getattr(args, k) for k in ("alpha", "beta") if getattr(args, k) is not None}
-    if args.param in fixed:
-        raise train.ConfigError(f"--{args.param}: it is the searched hyperparameter (--param)")
-    seeds = list(range(args.seeds))
-    for value in args.bounds:
-        train.validate(runs.with_hyperparameter(base, args.param, value, fixed=fixed))
-
-    def run(value: float) -> dict:
-        config = runs.with_hyperparameter(base, args.param, value, fixed=fixed)
-        result = runs.train_seeds(
-            config, workdir / "runs" / f"{args.param}={value:g}", seeds, log=print
-        )
-        return runs.search_metrics(result, steer)
-
-    kwargs = dict(
-        interval=tuple(args.interval),
-        bounds=tuple(args.bounds),
-        direction=direction,
-        parameter=args.param,
+    plan = tuning.plan_search(
+        _config_from_args(args),
+        param=args.param,
+        steer=args.steer,
+        interval=args.interval,
+        bounds=args.bounds,
+        seeds=args.seeds,
+        max_runs=args.max_runs,
+        grid=args.grid,
+        fixed={k: getattr(args, k) for k in ("alpha", "beta") if getattr(args, k) is not None},
     )
-    if args.max_runs:
-        kwargs["max_runs"] = args.max_runs
-    if args.grid:
-        kwargs["grid"] = args.grid
-    guided = tuning.oii_search(run, **kwargs)
-    guided.save(workdir / "oii_search.json")
-    grid = None
-    if args.grid:
-        grid = tuning.grid_search(
-            run, bounds=tuple(args.bounds), points=args.grid + 1, parameter=args.param
-        )
-        grid.save(workdir / "grid_search.json")
+    guided, grid = tuning.run_search(plan, workdir, log=print)
     print(
-        f"Each value: {len(seeds)} seed(s) trained; steered on {_steered_words(steer)}; "
-        f"OII, IoU and PA are the mean of the last {runs.LAST_N} evaluations of every seed "
-        "(SPEC's reporting rule).\n"
+        f"Each value: {len(plan.seeds)} seed(s) trained; steered on "
+        f"{tuning.steered_words(plan.steer)}; OII, IoU and PA are the mean of the last "
+        f"{runs.LAST_N} evaluations of every seed (SPEC's reporting rule).\n"
     )
     print(guided.table(grid))
     print(
@@ -321,16 +314,6 @@ def _oii_search(args: argparse.Namespace) -> int:
         + (f" and {workdir / 'grid_search.json'}" if grid else "")
     )
     return 0
-
-
-def _steered_words(steer: str) -> str:
-    """What the columns OII, IoU and PA of an oii-search table are, for people."""
-    if steer == "oii":
-        return "oii (the foreground's OII)"
-    if steer == "macro_oii":
-        return "macro_oii (the mean per-class OII; IoU is miou, PA macro_precision)"
-    name = steer.partition("/")[2]
-    return f"{steer} (class {name}'s OII; IoU is iou/{name}, PA precision/{name})"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -443,7 +426,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         help="fix beta while alpha is searched (default: the other is 1 - the searched value)",
     )
-    _add_train_options(p)
+    _add_train_options(p, distributed=False)  # one process: see _oii_search
     p.set_defaults(func=_oii_search)
 
     p = add(
@@ -460,6 +443,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="List every registered loss and its hyperparameters.",
     )
     p.set_defaults(func=_losses)
+
+    p = add(
+        "configs",
+        help="list the shipped configs",
+        description="List the shipped configs (dibe_jax/configs: the paper's settings and the "
+        "demo) with what each reproduces; start from one with `train --config NAME`.",
+    )
+    p.set_defaults(func=_configs)
 
     data = add("data", help="dataset tools", description="Dataset tools.")
     data_sub = data.add_subparsers(dest="data_command", required=True, metavar="COMMAND")
@@ -497,14 +488,6 @@ def _config_dot_flags(argv: Sequence[str]) -> list[str]:
     return out
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    """Exceptions that mean the user asked for something wrong (exit status 2)."""
-    from dibe_jax.datasets import DatasetFileError
-    from dibe_jax.train import CheckpointError, ConfigError
-
-    return (ConfigError, CheckpointError, DatasetFileError, FileNotFoundError, ValueError)
-
-
 def _one_line(e: BaseException) -> str:
     lines = [x for x in str(e).strip().splitlines() if x.strip()]
     return lines[0] if lines else type(e).__name__
@@ -535,13 +518,15 @@ def _setup_logging() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``dibe-jax`` console script.
 
-    User errors (bad flags, config values, names, files, checkpoints) print one line
-    ``dibe-jax: error: ...`` to stderr and return 2 (``--debug`` raises them instead);
-    an interrupted training returns 130 (SIGINT) or 143 (SIGTERM) after saving.
+    User errors (:class:`dibe_jax.errors.UserError`: bad flags, config values, names, files,
+    checkpoints) print one line ``dibe-jax: error: ...`` to stderr and return 2 (``--debug``
+    raises them instead); an interrupted training returns 130 (SIGINT) or 143 (SIGTERM)
+    after saving; any other exception is a bug: its traceback, a line saying so, status 1.
     """
     argv = _config_dot_flags(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     _setup_logging()
+    from dibe_jax.errors import UserError
     from dibe_jax.train import Interrupted, NonFiniteError
 
     try:
@@ -560,11 +545,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"dibe-jax: error: {_one_line(e)}", file=sys.stderr)
         return 1
-    except _user_errors() as e:
+    except UserError as e:
         if args.debug:
             raise
         print(f"dibe-jax: error: {_one_line(e)}", file=sys.stderr)
         return 2
+    except Exception:  # noqa: BLE001 - a bug: shown in full, never as a user's mistake
+        if args.debug:
+            raise
+        traceback.print_exc()
+        print(
+            "dibe-jax: internal error (a bug): please report it with the traceback above",
+            file=sys.stderr,
+        )
+        return 1
 
 
 if __name__ == "__main__":

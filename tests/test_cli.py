@@ -30,3 +30,107 @@ def test_data_stats_help(capsys):
 def test_unknown_loss_is_a_clear_error(tmp_path, capsys):
     assert cli.main(["train", "--loss", "dibee", "--workdir", str(tmp_path / "r")]) == 2
     assert "dibe-jax: error: loss.name: unknown loss 'dibee'" in capsys.readouterr().err
+
+
+def _err_lines(capsys) -> list[str]:
+    return capsys.readouterr().err.strip().splitlines()
+
+
+def test_a_bug_is_shown_with_its_traceback_and_status_1(monkeypatch, capsys):
+    from dibe_jax import losses
+
+    def broken(name):
+        raise ValueError("boom inside the library")
+
+    monkeypatch.setattr(losses, "describe", broken)
+    assert cli.main(["losses"]) == 1
+    err = _err_lines(capsys)
+    assert err[0] == "Traceback (most recent call last):"
+    assert "ValueError: boom inside the library" in err
+    assert err[-1] == "dibe-jax: internal error (a bug): please report it with the traceback above"
+    assert not any(line.startswith("dibe-jax: error:") for line in err)
+    with pytest.raises(ValueError, match="boom"):
+        cli.main(["losses", "--debug"])
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["data", "stats", "cityscapes"], "NAME: unknown dataset 'cityscapes'"),
+        (["train", "--config", "nope", "--workdir", "w"], "--config nope: no shipped config"),
+        (["predict", "--workdir", "w", "--input", "missing.png", "--out", "o"], "does not exist"),
+        (["oii-search", "--workdir", "w", "--bounds", "0.9", "0.1"], "--bounds: expected two"),
+        (["oii-search", "--workdir", "w", "--interval", "0.3", "0.2"], "--interval: expected"),
+        (["oii-search", "--workdir", "w", "--seeds", "0"], "--seeds: expected an integer >= 1"),
+        (["oii-search", "--workdir", "w", "--set", "loss.gamma=-1"], "loss.params of 'dibe'"),
+        (["oii-search", "--workdir", "w", "--set", "loss.alpha=0.2"], "loss.alpha: set to 0.2"),
+        (["oii-search", "--workdir", "w", "--set", "loss.beta=0.6"], "or fix it with --beta"),
+    ],
+)
+def test_user_errors_are_one_line_and_status_2(argv, needle, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(argv) == 2
+    err = _err_lines(capsys)
+    assert len(err) == 1 and err[0].startswith("dibe-jax: error: ") and needle in err[0], err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_oii_search_runs_in_one_process(tmp_path, monkeypatch, capsys):
+    with pytest.raises(SystemExit) as e:  # the flag is gone: argparse refuses it
+        cli.main(["oii-search", "--workdir", str(tmp_path / "w"), "--distributed"])
+    assert e.value.code == 2 and "unrecognized arguments: --distributed" in capsys.readouterr().err
+    monkeypatch.setenv("JAX_COORDINATOR_ADDRESS", "10.0.0.1:1234")
+    assert cli.main(["oii-search", "--workdir", str(tmp_path / "w")]) == 2
+    assert "oii-search: runs in one process" in _err_lines(capsys)[0]
+    assert not (tmp_path / "w").exists()
+
+
+def test_configs_command_and_train_help_name_the_shipped_configs(capsys):
+    from dibe_jax import configs
+
+    assert cli.main(["configs"]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in configs.names())
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--help"])
+    assert "--config NAME|PATH" in capsys.readouterr().out
+
+
+class _Stop(Exception):
+    """Raised where the data would be opened: everything before it is the launch's checks."""
+
+
+def test_one_validation_pass_per_call(monkeypatch, tmp_path):
+    from dibe_jax import train
+    from dibe_jax.train import checks, evaluate, runs, state
+
+    passes = []
+    real = checks.validate
+
+    def counting(config, **kwargs):
+        passes.append(kwargs)
+        return real(config, **kwargs)
+
+    def stop(*args, **kwargs):
+        raise _Stop
+
+    monkeypatch.setattr(checks, "validate", counting)
+    monkeypatch.setattr(state, "open_sources", stop)
+    with pytest.raises(_Stop):
+        cli.main(["train", "--workdir", str(tmp_path / "new"), "--set", "model.width=4", "--debug"])
+    assert len(passes) == 1
+    run = tmp_path / "run"  # a run folder as `eval` and `--resume` read it
+    run.mkdir()
+    (run / "config.json").write_text(train.Config().to_json())
+    monkeypatch.setattr(evaluate, "Checkpoints", lambda *args, **kwargs: None)
+    for argv in (["eval", "--workdir", str(run)], ["train", "--workdir", str(run), "--resume"]):
+        passes.clear()
+        with pytest.raises(_Stop):
+            cli.main([*argv, "--debug"])
+        assert len(passes) == 1, argv
+    # a search checks each distinct config it will train once: the two ends of its range
+    monkeypatch.setattr(runs, "train_seeds", lambda *a, **k: stop())
+    passes.clear()
+    with pytest.raises(_Stop):
+        cli.main(["oii-search", "--workdir", str(tmp_path / "s"), "--loss", "tversky", "--debug"])
+    assert len(passes) == 2

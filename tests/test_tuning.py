@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Callable
 
 import pytest
@@ -367,3 +368,69 @@ def test_bad_train_fn_results():
         oii_search(lambda v: 0.2)  # type: ignore[arg-type, return-value]
     with pytest.raises(ValueError, match="'iou'"):
         oii_search(lambda v: {"oii": 0.2, "iou": [1, 2]})
+
+
+# ------------------------------------------------- the search on trainings (tuning.training)
+
+
+def test_importing_tuning_loads_no_training_code():
+    import subprocess
+    import sys
+
+    code = "import sys, dibe_jax.tuning; print('dibe_jax.train' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False"]  # the search itself is pure
+
+
+def test_plan_search_rules_and_refusals():
+    from dibe_jax import train
+    from dibe_jax.errors import ConfigError
+    from dibe_jax.tuning import plan_search
+
+    base = train.override(train.Config(), {"loss.name": "tversky"})
+    plan = plan_search(base, seeds=2)
+    assert (plan.direction, plan.steer, plan.seeds, plan.bounds) == (-1, "oii", (0, 1), (0.1, 0.9))
+    assert plan.config(0.2).loss.params == {"alpha": 0.2, "beta": 0.8}  # beta = 1 - alpha
+    beta = plan_search(base, param="beta", fixed={"alpha": 0.4})
+    assert beta.direction == 1 and beta.config(0.7).loss.params == {"beta": 0.7, "alpha": 0.4}
+    assert base.loss.params == {}  # the base is never changed
+    refusals = [
+        (dict(param="gamma"), "--param: expected one of alpha, beta, got 'gamma'"),
+        (dict(bounds=(0.9, 0.1)), "--bounds: expected two finite numbers LO HI"),
+        (dict(interval=(0.2, float("nan"))), "--interval: expected two finite numbers M0 M1"),
+        (dict(seeds=0), "--seeds: expected an integer >= 1, got 0"),
+        (dict(grid=0), "--grid: expected an integer >= 1, got 0"),
+        (dict(fixed={"alpha": 0.3}), "--alpha: it is the searched hyperparameter"),
+        (dict(bounds=(0.1, 1.5)), "loss.params of 'tversky'"),  # the far end checked too
+        (dict(steer="crack"), "--steer: 'crack': a binary dataset"),
+    ]
+    for kwargs, message in refusals:
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            plan_search(base, **kwargs)
+    with pytest.raises(ConfigError, match="--param: loss 'dice' takes no hyperparameter"):
+        plan_search(train.override(train.Config(), {"loss.name": "dice"}))
+    with pytest.raises(ConfigError, match="loss.name: unknown loss 'dicee'"):
+        plan_search(train.override(train.Config(), {"loss.name": "dicee"}))
+
+
+def test_run_search_trains_each_value_once_per_seed_and_saves(tmp_path, monkeypatch):
+    from dibe_jax import train
+    from dibe_jax.train import runs
+    from dibe_jax.tuning import SearchResult, plan_search, run_search
+
+    calls = []
+
+    def fake_train_seeds(config, workdir, seeds, **kwargs):
+        a = config.loss.params["alpha"]
+        calls.append((a, workdir.relative_to(tmp_path).as_posix(), tuple(seeds)))
+        recs = [[{"epoch": 1, "oii": 0.5 - a, "iou": a, "pa": 0.5}] for _ in seeds]
+        return runs.SeedRuns(recs, list(seeds), 1.0)
+
+    monkeypatch.setattr(runs, "train_seeds", fake_train_seeds)
+    plan = plan_search(train.override(train.Config(), {"loss.name": "tversky"}), seeds=2, grid=4)
+    guided, grid = run_search(plan, tmp_path, log=None)
+    assert guided.value == pytest.approx(0.3) and guided.converged  # OII 0.2 at alpha 0.3
+    assert grid is not None and grid.runs_needed == 5
+    assert calls[0] == (0.5, "runs/alpha=0.5", (0, 1))
+    assert SearchResult.load(tmp_path / "oii_search.json").value == guided.value
+    assert SearchResult.load(tmp_path / "grid_search.json").runs_needed == 5

@@ -4,8 +4,9 @@ SGD with learning rate 0.01 and momentum 0.9, batch 32, 50 epochs, validation ev
 5 epochs, a fixed seed, augmentation on (flip, contrast, brightness, saturation), U-Net and
 the DIBE loss with the paper's hyperparameters.
 
-A :class:`Config` is a tree of dataclasses whose field annotations are the types that every
-value is checked against (:func:`check_types`). It is changed in three typed ways:
+A :class:`Config` is a tree of dataclasses; each field's annotation is its type, read with
+:func:`typing.get_type_hints` and checked by :mod:`dibe_jax.train.typed` (a choice is a
+``typing.Literal``, refused with the allowed values). It is changed in three typed ways:
 
 * in code, with Python values: ``override(config, {"loss.alpha": 0.7, "model.width": 16})``
   (or by setting fields: ``config.model.options["width"] = 16``);
@@ -13,12 +14,15 @@ value is checked against (:func:`check_types`). It is changed in three typed way
   ``--config.model.width=16`` (:func:`apply_overrides`: ``epochs=two`` is an error naming
   ``epochs`` and the type it expected, never a string that fails an hour later);
 * from a file: ``--config cfg.py`` (a Python file with ``get_config()`` returning a
-  :class:`Config` or a dict, the convention of the Flax examples and big_vision) or
-  ``--config run/config.json`` (another run's config) (:func:`load`).
+  :class:`Config`, the convention of the Flax examples and big_vision; shipped ones are in
+  :mod:`dibe_jax.configs`) or ``--config run/config.json`` (another run's config)
+  (:func:`load`).
 
-``loss.<name>`` sets a loss hyperparameter and ``model.<name>`` a model option; their text
-is parsed by the type of the loss's (model's) default, so ``loss.gamma=2`` is the number 2.
-Values are checked against their ranges by :func:`dibe_jax.train.validate`.
+A name that is not a field, at any level (``c.epoch = 1`` for ``epochs``), is an error like
+an unknown ``--set`` key. ``loss.<name>`` sets a loss hyperparameter and ``model.<name>`` a
+model option; their text is parsed by the type of the model's option (its annotation) or
+of the loss's default, so ``loss.gamma=2`` is the number 2. Values are checked against
+their ranges, and names against the registries, by :func:`dibe_jax.train.validate`.
 """
 
 from __future__ import annotations
@@ -26,13 +30,12 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
-import math
-import numbers
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from dibe_jax.errors import UserError
+from dibe_jax.errors import ConfigError
+from dibe_jax.train import typed
 
 __all__ = [
     "Config",
@@ -46,28 +49,38 @@ __all__ = [
     "diff",
     "flatten",
     "from_dict",
+    "from_get_config",
     "load",
     "override",
     "parse_value",
 ]
 
-
-class ConfigError(UserError):
-    """A configuration value or name is wrong; the message names the field and what was
-    expected (one line)."""
+#: The networks of :func:`dibe_jax.models.names` (a test keeps the two equal).
+ModelName = Literal["unet", "segnet", "pspnet", "deeplabv3", "fcn", "attention_unet"]
+Pipeline = Literal["auto", "device", "grain"]
+Schedule = Literal["constant", "cosine", "step"]
+Precision = Literal["float32", "bfloat16"]
+NonFinite = Literal["raise", "skip"]
+ImageSize = (
+    int
+    | Annotated[tuple[int, int], "[rows, cols] like [64, 128]"]
+    | Annotated[list[tuple[int, int]], "a schedule [[epoch, size], ...] like [[0, 64], [10, 96]]"]
+    | None
+)
 
 
 @dataclasses.dataclass
 class ModelConfig:
     """Which network (``dibe_jax.models.names()``) and its options (``width``, ``dtype``...)."""
 
-    name: str = "unet"
+    name: ModelName = "unet"
     options: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
 class LossConfig:
-    """Which loss (``dibe_jax.losses.names()``) and its hyperparameters (paper defaults)."""
+    """Which loss (``dibe_jax.losses.names()``: a registry that can grow, so a string checked
+    by :func:`~dibe_jax.train.validate`) and its hyperparameters (paper defaults)."""
 
     name: str = "dibe"
     params: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -110,7 +123,7 @@ class DataConfig:
     manual_dir: str | None = None
     train_split: str = "train"
     eval_split: str = "validation"
-    image_size: int | list[int] | list[list[int]] | None = None
+    image_size: ImageSize = None
     augment: bool = True
     hflip: float = 0.5
     vflip: float = 0.5
@@ -118,24 +131,30 @@ class DataConfig:
     contrast: float = 0.2
     saturation: float = 0.2
     worker_count: int = 0
-    pipeline: str = "auto"  # "auto" | "device" | "grain"
+    pipeline: Pipeline = "auto"
     memory_budget_mb: int = 4096
 
 
 @dataclasses.dataclass
 class OptimConfig:
-    """SGD with momentum (the paper), an optional schedule and gradient clipping."""
+    """SGD with momentum (the paper), an optional schedule and gradient clipping
+    (``"step"``: the learning rate times 0.1 at each of ``step_epochs``)."""
 
     lr: float = 0.01
     momentum: float = 0.9
-    schedule: str = "constant"  # "constant" | "cosine" | "step"
-    step_epochs: list[int] = dataclasses.field(default_factory=list)  # for "step": ×0.1
+    schedule: Schedule = "constant"
+    step_epochs: list[int] = dataclasses.field(default_factory=list)
     grad_clip: float | None = None
 
 
 @dataclasses.dataclass
 class Config:
-    """Everything :func:`dibe_jax.train.train_and_evaluate` needs."""
+    """Everything :func:`dibe_jax.train.train_and_evaluate` needs.
+
+    ``dtype`` is the model's computation dtype; ``nonfinite`` what a non-finite loss or
+    gradient does: ``"raise"`` (stop, naming the step) or ``"skip"`` (drop the update);
+    ``checkpoint_every_steps`` saves besides every epoch end.
+    """
 
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     loss: LossConfig = dataclasses.field(default_factory=LossConfig)
@@ -145,10 +164,10 @@ class Config:
     epochs: int = 50
     batch_size: int = 32
     eval_every: int = 5
-    dtype: str = "float32"  # computation dtype of the model: "float32" | "bfloat16"
-    nonfinite: str = "raise"  # "raise" (stop, naming the step) | "skip" (drop the update)
+    dtype: Precision = "float32"
+    nonfinite: NonFinite = "raise"
     keep_checkpoints: int = 3
-    checkpoint_every_steps: int | None = None  # besides every epoch end
+    checkpoint_every_steps: int | None = None
     progress: bool = True
 
     def to_dict(self) -> dict[str, Any]:
@@ -158,217 +177,16 @@ class Config:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
 
-_SUBCONFIGS = {
-    (Config, "model"): ModelConfig,
-    (Config, "loss"): LossConfig,
-    (Config, "data"): DataConfig,
-    (Config, "optim"): OptimConfig,
-}
-
-
-# ------------------------------------------------------------------------------ types
-
-
-def _hints(cls) -> dict[str, str]:
-    """Field name -> annotation text (``"int | None"``), from the class's annotations."""
-    out = {}
-    for klass in reversed(cls.__mro__):
-        out.update(getattr(klass, "__annotations__", {}))
-    return {k: (v if isinstance(v, str) else _type_text(v)) for k, v in out.items()}
-
-
-def _type_text(tp: Any) -> str:
-    if isinstance(tp, type):
-        return tp.__name__
-    return str(tp).replace("typing.", "")
-
-
-def _split_union(annotation: str) -> list[str]:
-    parts, depth, cur = [], 0, ""
-    for ch in annotation:
-        depth += ch == "["
-        depth -= ch == "]"
-        if ch == "|" and depth == 0:
-            parts.append(cur.strip())
-            cur = ""
-        else:
-            cur += ch
-    parts.append(cur.strip())
-    return parts
-
-
-def _describe(annotation: str) -> str:
-    words = {
-        "int": "an integer",
-        "float": "a number",
-        "bool": "true or false",
-        "str": "a string",
-        "None": "none",
-        "list[int]": "a list of integers like [10, 20]",
-        "list[list[int]]": "a schedule like [[0, 64], [10, 96]]",
-        "Sequence[int]": "a list of integers like [1, 2, 3, 6]",
-        "dict[str, Any]": "a mapping",
-    }
-    return " or ".join(words.get(p, p) for p in _split_union(annotation))
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
-
-
-def _is_float(v: Any) -> bool:
-    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(float(v))
-
-
-def _matches(value: Any, annotation: str) -> bool:
-    for part in _split_union(annotation):
-        if part == "None" and value is None:
-            return True
-        if part == "int" and _is_int(value):
-            return True
-        if part == "float" and _is_float(value):
-            return True
-        if part == "bool" and isinstance(value, bool):
-            return True
-        if part == "str" and isinstance(value, str):
-            return True
-        if part in ("list[int]", "Sequence[int]") and isinstance(value, list | tuple):
-            if all(_is_int(v) for v in value):
-                return True
-        if part == "list[list[int]]" and isinstance(value, list | tuple) and value:
-            if all(
-                isinstance(v, list | tuple) and len(v) == 2 and all(map(_is_int, v)) for v in value
-            ):
-                return True
-        if part in ("Any", "Dtype"):
-            return True
-        if part.startswith("dict") and isinstance(value, dict):
-            return True
-    return False
-
-
-def _parse_scalar(text: str, part: str) -> Any:
-    low = text.strip().lower()
-    if part == "None":
-        if low in ("none", "null"):
-            return None
-        raise ValueError
-    if part == "bool":
-        if low in ("true", "yes", "1", "on"):
-            return True
-        if low in ("false", "no", "0", "off"):
-            return False
-        raise ValueError
-    if part == "int":
-        return int(text.strip())
-    if part == "float":
-        v = float(text.strip())
-        if not math.isfinite(v):
-            raise ValueError
-        return v
-    if part == "str":
-        t = text.strip()
-        if len(t) >= 2 and t[0] == t[-1] and t[0] in "'\"":
-            t = t[1:-1]  # 'tversky' as written in a shell
-        return t
-    if part in ("list[int]", "Sequence[int]", "list[list[int]]"):
-        t = text.strip()
-        if not t.startswith("["):
-            t = f"[{t}]"  # 10,20 -> [10, 20]
-        v = json.loads(t)
-        if not _matches(v, part):
-            raise ValueError
-        return v
-    if part in ("Any", "Dtype"):
-        return _parse_any(text)
-    raise ValueError
-
-
-def _parse_any(text: str) -> Any:
-    """JSON-like text without a declared type: number, bool, none, list, else the string."""
-    t = text.strip()
-    low = t.lower()
-    if low in ("none", "null"):
-        return None
-    if low in ("true", "false"):
-        return low == "true"
-    try:
-        return json.loads(t)
-    except json.JSONDecodeError:
-        return _parse_scalar(t, "str")
-
-
-def parse_value(text: str, annotation: str, *, name: str) -> Any:
-    """Parse command-line ``text`` as a value of type ``annotation`` for field ``name``.
-
-    Raises:
-      ConfigError: naming ``name``, the text and the type expected.
-
-    >>> parse_value("5", "int", name="epochs"), parse_value("none", "float | None", name="x")
-    (5, None)
-    >>> parse_value("two", "int", name="epochs")
-    Traceback (most recent call last):
-    ...
-    dibe_jax.train.config.ConfigError: epochs: expected an integer, got 'two'
-    """
-    # Order matters: "1" is an int before it is a bool; "none" before a string.
-    parts = _split_union(annotation)
-    order = sorted(
-        parts,
-        key=lambda p: (
-            ["None", "int", "float", "bool"].index(p)
-            if p in ("None", "int", "float", "bool")
-            else 4
-        ),
-    )
-    for part in order:
-        try:
-            return _parse_scalar(text, part)
-        except (ValueError, TypeError, json.JSONDecodeError):
-            continue
-    raise ConfigError(f"{name}: expected {_describe(annotation)}, got {text!r}")
-
-
-def _default_annotation(default: Any) -> str:
-    """The type of a free-form entry (loss hyperparameter, model option) from its default."""
-    if isinstance(default, bool):
-        return "bool"
-    if isinstance(default, numbers.Integral):
-        return "int | float"
-    if isinstance(default, numbers.Real):
-        return "float"
-    if isinstance(default, str):
-        return "str"
-    return "Any"
-
-
-def _free_form_annotation(target: Any, key: str) -> str:
-    """Annotation of ``loss.<key>`` / ``model.<key>`` from the loss's or model's signature."""
-    import inspect
-
-    if isinstance(target, LossConfig):
-        from dibe_jax import losses
-
-        try:
-            defaults = {**losses.hyperparameters(target.name), **losses.step_options(target.name)}
-        except ValueError:
-            return "Any"
-        return _default_annotation(defaults[key]) if key in defaults else "Any"
-    from dibe_jax import models
-    from dibe_jax.models import model_class
-
-    if target.name not in models.names():
-        return "Any"
-    params = inspect.signature(model_class(target.name).__init__).parameters
-    if key not in params:
-        return "Any"
-    p = params[key]
-    if isinstance(p.annotation, str) and p.annotation not in ("Dtype",):
-        return p.annotation
-    return _default_annotation(p.default)
-
-
 # ------------------------------------------------------------------- build and check
+
+
+def _unknown(key: str, group: str, names: Iterable[str]) -> ConfigError:
+    """The one error of every unknown name: ``--set``, a dict, a get_config() attribute."""
+    return ConfigError(f"unknown config field {key!r}; {group or 'config'} has: {', '.join(names)}")
+
+
+def _field_names(obj: Any) -> list[str]:
+    return [f.name for f in dataclasses.fields(obj)]
 
 
 def from_dict(d: Mapping[str, Any]) -> Config:
@@ -379,90 +197,131 @@ def from_dict(d: Mapping[str, Any]) -> Config:
     return config
 
 
-def _build(cls, d: Mapping[str, Any], prefix: str):
+def _build(cls: type, d: Any, prefix: str) -> Any:
     if not isinstance(d, Mapping):
         raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {d!r}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(d) - set(fields))
-    if unknown:
-        raise ConfigError(
-            f"unknown config field(s) {[prefix + k for k in unknown]}; "
-            f"{prefix or 'config '}fields: {', '.join(fields)}"
-        )
-    kwargs = {}
-    for k, v in d.items():
-        sub = _SUBCONFIGS.get((cls, k))
-        kwargs[k] = _build(sub, v, f"{prefix}{k}.") if sub is not None else v
-    return cls(**kwargs)
+    types = typed.hints(cls)
+    names = _field_names(cls)
+    for k in d:
+        if k not in names:
+            raise _unknown(f"{prefix}{k}", prefix.rstrip("."), names)
+    return cls(
+        **{
+            k: _build(types[k], v, f"{prefix}{k}.") if dataclasses.is_dataclass(types[k]) else v
+            for k, v in d.items()
+        }
+    )
 
 
 def check_types(config: Config) -> None:
-    """:class:`ConfigError` naming the first field whose value is not of its declared type.
+    """:class:`ConfigError` naming the first field whose value is not of its declared type,
+    or an attribute that is no field (a typo such as ``config.epoch = 1``).
 
     >>> c = Config(); c.epochs = "two"; check_types(c)
     Traceback (most recent call last):
     ...
-    dibe_jax.train.config.ConfigError: epochs: expected an integer, got 'two'
+    dibe_jax.errors.ConfigError: epochs: expected an integer, got 'two'
+    >>> c = Config(); c.dtype = "fp16"; check_types(c)
+    Traceback (most recent call last):
+    ...
+    dibe_jax.errors.ConfigError: dtype: expected one of float32, bfloat16, got 'fp16'
     """
 
     def walk(obj: Any, prefix: str) -> None:
-        hints = _hints(type(obj))
-        for f in dataclasses.fields(obj):
-            value = getattr(obj, f.name)
-            if dataclasses.is_dataclass(value):
-                walk(value, f"{prefix}{f.name}.")
-                continue
-            if not _matches(value, hints[f.name]):
+        names = _field_names(obj)
+        for extra in sorted(vars(obj).keys() - set(names)):
+            raise _unknown(f"{prefix}{extra}", prefix.rstrip("."), names)
+        types = typed.hints(type(obj))
+        for name in names:
+            value = getattr(obj, name)
+            if dataclasses.is_dataclass(types[name]):
+                if type(value) is not types[name]:
+                    raise ConfigError(
+                        f"{prefix}{name}: expected a {types[name].__name__}, got {value!r}"
+                    )
+                walk(value, f"{prefix}{name}.")
+            elif not typed.matches(value, types[name]):
                 raise ConfigError(
-                    f"{prefix}{f.name}: expected {_describe(hints[f.name])}, got {value!r}"
+                    f"{prefix}{name}: expected {typed.describe(types[name])}, got {value!r}"
                 )
-            if isinstance(value, dict):
-                for k in value:
-                    if not isinstance(k, str):
-                        raise ConfigError(f"{prefix}{f.name}: keys must be strings, got {k!r}")
 
     if not isinstance(config, Config):
         raise ConfigError(f"expected a dibe_jax.train.Config, got {type(config).__name__}")
     walk(config, "")
 
 
-def _resolve(config: Config, key: str) -> tuple[Any, str, bool]:
-    """``(parent object, last name, is_field)`` of a dotted ``key``."""
+def _resolve(config: Config, key: str) -> tuple[Any, str, Any]:
+    """``(parent object, last name, its type)`` of a dotted ``key``; the type of a loss
+    hyperparameter or model option comes from the loss or model (:func:`_free_form_type`)."""
     parts = key.strip().split(".")
     target: Any = config
     for i, part in enumerate(parts[:-1]):
-        if not dataclasses.is_dataclass(target) or part not in {
-            f.name for f in dataclasses.fields(target)
-        }:
-            raise ConfigError(f"unknown config field {'.'.join(parts[: i + 1])!r}")
+        if not dataclasses.is_dataclass(target) or part not in _field_names(target):
+            group = ".".join(parts[:i])
+            names = _field_names(target) if dataclasses.is_dataclass(target) else []
+            raise _unknown(".".join(parts[: i + 1]), group, names)
         target = getattr(target, part)
     last = parts[-1]
     if not dataclasses.is_dataclass(target):
         raise ConfigError(f"unknown config field {key!r}")
-    names = {f.name for f in dataclasses.fields(target)}
+    names = _field_names(target)
     if last in names:
         if dataclasses.is_dataclass(getattr(target, last)):
             raise ConfigError(f"{key!r} is a group of fields; set one of them, e.g. {key}.name")
-        return target, last, True
+        return target, last, typed.hints(type(target))[last]
     if isinstance(target, LossConfig | ModelConfig) and last:
-        return target, last, False
-    raise ConfigError(
-        f"unknown config field {key!r}; "
-        f"{'.'.join(parts[:-1]) or 'config'} has: {', '.join(sorted(names))}"
-    )
+        return target, last, _free_form_type(target, last)
+    raise _unknown(key, ".".join(parts[:-1]), names)
+
+
+def _free_form_type(target: LossConfig | ModelConfig, key: str) -> Any:
+    """Type of ``loss.<key>`` (from the loss's default) or ``model.<key>`` (the model's
+    annotation); ``Any`` for a name the loss or model does not take (validation says so)."""
+    import numbers
+
+    if isinstance(target, LossConfig):
+        from dibe_jax import losses
+
+        try:
+            defaults = {**losses.hyperparameters(target.name), **losses.step_options(target.name)}
+        except ValueError:
+            return Any
+        default = defaults.get(key)
+        if isinstance(default, bool):
+            return bool
+        if isinstance(default, numbers.Integral):
+            return int | float
+        if isinstance(default, numbers.Real):
+            return float
+        return str if isinstance(default, str) else Any
+    from dibe_jax import models
+    from dibe_jax.models import model_class
+
+    if target.name not in models.names():
+        return Any
+    return typed.hints(model_class(target.name).__init__).get(key, Any)
 
 
 def _set(config: Config, key: str, value: Any) -> None:
-    target, last, is_field = _resolve(config, key)
-    if is_field:
-        annotation = _hints(type(target))[last]
-        if not _matches(value, annotation):
-            raise ConfigError(f"{key}: expected {_describe(annotation)}, got {value!r}")
-        setattr(target, last, value)
-    elif isinstance(target, LossConfig):
+    target, last, field_type = _resolve(config, key)
+    if isinstance(target, LossConfig) and last not in ("name", "params"):
         target.params[last] = value
-    else:
+    elif isinstance(target, ModelConfig) and last not in ("name", "options"):
         target.options[last] = value
+    else:
+        if not typed.matches(value, field_type):
+            raise ConfigError(f"{key}: expected {typed.describe(field_type)}, got {value!r}")
+        setattr(target, last, value)
+
+
+def parse_value(text: str, tp: Any, *, name: str) -> Any:
+    """Parse command-line ``text`` as a value of type ``tp`` for field ``name``
+    (:func:`dibe_jax.train.typed.parse`).
+
+    >>> parse_value("5", int, name="epochs"), parse_value("none", float | None, name="x")
+    (5, None)
+    """
+    return typed.parse(text, tp, name=name)
 
 
 def override(config: Config, values: Mapping[str, Any]) -> Config:
@@ -490,25 +349,46 @@ def apply_overrides(config: Config, overrides: Iterable[str]) -> Config:
     >>> apply_overrides(Config(), ["optim.lr=abc"])
     Traceback (most recent call last):
     ...
-    dibe_jax.train.config.ConfigError: optim.lr: expected a number, got 'abc'
+    dibe_jax.errors.ConfigError: optim.lr: expected a number, got 'abc'
     """
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. loss.alpha=0.7")
         key, text = item.split("=", 1)
         key = key.strip()
-        target, last, is_field = _resolve(config, key)
-        if is_field:
-            annotation = _hints(type(target))[last]
-        else:
-            annotation = _free_form_annotation(target, last)
-        _set(config, key, parse_value(text, annotation, name=key))
+        _, _, tp = _resolve(config, key)
+        _set(config, key, typed.parse(text, tp, name=key))
     return config
+
+
+def from_get_config(out: Any, *, where: str) -> Config:
+    """The :class:`Config` a ``get_config()`` returned: a :class:`Config` (checked, typos
+    included), a dict of its fields, or an object with ``to_dict()`` (an
+    ``ml_collections.ConfigDict``), converted with :func:`from_dict`.
+
+    Raises:
+      ConfigError: ``where: <what is wrong>``, one line.
+    """
+    try:
+        if isinstance(out, Config):
+            check_types(out)
+            return out
+        if isinstance(out, Mapping):
+            return from_dict(out)
+        if callable(getattr(out, "to_dict", None)):
+            return from_dict(out.to_dict())
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
+    raise ConfigError(
+        f"{where}: get_config() returned {type(out).__name__}, "
+        "expected a dibe_jax.train.Config or a dict"
+    )
 
 
 def load(path: str | Path) -> Config:
     """A :class:`Config` from a ``.json`` file (a run's ``config.json``) or a ``.py`` file
-    defining ``get_config()`` that returns a :class:`Config` or a dict of its fields.
+    defining ``get_config()`` (:func:`from_get_config`). The shipped configs are loaded by
+    name with :func:`dibe_jax.configs.load`.
 
     Raises:
       ConfigError: the file is missing, unreadable or not a valid config (one line).
@@ -521,26 +401,24 @@ def load(path: str | Path) -> Config:
             return from_dict(json.loads(path.read_text()))
         except json.JSONDecodeError as e:
             raise ConfigError(f"--config {path}: not valid JSON ({e})") from e
+        except ConfigError as e:
+            raise ConfigError(f"--config {path}: {e}") from None
     if path.suffix != ".py":
         raise ConfigError(f"--config {path}: expected a .py file with get_config() or a .json")
     spec = importlib.util.spec_from_file_location(f"_dibe_jax_config_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
     try:
         spec.loader.exec_module(module)
+        get_config = module.get_config
+    except AttributeError:
+        raise ConfigError(f"--config {path}: defines no get_config()") from None
     except Exception as e:  # noqa: BLE001 - any error in a user's file is a config error
         raise ConfigError(f"--config {path}: {type(e).__name__}: {e}") from e
-    if not hasattr(module, "get_config"):
-        raise ConfigError(f"--config {path}: defines no get_config()")
-    out = module.get_config()
-    if isinstance(out, Config):
-        check_types(out)
-        return out
-    if isinstance(out, Mapping):
-        return from_dict(out)
-    raise ConfigError(
-        f"--config {path}: get_config() returned {type(out).__name__}, "
-        "expected a dibe_jax.train.Config or a dict"
-    )
+    try:
+        out = get_config()
+    except Exception as e:  # noqa: BLE001 - e.g. an AttributeError from a typo in the file
+        raise ConfigError(f"--config {path}: get_config() raised {type(e).__name__}: {e}") from e
+    return from_get_config(out, where=f"--config {path}")
 
 
 def flatten(config: Config) -> dict[str, Any]:

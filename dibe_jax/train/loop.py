@@ -184,12 +184,14 @@ def train_and_evaluate(
     """
     t_start = time.perf_counter()
     workdir = Path(workdir)
+    # The one check of the config, before resolve() looks the dataset up; resolve() only
+    # fills in the default image size, which the check has already taken into account.
+    validate(config, in_memory=sources is not None, class_names=class_names)
     existing = existing_outputs(workdir)
     resume = _check_request(config, workdir, existing, resume=resume, overwrite=overwrite)
     if sources is None:
-        validate(config)  # fail on names before resolve() looks the dataset up
         config = resolve(config)
-    built = build(config, sources, class_names=class_names)
+    built = build(config, sources, class_names=class_names, validated=True)
     built, state, resumed = _restore(built, workdir) if resume else (built, built.state, None)
     start = resumed or ResumeMeta(epoch=0, step=0, pipeline=built.train_pipeline)
     # From here on the workdir changes; before the first step, a failure undoes it.

@@ -51,7 +51,7 @@ from PIL import Image, ImageDraw, ImageFont
 from dibe_jax import models
 from dibe_jax.data import augment
 from dibe_jax.data.images import read_image
-from dibe_jax.errors import DatasetFileError
+from dibe_jax.errors import DatasetFileError, RunNotFoundError, UserError
 from dibe_jax.files import atomic_write_bytes
 from dibe_jax.train import checks
 from dibe_jax.train.checkpoints import CheckpointError, Checkpoints
@@ -93,9 +93,9 @@ def _as_pair(window: Window | None, name: str = "window") -> tuple[int, int]:
     if len(values) != 2 or not all(
         isinstance(v, int | np.integer) and not isinstance(v, bool) for v in values
     ):
-        raise ValueError(f"{name} must be an int or (rows, cols) of ints, got {window!r}")
+        raise UserError(f"{name} must be an int or (rows, cols) of ints, got {window!r}")
     if min(values) < 1:
-        raise ValueError(f"{name} must be positive, got {window!r}")
+        raise UserError(f"{name} must be positive, got {window!r}")
     return int(values[0]), int(values[1])
 
 
@@ -105,7 +105,7 @@ def _check_overlap(overlap: float) -> None:
     except (TypeError, ValueError):
         ok = False
     if not ok:
-        raise ValueError(f"overlap must be in [0, 1), got {overlap!r}")
+        raise UserError(f"overlap must be in [0, 1), got {overlap!r}")
 
 
 def _check_batch_size(batch_size: int) -> None:
@@ -114,7 +114,7 @@ def _check_batch_size(batch_size: int) -> None:
         or not isinstance(batch_size, int | np.integer)
         or batch_size < 1
     ):
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        raise UserError(f"batch_size must be a positive int, got {batch_size!r}")
 
 
 def blend_weights(shape: tuple[int, int], *, sigma_scale: float = 0.125) -> np.ndarray:
@@ -337,7 +337,7 @@ def _list_inputs(inputs: Path) -> list[Path]:
             if p.suffix.lower() in _SUFFIXES and not p.name.startswith(".")
         )
         if not files:
-            raise ValueError(
+            raise UserError(
                 f"inputs: folder {inputs} holds no image files ({', '.join(_SUFFIXES)})"
             )
         return files
@@ -347,15 +347,15 @@ def _list_inputs(inputs: Path) -> list[Path]:
 def _check_arguments(inputs: Path, out: Path, window, overlap, batch_size) -> list[Path]:
     """Refuse bad arguments before anything is loaded; return the input files."""
     if not inputs.exists():
-        raise ValueError(f"inputs: {inputs} does not exist")
+        raise UserError(f"inputs: {inputs} does not exist")
     folder = inputs if inputs.is_dir() else inputs.parent
     if out.resolve() == folder.resolve():
-        raise ValueError(
+        raise UserError(
             f"out: {out} is the folder of the inputs; choose another folder so masks and "
             "overlays are not mixed with (and read back as) inputs"
         )
     if out.exists() and not out.is_dir():
-        raise ValueError(f"out: {out} exists and is not a folder")
+        raise UserError(f"out: {out} exists and is not a folder")
     if window is not None:
         _as_pair(window)
     _check_overlap(overlap)
@@ -470,14 +470,14 @@ def load_forward(workdir: str | Path, *, best: bool = True) -> LoadedRun:
     as :func:`~dibe_jax.train.loop.make_state` builds it).
 
     Raises:
-      FileNotFoundError: ``workdir`` lacks ``config.json`` or ``model.json``.
+      RunNotFoundError: ``workdir`` lacks ``config.json`` or ``model.json``.
       CheckpointError: no readable checkpoint.
     """
     workdir = Path(workdir)
     config = load_config(workdir)
     info_path = workdir / "model.json"
     if not info_path.exists():
-        raise FileNotFoundError(f"{info_path} not found: was {workdir} written by dibe-jax train?")
+        raise RunNotFoundError(f"{info_path} not found: was {workdir} written by dibe-jax train?")
     info = json.loads(info_path.read_text())
     channels = int(info["in_channels"])
     options = checks.model_options(config)  # as make_state builds the model

@@ -170,6 +170,7 @@ def build(
     *,
     class_names: Sequence[str] | None = None,
     train: bool = True,
+    validated: bool = False,
 ) -> Built:
     """Validate ``config``, open the data and build model, optimiser, state and steps.
 
@@ -177,9 +178,11 @@ def build(
     written except a TFDS dataset built on first use. ``class_names`` name the classes of
     in-memory ``sources`` (default: binary ``{0, 1}`` masks); a dataset's come from its
     mask feature. Splits on the device data path (``data.pipeline``) are decoded here, the
-    training split only if ``train`` (False: evaluation only).
+    training split only if ``train`` (False: evaluation only). ``validated``: the caller
+    has checked ``config`` with :func:`validate` already (``train_and_evaluate`` does, once).
     """
-    validate(config, in_memory=sources is not None, class_names=class_names)
+    if not validated:
+        validate(config, in_memory=sources is not None, class_names=class_names)
     train_src, eval_src, classes = open_sources(config, sources, class_names)
     if len(train_src) == 0 or len(eval_src) == 0:
         raise ConfigError("data: the train and evaluation splits must not be empty")

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
+from dibe_jax.errors import RunNotFoundError
 from dibe_jax.files import atomic_write_text
 from dibe_jax.train.config import Config, ConfigError, from_dict
 
@@ -75,9 +76,9 @@ def load_config(workdir: str | Path) -> Config:
     """The :class:`Config` a run in ``workdir`` was started with (``config.json``)."""
     path = Path(workdir) / "config.json"
     if not Path(workdir).is_dir():
-        raise FileNotFoundError(f"--workdir {workdir}: no such folder")
+        raise RunNotFoundError(f"--workdir {workdir}: no such folder")
     if not path.exists():
-        raise FileNotFoundError(f"{path} not found: is {workdir} a training workdir?")
+        raise RunNotFoundError(f"{path} not found: is {workdir} a training workdir?")
     try:
         return from_dict(json.loads(path.read_text()))
     except (json.JSONDecodeError, ValueError, TypeError) as e:
