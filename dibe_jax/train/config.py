@@ -120,6 +120,7 @@ class DataConfig:
     worker_count: int = 0
     pipeline: str = "auto"  # "auto" | "device" | "grain"
     memory_budget_mb: int = 4096
+    val_fraction: float = 0.2  # dataset "folder" with only images/ + masks/: validation share
 
 
 @dataclasses.dataclass
