@@ -63,7 +63,14 @@ def _losses(args: argparse.Namespace) -> int:
 def _data_stats(args: argparse.Namespace) -> int:
     from dibe_jax.datasets import stats
 
-    print(stats.run(args.name, data_dir=args.data_dir, manual_dir=args.manual_dir))
+    print(
+        stats.run(
+            args.name,
+            data_dir=args.data_dir,
+            manual_dir=args.manual_dir,
+            val_fraction=args.val_fraction,
+        )
+    )
     return 0
 
 
@@ -469,9 +476,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="images per split, sizes and FG:BG ratios",
         description="Images per split, sizes and FG:BG ratios, next to the paper's Table 2.",
     )
-    p.add_argument("name", help="dataset as NAME[/CONFIG], e.g. crackforest, thc/thc448")
+    p.add_argument(
+        "name",
+        help="dataset as NAME[/CONFIG], e.g. crackforest, thc/thc448; or folder (your own "
+        "images and masks, with --manual-dir PATH)",
+    )
     p.add_argument("--data-dir", help="TFDS data_dir (where built datasets live)")
-    p.add_argument("--manual-dir", help="folder holding the raw files, for offline builds")
+    p.add_argument(
+        "--manual-dir",
+        help="folder holding the raw files, for offline builds; for folder: PATH with "
+        "train/{images,masks} and val/{images,masks}, or images/ and masks/",
+    )
+    p.add_argument(
+        "--val-fraction",
+        type=float,
+        help="folder with only images/ and masks/: validation share (default 0.2)",
+    )
     p.set_defaults(func=_data_stats)
     return parser
 
@@ -507,6 +527,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 def _one_line(e: BaseException) -> str:
     lines = [x for x in str(e).strip().splitlines() if x.strip()]
+    if len(lines) > 1 and lines[1].startswith("hint: "):  # a short second line that helps
+        return f"{lines[0]}\n{lines[1]}"
     return lines[0] if lines else type(e).__name__
 
 
