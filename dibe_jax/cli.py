@@ -249,6 +249,7 @@ def _predict(args: argparse.Namespace) -> int:
         overlap=args.overlap,
         batch_size=args.batch_size,
         progress=not args.no_progress,
+        scale=args.scale,
     )
     for w in report.written:
         detail = ""
@@ -378,9 +379,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = add(
         "predict",
         help="predict masks for image files",
-        description="Write <stem>_mask.png and <stem>_overlay.png for an image file or every "
-        "image in a folder, at each image's own resolution (sliding windows of the training "
-        "size, blended, for larger images).",
+        description="Write <stem>_mask.png and <stem>_overlay.png (the input's size) for an "
+        "image file or every image in a folder, at the scale training saw its images (--scale "
+        "native: each image's own resolution); sliding windows of the training size, blended, "
+        "for larger images.",
     )
     p.add_argument("--workdir", required=True)
     p.add_argument("--input", required=True, help="an image file or a folder of images")
@@ -392,6 +394,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--overlap", type=float, default=0.25, help="window overlap in [0, 1) (default 0.25)"
     )
     p.add_argument("--batch-size", type=int, default=8, help="windows per forward pass")
+    p.add_argument(
+        "--scale",
+        choices=["train", "native"],
+        default="train",
+        help="train (default): resize each image as training resized its images, predict, "
+        "resize the result back; native: every image at its own size",
+    )
     p.add_argument("--latest", action="store_true", help="use the latest, not the best")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_predict)
