@@ -81,10 +81,15 @@ def _add_train_options(p: argparse.ArgumentParser, *, workdir: bool = True) -> N
         help=f"NAME[/CONFIG] of {names}; e.g. crackforest (CFD 160x160 tiles), "
         "magnetic_tile/crack (images of varying size, trained at 224x224 unless --image-size), "
         "magnetic_tile/all (6 classes), synthetic_cracks/r150_96 (default, generated, no files "
-        "needed), synthetic_cracks/multi_96 (3 classes, generated)",
+        "needed), synthetic_cracks/multi_96 (3 classes, generated); or folder: your own "
+        "images and masks in --manual-dir PATH (PATH/train/{images,masks} and "
+        "PATH/val/{images,masks}, or PATH/images and PATH/masks)",
     )
     p.add_argument("--data-dir", help="TFDS data_dir (where built datasets live)")
-    p.add_argument("--manual-dir", help="folder with the raw files (offline builds)")
+    p.add_argument(
+        "--manual-dir",
+        help="folder with the raw files (offline builds); for --dataset folder, your folder",
+    )
     p.add_argument("--model", help="unet (default), segnet, pspnet, deeplabv3, fcn, ...")
     p.add_argument(
         "--loss",
@@ -226,11 +231,19 @@ def _eval(args: argparse.Namespace) -> int:
     from dibe_jax import train
     from dibe_jax.train import reporting
 
-    out = train.evaluate_checkpoint(args.workdir, split=args.split, best=not args.latest)
+    out = train.evaluate_checkpoint(
+        args.workdir,
+        split=args.split,
+        best=not args.latest,
+        dataset=args.dataset,
+        data_dir=args.data_dir,
+        manual_dir=args.manual_dir,
+    )
     which = "latest" if args.latest else "best"
+    on = f" of {args.dataset}" + (f" {args.manual_dir}" if args.manual_dir else "")
     print(
         f"{args.workdir}: {which} checkpoint, step {out['step']} (epoch {out['epoch']}), "
-        f"on the {out['split']} split\n"
+        f"on the {out['split']} split{on if args.dataset else ''}\n"
     )
     print(reporting.eval_table(out))
     return 0
@@ -374,6 +387,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workdir", required=True)
     p.add_argument("--split", default="validation", help="default validation")
     p.add_argument("--latest", action="store_true", help="use the latest, not the best")
+    p.add_argument(
+        "--dataset",
+        help="evaluate on another dataset than the run's (same classes and channels): "
+        "NAME[/CONFIG], or folder with --manual-dir PATH (your own images and masks)",
+    )
+    p.add_argument("--data-dir", help="TFDS data_dir of --dataset (or instead of the run's)")
+    p.add_argument("--manual-dir", help="raw files of --dataset, or the folder of --dataset folder")
     p.set_defaults(func=_eval)
 
     p = add(
