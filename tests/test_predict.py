@@ -487,3 +487,33 @@ def test_training_resize_of_runs_without_native_size():
     assert resize(config("magnetic_tile/crack", 96), info) == ("fixed", (96, 96))
     assert resize(config("crackforest", 96), info) == ("factor", (0.6, 0.6))
     assert resize(config("crackforest", None), {"image_size": [160, 160]}) == ("none", None)
+
+
+@pytest.mark.slow
+def test_predict_scale_quick_mode(tmp_path):
+    crack = SHARED_DATA / "magnetic_tile" / "MT_Crack" / "Imgs"
+    if not crack.is_dir():
+        pytest.skip(f"MTSDD not found at {crack.parents[1]} (set DIBE_JAX_DATA)")
+    sys.path.insert(0, str(ROOT))  # `experiments` is not installed; `python -m pytest` has it
+    from experiments import predict_scale
+
+    workdir = tmp_path / "run"
+    argv = ["--quick", "--workdir", str(workdir), "--data", str(crack.parents[1])]
+    assert predict_scale.main([*argv, "--no-progress"]) == 0
+    result = json.loads((workdir / "predict_scale.json").read_text())
+    assert result["validation_images"] == 2
+    assert json.loads((workdir / "model.json").read_text())["native_size"] is None  # mixed sizes
+    for key in ("predict_train", "predict_native"):
+        r = result[key]
+        assert r["images"] == 2 and 0 <= r["iou"] <= 1
+        # pooled at the native size: the same pixels and ground truth at both scales
+        assert r["tp"] + r["fp"] + r["fn"] + r["tn"] == sum(
+            np.asarray(Image.open(crack / f"{p.stem}.png")).size
+            for p in (workdir / "predict_inputs").iterdir()
+        )
+    assert result["predict_train"]["tp"] + result["predict_train"]["fn"] == (
+        result["predict_native"]["tp"] + result["predict_native"]["fn"]
+    )
+    assert result["difference"] == pytest.approx(result["predict_iou"] - result["eval_iou"])
+    masks = sorted((workdir / "predict_train").glob("*_mask.png"))
+    assert len(masks) == 2
