@@ -399,3 +399,28 @@ def test_a_folder_of_the_builders_tiles_evaluates_identically(tmp_path, capsys):
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
     assert "its classes (background, crack, spot) differ from those of the run" in err
+
+
+def test_a_folder_over_the_memory_budget_streams_through_grain(tmp_path, caplog):
+    from dibe_jax import train
+
+    root = split_folder(tmp_path, gray=True)
+    config = train.override(
+        train.Config(),
+        {
+            "data.dataset": "folder",
+            "data.manual_dir": str(root),
+            "data.memory_budget_mb": 0,
+            "epochs": 1,
+            "batch_size": 2,
+            "model.width": 4,
+            "model.num_stages": 1,
+            "progress": False,
+        },
+    )
+    with caplog.at_level("INFO", logger="dibe_jax"):
+        record = train.train_and_evaluate(config, tmp_path / "run")
+    assert "the train split" in caplog.text and "grain loader" in caplog.text
+    assert record["tp"] + record["fp"] + record["fn"] + record["tn"] == 3 * 16 * 24
+    info = json.loads((tmp_path / "run" / "model.json").read_text())
+    assert info["in_channels"] == 1 and info["native_size"] == [16, 24]
