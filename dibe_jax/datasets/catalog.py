@@ -131,7 +131,8 @@ def _split_spec(spec: str) -> tuple[type[DefectBuilder], tfds.core.BuilderConfig
             f"dataset {spec!r}: a version suffix is not accepted (each dataset has one "
             f"version); use {use}"
         )
-    if "/" in text and (text.startswith(("/", "~", ".")) or os.path.isdir(text)):
+    pathlike = text.startswith(("~", "./", "../")) or (text.startswith("/") and text.count("/") > 1)
+    if pathlike or ("/" in text and os.path.isdir(text)):
         raise ValueError(
             f"dataset {spec!r} looks like a folder; for your own images and masks use "
             f"--dataset {folder.NAME} --manual-dir {text} (data.dataset={folder.NAME}, "
@@ -191,7 +192,8 @@ def check_spec(spec: str) -> str:
     Traceback (most recent call last):
       ...
     ValueError: unknown dataset 'cityscapes';
-    known: crackforest, magnetic_tile, synthetic_cracks, thc
+    known: crackforest, magnetic_tile, synthetic_cracks, thc, folder (your own images:
+    --manual-dir PATH)
     """
     if is_folder(spec):
         return folder.NAME

@@ -337,7 +337,7 @@ def fingerprint(root: os.PathLike | str) -> str:
     edited, added or removed.
 
     >>> import tempfile; d = Path(tempfile.mkdtemp()); (d / "images").mkdir()
-    >>> a = fingerprint(d); (d / "images" / "x.png").write_bytes(b"1"); a != fingerprint(d)
+    >>> a = fingerprint(d); _ = (d / "images" / "x.png").write_bytes(b"1"); a != fingerprint(d)
     True
     """
     root = Path(root)
