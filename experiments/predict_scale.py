@@ -26,7 +26,7 @@ Commands::
 
 The default builds ``magnetic_tile/crack`` under ``results/tfds`` from
 ``../shared/data/magnetic_tile`` (or ``$DIBE_JAX_DATA/magnetic_tile``) and trains with SGD
-0.01 / 0.9, evaluation every 5 epochs (the README's setting of issue 25: U-Net width 8,
+0.01 / 0.9, evaluation every 5 epochs (the setting of the README: U-Net width 8,
 trained at 96 px, 50 epochs, 35 training images). ``--quick`` reads 4 training and 2
 validation images into memory (32 px, U-Net with 1 stage), so its numbers only show that the
 pipeline runs.

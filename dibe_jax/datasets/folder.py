@@ -63,9 +63,8 @@ import collections
 import concurrent.futures
 import dataclasses
 import hashlib
-import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +72,7 @@ import numpy as np
 from PIL import Image
 
 from dibe_jax.data.images import GRAY_MODES, read_image
+from dibe_jax.datasets.masks import ClassSpec, read_class_ids, read_classes
 from dibe_jax.errors import DatasetFileError, UserError
 
 __all__ = [
@@ -96,7 +96,6 @@ MASK_SUFFIXES = (".png", ".bmp", ".tif", ".tiff")
 DEFAULT_IMAGE_SIZE = 224
 DEFAULT_VAL_FRACTION = 0.2
 SPLIT_SEED = 0
-BINARY_THRESHOLD = 127
 LAYOUT = (
     "PATH/train/{images,masks}/ and PATH/val/{images,masks}/ (optionally test/), "
     "or PATH/images/ and PATH/masks/, images and masks paired by file stem"
@@ -113,138 +112,6 @@ def _problem(items: Sequence[tuple[Path | str, str]]) -> DatasetFileError:
         more = ", ".join(Path(p).name for p, _ in items[1 : 1 + _SHOWN])
         text += f" (and {len(items) - 1} more: {more}{', ...' if len(items) > 1 + _SHOWN else ''})"
     return DatasetFileError(text)
-
-
-# ----------------------------------------------------------------------------- classes
-
-
-@dataclasses.dataclass(frozen=True)
-class _Classes:
-    names: tuple[str, ...]
-    colors: tuple[tuple[int, int, int], ...] | None = None
-
-
-def _read_classes(root: Path) -> _Classes:
-    path = root / "classes.json"
-    if not path.is_file():
-        return _Classes(("background", "defect"))
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise DatasetFileError(f"{path}: not valid JSON ({e})") from None
-    colors = None
-    if isinstance(data, Mapping):
-        unknown = sorted(set(data) - {"classes", "colors"})
-        if unknown or "classes" not in data:
-            raise DatasetFileError(
-                f'{path}: expected a list of class names or {{"classes": [...], '
-                f'"colors": [[r, g, b], ...]}}, got keys {sorted(data)}'
-            )
-        names, colors = data["classes"], data.get("colors")
-    else:
-        names = data
-    if (
-        not isinstance(names, list)
-        or len(names) < 2
-        or not all(isinstance(n, str) and n.strip() for n in names)
-        or len(set(names)) != len(names)
-    ):
-        raise DatasetFileError(
-            f"{path}: classes must be a list of at least 2 distinct names, background first; "
-            f"got {names!r}"
-        )
-    if len(names) > 256:
-        raise DatasetFileError(f"{path}: at most 256 classes fit an 8-bit mask, got {len(names)}")
-    if colors is not None:
-        ok = isinstance(colors, list) and len(colors) == len(names)
-        ok = ok and all(
-            isinstance(c, list)
-            and len(c) == 3
-            and all(isinstance(v, int) and 0 <= v <= 255 for v in c)
-            for c in colors
-        )
-        if not ok or len({tuple(c) for c in colors}) != len(names):
-            raise DatasetFileError(
-                f"{path}: colors must be one distinct [r, g, b] (0-255) per class "
-                f"({len(names)}), got {colors!r}"
-            )
-        colors = tuple(tuple(c) for c in colors)
-    return _Classes(tuple(names), colors)
-
-
-def _values_text(values: np.ndarray) -> str:
-    shown = ", ".join(str(int(v)) for v in values[:8])
-    return f"{{{shown}{', ...' if len(values) > 8 else ''}}}"
-
-
-def read_class_ids(path: os.PathLike | str, classes: _Classes) -> np.ndarray:
-    """Decode mask ``path`` into class ids ``uint8 [H, W]`` by the module's mask rules.
-
-    Raises:
-      DatasetFileError: unreadable, not 8-bit, or values outside the classes (the message
-        names the file and the values found).
-    """
-    path = Path(path)
-    try:
-        with Image.open(path) as im:
-            im.load()
-            mode = im.mode
-            if mode in ("RGBA", "RGBa", "PA", "LA", "La"):
-                im = im.convert("L" if mode in ("LA", "La") else "RGB")
-            elif mode == "1":
-                im = im.convert("L")
-            array = np.asarray(im)
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        raise DatasetFileError(f"{path}: unreadable or truncated mask ({e})") from e
-    if array.dtype != np.uint8:
-        raise DatasetFileError(
-            f"{path}: mask of PIL mode {mode!r} ({array.dtype}); expected an 8-bit mask "
-            "(grayscale, palette or RGB)"
-        )
-    n = len(classes.names)
-    if array.ndim == 3:
-        if classes.colors is not None:
-            codes = (array[..., 0].astype(np.int32) << 16) | (array[..., 1].astype(np.int32) << 8)
-            codes |= array[..., 2]
-            table = {(r << 16) | (g << 8) | b: i for i, (r, g, b) in enumerate(classes.colors)}
-            found = np.unique(codes)
-            unknown = [int(c) for c in found if int(c) not in table]
-            if unknown:
-                shown = ", ".join(f"({c >> 16}, {(c >> 8) & 255}, {c & 255})" for c in unknown[:4])
-                raise DatasetFileError(
-                    f"{path}: mask colours not in classes.json colors: {shown}"
-                    f"{' ...' if len(unknown) > 4 else ''}"
-                )
-            lut = np.zeros(len(found), np.uint8)
-            for j, c in enumerate(found):
-                lut[j] = table[int(c)]
-            return lut[np.searchsorted(found, codes)]
-        if not (
-            np.array_equal(array[..., 0], array[..., 1])
-            and np.array_equal(array[..., 0], array[..., 2])
-        ):
-            raise DatasetFileError(
-                f"{path}: colour mask but classes.json gives no colors; add "
-                '{"classes": [...], "colors": [[r, g, b], ...]} or save class ids as grayscale'
-            )
-        array = array[..., 0]
-        mode = "L"
-    values = np.flatnonzero(np.bincount(array.ravel(), minlength=256))  # sorted, fast
-    if n == 2 and mode != "P":
-        if values[-1] <= 1:
-            return array
-        if values[-1] > BINARY_THRESHOLD:
-            return (array > BINARY_THRESHOLD).astype(np.uint8)
-        raise DatasetFileError(
-            f"{path}: mask values {_values_text(values)} are neither {{0, 1}} nor marked by "
-            f"values > {BINARY_THRESHOLD}; a multi-class mask needs classes.json naming the classes"
-        )
-    if values[-1] >= n:
-        raise DatasetFileError(
-            f"{path}: mask values {_values_text(values)} outside the {n} class ids 0..{n - 1} "
-            f"({', '.join(classes.names)})"
-        )
-    return array
 
 
 # ------------------------------------------------------------------------------ layout
@@ -376,7 +243,7 @@ class _Checked:
     counts: tuple[int, ...]  # pixels per class id
 
 
-def _check_pair(pair: _Pair, classes: _Classes) -> _Checked | tuple[int, Path, str]:
+def _check_pair(pair: _Pair, classes: ClassSpec) -> _Checked | tuple[int, Path, str]:
     """The pair's facts, or ``(order, path, problem)``: 0 unreadable, 1 size, 2 mask values."""
     try:
         with Image.open(pair.image) as im:
@@ -403,7 +270,7 @@ def _check_pair(pair: _Pair, classes: _Classes) -> _Checked | tuple[int, Path, s
 @dataclasses.dataclass(frozen=True)
 class _Scan:
     root: Path
-    classes: _Classes
+    classes: ClassSpec
     groups: dict[str, list[_Checked]]  # "train"/"validation"/"test", or "all" (flat layout)
     fingerprint: str
 
@@ -418,7 +285,7 @@ def _scan(root: Path) -> _Scan:
     if key in _SCANS:
         _SCANS.move_to_end(key)
         return _SCANS[key]
-    classes = _read_classes(root)
+    classes = read_classes(root)
     pairs = {split: _pairs(folder) for split, folder in found.items()}
     empty = [(found[s] / "images", "no image files") for s, p in pairs.items() if not p]
     if empty:
@@ -470,7 +337,7 @@ class FolderSource(Sequence):
     ``{"image": uint8 [H, W, C], "mask": uint8 [H, W, 1], "file_name": str}`` (``C`` the
     dataset's channels, the mask the class ids)."""
 
-    def __init__(self, items: Sequence[_Checked], classes: _Classes, channels: int, name: str):
+    def __init__(self, items: Sequence[_Checked], classes: ClassSpec, channels: int, name: str):
         self._items = tuple(items)
         self._classes = classes
         self._mode = "L" if channels == 1 else "RGB"
