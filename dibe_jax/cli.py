@@ -89,7 +89,14 @@ def _data_stats(args: argparse.Namespace) -> int:
         datasets.check_spec(args.name)
     except ValueError as e:
         raise ConfigError(f"NAME: {e}") from None
-    print(stats.run(args.name, data_dir=args.data_dir, manual_dir=args.manual_dir))
+    print(
+        stats.run(
+            args.name,
+            data_dir=args.data_dir,
+            manual_dir=args.manual_dir,
+            val_fraction=args.val_fraction,
+        )
+    )
     return 0
 
 
@@ -102,10 +109,15 @@ def _add_train_options(
         help=f"NAME[/CONFIG] of {names}; e.g. crackforest (CFD 160x160 tiles), "
         "magnetic_tile/crack (images of varying size, trained at 224x224 unless --image-size), "
         "magnetic_tile/all (6 classes), synthetic_cracks/r150_96 (default, generated, no files "
-        "needed), synthetic_cracks/multi_96 (3 classes, generated)",
+        "needed), synthetic_cracks/multi_96 (3 classes, generated); or folder: your own "
+        "images and masks in --manual-dir PATH (PATH/train/{images,masks} and "
+        "PATH/val/{images,masks}, or PATH/images and PATH/masks)",
     )
     p.add_argument("--data-dir", help="TFDS data_dir (where built datasets live)")
-    p.add_argument("--manual-dir", help="folder with the raw files (offline builds)")
+    p.add_argument(
+        "--manual-dir",
+        help="folder with the raw files (offline builds); for --dataset folder, your folder",
+    )
     p.add_argument("--model", help="unet (default), segnet, pspnet, deeplabv3, fcn, ...")
     p.add_argument(
         "--loss",
@@ -246,11 +258,19 @@ def _eval(args: argparse.Namespace) -> int:
     from dibe_jax import train
     from dibe_jax.train import reporting
 
-    out = train.evaluate_checkpoint(args.workdir, split=args.split, best=not args.latest)
+    out = train.evaluate_checkpoint(
+        args.workdir,
+        split=args.split,
+        best=not args.latest,
+        dataset=args.dataset,
+        data_dir=args.data_dir,
+        manual_dir=args.manual_dir,
+    )
     which = "latest" if args.latest else "best"
+    on = f" of {args.dataset}" + (f" {args.manual_dir}" if args.manual_dir else "")
     print(
         f"{args.workdir}: {which} checkpoint, step {out['step']} (epoch {out['epoch']}), "
-        f"on the {out['split']} split\n"
+        f"on the {out['split']} split{on if args.dataset else ''}\n"
     )
     print(reporting.eval_table(out))
     return 0
@@ -269,6 +289,7 @@ def _predict(args: argparse.Namespace) -> int:
         overlap=args.overlap,
         batch_size=args.batch_size,
         progress=not args.no_progress,
+        scale=args.scale,
     )
     for w in report.written:
         detail = ""
@@ -349,14 +370,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workdir", required=True)
     p.add_argument("--split", default="validation", help="default validation")
     p.add_argument("--latest", action="store_true", help="use the latest, not the best")
+    p.add_argument(
+        "--dataset",
+        help="evaluate on another dataset than the run's (same classes and channels): "
+        "NAME[/CONFIG], or folder with --manual-dir PATH (your own images and masks)",
+    )
+    p.add_argument("--data-dir", help="TFDS data_dir of --dataset (or instead of the run's)")
+    p.add_argument("--manual-dir", help="raw files of --dataset, or the folder of --dataset folder")
     p.set_defaults(func=_eval)
 
     p = add(
         "predict",
         help="predict masks for image files",
-        description="Write <stem>_mask.png and <stem>_overlay.png for an image file or every "
-        "image in a folder, at each image's own resolution (sliding windows of the training "
-        "size, blended, for larger images).",
+        description="Write <stem>_mask.png and <stem>_overlay.png (the input's size) for an "
+        "image file or every image in a folder, at the scale training saw its images (--scale "
+        "native: each image's own resolution); sliding windows of the training size, blended, "
+        "for larger images.",
     )
     p.add_argument("--workdir", required=True)
     p.add_argument("--input", required=True, help="an image file or a folder of images")
@@ -368,6 +397,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--overlap", type=float, default=0.25, help="window overlap in [0, 1) (default 0.25)"
     )
     p.add_argument("--batch-size", type=int, default=8, help="windows per forward pass")
+    p.add_argument(
+        "--scale",
+        choices=["train", "native"],
+        default="train",
+        help="train (default): resize each image as training resized its images, predict, "
+        "resize the result back; native: every image at its own size",
+    )
     p.add_argument("--latest", action="store_true", help="use the latest, not the best")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_predict)
@@ -460,9 +496,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="images per split, sizes and FG:BG ratios",
         description="Images per split, sizes and FG:BG ratios, next to the paper's Table 2.",
     )
-    p.add_argument("name", help="dataset as NAME[/CONFIG], e.g. crackforest, thc/thc448")
+    p.add_argument(
+        "name",
+        help="dataset as NAME[/CONFIG], e.g. crackforest, thc/thc448; or folder (your own "
+        "images and masks, with --manual-dir PATH)",
+    )
     p.add_argument("--data-dir", help="TFDS data_dir (where built datasets live)")
-    p.add_argument("--manual-dir", help="folder holding the raw files, for offline builds")
+    p.add_argument(
+        "--manual-dir",
+        help="folder holding the raw files, for offline builds; for folder: PATH with "
+        "train/{images,masks} and val/{images,masks}, or images/ and masks/",
+    )
+    p.add_argument(
+        "--val-fraction",
+        type=float,
+        help="folder with only images/ and masks/: validation share (default 0.2)",
+    )
     p.set_defaults(func=_data_stats)
     return parser
 
@@ -490,6 +539,8 @@ def _config_dot_flags(argv: Sequence[str]) -> list[str]:
 
 def _one_line(e: BaseException) -> str:
     lines = [x for x in str(e).strip().splitlines() if x.strip()]
+    if len(lines) > 1 and lines[1].startswith("hint: "):  # a short second line that helps
+        return f"{lines[0]}\n{lines[1]}"
     return lines[0] if lines else type(e).__name__
 
 

@@ -4,6 +4,10 @@
 temporary file in the same folder, is flushed to disk, then moved over the target with
 :func:`os.replace`, so a reader sees the old file or the new one; the temporary file is
 removed if writing fails.
+
+Permissions are those of a file created with :func:`open`: ``0o666`` less the process's
+umask (``0o644`` under the usual umask ``022``, so colleagues can read the results), not the
+``0o600`` that :func:`tempfile.mkstemp` gives its temporary files.
 """
 
 from __future__ import annotations
@@ -17,6 +21,21 @@ from typing import Any
 __all__ = ["atomic_write_bytes", "atomic_write_json", "atomic_write_text"]
 
 
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux says it (``/proc``); else
+    by setting and restoring it."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically (creating its folder); return the path."""
     path = Path(path)
@@ -27,6 +46,7 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0o600 -> what open() would give
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

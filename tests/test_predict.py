@@ -7,6 +7,7 @@ cracks (``tests/_train_script.py``) tests the whole path from a run's checkpoint
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -413,3 +414,106 @@ def test_predict_vs_eval_quick_mode(tmp_path):
     assert sum(pr[k] for k in ("tp", "fp", "fn", "tn")) == 2 * 320 * 480
     assert ev["tp"] + ev["fn"] == pr["tp"] + pr["fn"]  # the same ground truth
     assert (workdir / "predict" / "061_mask.png").exists()
+
+
+# ------------------------------------------------------------------ bit depth and training scale
+
+
+def test_16_bit_copy_predicts_the_mask_of_its_8_bit_original(tiny_run, tmp_path):
+    gray = generate_example(np.random.default_rng(9), 150, 48)[0].mean(axis=-1).astype(np.uint8)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.fromarray(gray).save(folder / "a8.png")
+    Image.fromarray(gray.astype(np.uint16) * 257).save(folder / "a16.png")
+    assert Image.open(folder / "a16.png").mode == "I;16"
+    report = predict(tiny_run, folder, tmp_path / "out", progress=False)
+    masks = {w.input.name: np.asarray(Image.open(w.mask)) for w in report.written}
+    np.testing.assert_array_equal(masks["a16.png"], masks["a8.png"])
+    overlays = [np.asarray(Image.open(w.overlay)) for w in report.written]
+    np.testing.assert_array_equal(overlays[0], overlays[1])
+
+
+@pytest.fixture(scope="module")
+def half_scale_run(tmp_path_factory) -> Path:
+    """A one-epoch run on 32x32 examples trained at 16x16 (``native_size`` 32, scale 0.5)."""
+    from dibe_jax import train
+
+    workdir = tmp_path_factory.mktemp("half")
+    sources = {"train": make_examples(16, 0), "validation": make_examples(8, 1)}
+    train.train_and_evaluate(
+        tiny_config(epochs=1, **{"data.image_size": 16}), workdir, sources=sources
+    )
+    return workdir
+
+
+def test_predict_applies_the_training_scale(half_scale_run, tmp_path):
+    from dibe_jax.data import augment
+
+    info = json.loads((half_scale_run / "model.json").read_text())
+    assert info["native_size"] == [32, 32] and info["image_size"] == 16
+    image = generate_example(np.random.default_rng(4), 150, 48)[0][:48, :40]
+    Image.fromarray(image).save(tmp_path / "x.png")
+    run = load_forward(half_scale_run)
+    assert run.resize == ("factor", (0.5, 0.5))
+
+    def expected(scaled: tuple[int, int]) -> np.ndarray:
+        seen = augment.resize(image, np.zeros((48, 40, 1), np.uint8), scaled)[0]
+        z = predict_logits(
+            run.forward, augment.to_float(seen), multiple=run.multiple, window=run.image_size,
+            minimum=run.minimum,
+        )  # fmt: skip
+        return (predict_mod.resize_logits(z, (48, 40))[..., 0] >= 0).astype(np.uint8) * 255
+
+    for scale, size in (("train", (24, 20)), ("native", (48, 40))):
+        (w,) = predict(
+            half_scale_run, tmp_path / "x.png", tmp_path / scale, scale=scale, progress=False
+        ).written
+        mask = np.asarray(Image.open(w.mask))
+        assert mask.shape == (48, 40)
+        np.testing.assert_array_equal(mask, expected(size))
+    with pytest.raises(ValueError, match="scale: expected one of train, native"):
+        predict(half_scale_run, tmp_path / "x.png", tmp_path / "o", scale="half")
+
+
+def test_training_resize_of_runs_without_native_size():
+    """Older runs' model.json lacks native_size: the config and the dataset say it."""
+    from dibe_jax import train
+
+    def config(dataset, size):
+        return train.override(train.Config(), {"data.dataset": dataset, "data.image_size": size})
+
+    info = {"image_size": [96, 96]}
+    resize = predict_mod.training_resize
+    assert resize(config("magnetic_tile/crack", 96), info) == ("fixed", (96, 96))
+    assert resize(config("crackforest", 96), info) == ("factor", (0.6, 0.6))
+    assert resize(config("crackforest", None), {"image_size": [160, 160]}) == ("none", None)
+
+
+@pytest.mark.slow
+def test_predict_scale_quick_mode(tmp_path):
+    crack = SHARED_DATA / "magnetic_tile" / "MT_Crack" / "Imgs"
+    if not crack.is_dir():
+        pytest.skip(f"MTSDD not found at {crack.parents[1]} (set DIBE_JAX_DATA)")
+    sys.path.insert(0, str(ROOT))  # `experiments` is not installed; `python -m pytest` has it
+    from experiments import predict_scale
+
+    workdir = tmp_path / "run"
+    argv = ["--quick", "--workdir", str(workdir), "--data", str(crack.parents[1])]
+    assert predict_scale.main([*argv, "--no-progress"]) == 0
+    result = json.loads((workdir / "predict_scale.json").read_text())
+    assert result["validation_images"] == 2
+    assert json.loads((workdir / "model.json").read_text())["native_size"] is None  # mixed sizes
+    for key in ("predict_train", "predict_native"):
+        r = result[key]
+        assert r["images"] == 2 and 0 <= r["iou"] <= 1
+        # pooled at the native size: the same pixels and ground truth at both scales
+        assert r["tp"] + r["fp"] + r["fn"] + r["tn"] == sum(
+            np.asarray(Image.open(crack / f"{p.stem}.png")).size
+            for p in (workdir / "predict_inputs").iterdir()
+        )
+    assert result["predict_train"]["tp"] + result["predict_train"]["fn"] == (
+        result["predict_native"]["tp"] + result["predict_native"]["fn"]
+    )
+    assert result["difference"] == pytest.approx(result["predict_iou"] - result["eval_iou"])
+    masks = sorted((workdir / "predict_train").glob("*_mask.png"))
+    assert len(masks) == 2

@@ -12,7 +12,13 @@ builder / configs                      source                    paper (Table 2)
 ``synthetic_cracks/{r150_96,``         procedural cracks, no     mirrors the rows   the config's,
 ``r25_160,r190_112,r580_224,``         files needed              above              96 ... 448
 ``r2200_448}``
+``folder`` (with ``manual_dir``)       your own images and       -                  theirs if equal,
+                                       masks, read in place                         else 224
 =====================================  ========================  =================  ================
+
+``folder`` is not a TFDS builder: :func:`prepare` checks the folder and returns a
+:class:`~dibe_jax.datasets.folder.FolderDataset` whose ``as_data_source()`` reads the files in
+place (:mod:`dibe_jax.datasets.folder` says why).
 
 Image size: :func:`native_image_size` is the size every example of a config has
 (``None`` for ``magnetic_tile``), :func:`default_image_size` the square size training
@@ -58,11 +64,13 @@ from dibe_jax.datasets.catalog import (
     class_names,
     config_names,
     default_image_size,
+    is_folder,
     names,
     native_image_size,
     split_names,
 )
 from dibe_jax.datasets.crackforest import Crackforest, CrackforestConfig
+from dibe_jax.datasets.folder import FolderDataset, FolderSource, open_folder
 from dibe_jax.datasets.magnetic_tile import MagneticTile, MagneticTileConfig
 from dibe_jax.datasets.synthetic_cracks import (
     SyntheticCracks,
@@ -76,6 +84,8 @@ __all__ = [
     "CrackforestConfig",
     "DatasetFileError",
     "DefectBuilder",
+    "FolderDataset",
+    "FolderSource",
     "MagneticTile",
     "MagneticTileConfig",
     "SyntheticCracks",
@@ -90,8 +100,10 @@ __all__ = [
     "data_source",
     "default_image_size",
     "generate_example",
+    "is_folder",
     "names",
     "native_image_size",
+    "open_folder",
     "prepare",
     "read_image",
     "split_names",
@@ -110,8 +122,13 @@ def prepare(
     data_dir: str | os.PathLike | None = None,
     manual_dir: str | os.PathLike | None = None,
     file_format: str = "array_record",
-) -> tfds.core.DatasetBuilder:
+    val_fraction: float | None = None,
+) -> tfds.core.DatasetBuilder | FolderDataset:
     """Build (once) and return the TFDS builder for ``spec``.
+
+    ``spec = "folder"``: check the folder ``manual_dir`` and return it as a
+    :class:`FolderDataset` (nothing is built or written; ``data_dir`` is not used;
+    ``val_fraction`` splits a folder without train/val subfolders, default 0.2).
 
     ``spec`` is checked first (:func:`check_spec`), before anything is read or built.
     A local build (``manual_dir`` given, a filled default manual folder, a cached
@@ -140,6 +157,9 @@ def prepare(
         which dataset, that it could not be downloaded, and to pass ``manual_dir``
         with the expected layout; chained from the original error).
     """
+    if is_folder(spec):
+        kwargs = {} if val_fraction is None else {"val_fraction": val_fraction}
+        return open_folder(manual_dir, **kwargs)
     name, config = check_spec(spec).split("/")
     builder = builder_class(name)(
         config=config,
@@ -171,5 +191,7 @@ def data_source(
     ``spec`` and ``split`` are checked (:func:`check_spec`, :func:`check_split`)
     before anything is built.
     """
+    if is_folder(spec):
+        return open_folder(manual_dir).source(split)
     check_split(spec, split)
     return prepare(spec, data_dir=data_dir, manual_dir=manual_dir).as_data_source()[split]

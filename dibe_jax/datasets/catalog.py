@@ -17,12 +17,20 @@ argument and the choices.
 (None, 224)
 >>> class_names("magnetic_tile/all")
 ('background', 'blowhole', 'break', 'crack', 'fray', 'uneven')
+
+``"folder"`` is the user's own folder of images and masks (:mod:`dibe_jax.datasets.folder`):
+it has no builder and no configs, and what it is (classes, splits, sizes) is read from the
+folder, so the functions below take its path as ``manual_dir`` for it (the folder is checked
+once per change of its files, and nothing is written).
 """
 
 from __future__ import annotations
 
+import os
+
 import tensorflow_datasets as tfds
 
+from dibe_jax.datasets import folder
 from dibe_jax.datasets._common import DefectBuilder
 from dibe_jax.datasets.crackforest import Crackforest
 from dibe_jax.datasets.magnetic_tile import MagneticTile
@@ -46,8 +54,9 @@ _BUILDERS: dict[str, type[DefectBuilder]] = {
     cls.name: cls for cls in (Crackforest, MagneticTile, SyntheticCracks, Thc)
 }
 
-#: A dataset as ``"name"`` / ``"name/config"``, or a builder (prepared or not).
-Dataset = str | tfds.core.DatasetBuilder
+#: A dataset as ``"name"`` / ``"name/config"``, or a builder (prepared or not), or an opened
+#: folder dataset.
+Dataset = str | tfds.core.DatasetBuilder | folder.FolderDataset
 
 
 def names() -> tuple[str, ...]:
@@ -60,7 +69,24 @@ def names() -> tuple[str, ...]:
 
 
 def _known() -> str:
-    return ", ".join(names())
+    return ", ".join(names()) + f", {folder.NAME} (your own images: --manual-dir PATH)"
+
+
+def is_folder(dataset: Dataset) -> bool:
+    """Is ``dataset`` the user's folder (``"folder"`` or an opened folder dataset)?
+
+    >>> is_folder("folder"), is_folder(" folder "), is_folder("crackforest")
+    (True, True, False)
+    """
+    if isinstance(dataset, folder.FolderDataset):
+        return True
+    return isinstance(dataset, str) and dataset.strip() == folder.NAME
+
+
+def _folder(dataset: Dataset, manual_dir: os.PathLike | str | None) -> folder.FolderDataset:
+    if isinstance(dataset, folder.FolderDataset):
+        return dataset
+    return folder.open_folder(manual_dir)
 
 
 def builder_class(name: str) -> type[DefectBuilder]:
@@ -105,8 +131,20 @@ def _split_spec(spec: str) -> tuple[type[DefectBuilder], tfds.core.BuilderConfig
             f"dataset {spec!r}: a version suffix is not accepted (each dataset has one "
             f"version); use {use}"
         )
+    pathlike = text.startswith(("~", "./", "../")) or (text.startswith("/") and text.count("/") > 1)
+    if pathlike or ("/" in text and os.path.isdir(text)):
+        raise ValueError(
+            f"dataset {spec!r} looks like a folder; for your own images and masks use "
+            f"--dataset {folder.NAME} --manual-dir {text} (data.dataset={folder.NAME}, "
+            "data.manual_dir=PATH)"
+        )
     parts = text.split("/")
     name = parts[0]
+    if name == folder.NAME:
+        raise ValueError(
+            f"dataset {spec!r}: {folder.NAME} takes no config; give its path as "
+            "--manual-dir PATH (data.manual_dir)"
+        )
     if not name:
         raise ValueError(f"dataset {spec!r}: no dataset name before '/'; known: {_known()}")
     if name not in _BUILDERS:
@@ -154,8 +192,11 @@ def check_spec(spec: str) -> str:
     Traceback (most recent call last):
       ...
     ValueError: unknown dataset 'cityscapes';
-    known: crackforest, magnetic_tile, synthetic_cracks, thc
+    known: crackforest, magnetic_tile, synthetic_cracks, thc, folder (your own images:
+    --manual-dir PATH)
     """
+    if is_folder(spec):
+        return folder.NAME
     cls, config = _split_spec(spec)
     return f"{cls.name}/{config.name}"
 
@@ -170,7 +211,9 @@ def _resolve(dataset: Dataset) -> tuple[type, tfds.core.BuilderConfig | None, st
     return cls, config, f"{cls.name}/{config.name}"
 
 
-def native_image_size(dataset: Dataset) -> tuple[int, int] | None:
+def native_image_size(
+    dataset: Dataset, *, manual_dir: os.PathLike | str | None = None
+) -> tuple[int, int] | None:
     """``(rows, cols)`` of every example of a dataset/config, or ``None`` if sizes vary.
 
     Read from the builder class and config (CrackForest tiles ``(160, 160)``,
@@ -184,6 +227,8 @@ def native_image_size(dataset: Dataset) -> tuple[int, int] | None:
     >>> native_image_size("crackforest"), native_image_size("synthetic_cracks/r2200_448")
     ((160, 160), (448, 448))
     """
+    if is_folder(dataset):  # the size every image of the folder has, or None
+        return _folder(dataset, manual_dir).native_size()
     cls, config, _ = _resolve(dataset)
     if issubclass(cls, DefectBuilder):
         return cls.native_size(config)
@@ -193,7 +238,9 @@ def native_image_size(dataset: Dataset) -> tuple[int, int] | None:
     return None
 
 
-def default_image_size(dataset: Dataset) -> int | None:
+def default_image_size(
+    dataset: Dataset, *, manual_dir: os.PathLike | str | None = None
+) -> int | None:
     """The square side that training resizes to when the user gives no image size.
 
     ``None`` for datasets whose examples all have one size (:func:`native_image_size`
@@ -208,6 +255,8 @@ def default_image_size(dataset: Dataset) -> int | None:
     >>> default_image_size("magnetic_tile/crack"), default_image_size("thc/thc112")
     (224, None)
     """
+    if is_folder(dataset):  # magnetic_tile's policy: 224 when the sizes differ
+        return _folder(dataset, manual_dir).default_image_size()
     if native_image_size(dataset) is not None:
         return None
     cls, _, _ = _resolve(dataset)
@@ -217,7 +266,9 @@ def default_image_size(dataset: Dataset) -> int | None:
 _SPLIT_ORDER = {"train": 0, "validation": 1, "test": 2}
 
 
-def split_names(dataset: Dataset) -> tuple[str, ...]:
+def split_names(
+    dataset: Dataset, *, manual_dir: os.PathLike | str | None = None
+) -> tuple[str, ...]:
     """The split names of a dataset: from the builder class for a spec (nothing is
     built), from the prepared files for a prepared builder.
 
@@ -227,6 +278,8 @@ def split_names(dataset: Dataset) -> tuple[str, ...]:
     >>> split_names("crackforest/label2")
     ('train', 'validation')
     """
+    if is_folder(dataset):
+        return _folder(dataset, manual_dir).split_names()
     cls, _, _ = _resolve(dataset)
     if isinstance(dataset, tfds.core.DatasetBuilder):
         found = list(dataset.info.splits.keys())  # empty until prepared
@@ -235,7 +288,9 @@ def split_names(dataset: Dataset) -> tuple[str, ...]:
     return tuple(getattr(cls, "SPLITS", ("train", "validation")))
 
 
-def check_split(dataset: Dataset, split: str) -> None:
+def check_split(
+    dataset: Dataset, split: str, *, manual_dir: os.PathLike | str | None = None
+) -> None:
     """Raise :class:`ValueError` unless ``split`` is a split of ``dataset``.
 
     >>> check_split("crackforest", "validation")
@@ -244,13 +299,19 @@ def check_split(dataset: Dataset, split: str) -> None:
       ...
     ValueError: split 'test' not in dataset crackforest/label2; it has: train, validation
     """
-    _, _, label = _resolve(dataset)
-    have = split_names(dataset)
+    if is_folder(dataset):
+        ds = _folder(dataset, manual_dir)
+        label, have = f"{folder.NAME} {ds.root}", ds.split_names()
+    else:
+        _, _, label = _resolve(dataset)
+        have = split_names(dataset)
     if split not in have:
         raise ValueError(f"split {split!r} not in dataset {label}; it has: {', '.join(have)}")
 
 
-def class_names(dataset: Dataset) -> tuple[str, ...]:
+def class_names(
+    dataset: Dataset, *, manual_dir: os.PathLike | str | None = None
+) -> tuple[str, ...]:
     """The name of every class id of a dataset's masks, background (0) first.
 
     Two names mean a binary dataset (``{0, 1}`` masks, one sigmoid output), more a
@@ -266,6 +327,8 @@ def class_names(dataset: Dataset) -> tuple[str, ...]:
     >>> class_names("crackforest"), class_names("synthetic_cracks/multi_96")
     (('background', 'crack'), ('background', 'crack', 'spot'))
     """
+    if is_folder(dataset):  # classes.json, or binary
+        return _folder(dataset, manual_dir).class_names()
     cls, config, label = _resolve(dataset)
     names_ = None
     if isinstance(dataset, tfds.core.DatasetBuilder):

@@ -28,6 +28,7 @@ from dibe_jax.data import in_memory
 from dibe_jax.data.augment import AugmentConfig
 from dibe_jax.data.device_augment import DevicePreprocess
 from dibe_jax.data.epochs import pad_batch, size_at, size_pair
+from dibe_jax.errors import UserError
 from dibe_jax.train import checks
 from dibe_jax.train.config import Config, ConfigError
 from dibe_jax.train.step import shard_batch
@@ -101,13 +102,16 @@ def open_sources(
         return sources[splits[0]], sources[splits[1]], classes
     from dibe_jax import datasets
 
+    d = config.data
     for field, split in zip(("data.train_split", "data.eval_split"), splits, strict=True):
-        try:
-            datasets.check_split(config.data.dataset, split)  # before anything is built
+        try:  # before anything is built
+            datasets.check_split(d.dataset, split, manual_dir=d.manual_dir)
+        except UserError:
+            raise  # a folder dataset's file, named
         except ValueError as e:
             raise ConfigError(f"{field}: {e}") from None
     builder = datasets.prepare(
-        config.data.dataset, data_dir=config.data.data_dir, manual_dir=config.data.manual_dir
+        d.dataset, data_dir=d.data_dir, manual_dir=d.manual_dir, val_fraction=d.val_fraction
     )
     try:
         classes = datasets.class_names(builder)

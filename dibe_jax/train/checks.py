@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dibe_jax import losses, models
+from dibe_jax.errors import UserError
 from dibe_jax.train.config import Config, ConfigError, Precision, check_types, diff
 
 __all__ = [
@@ -127,8 +128,10 @@ def dataset_classes(
         return names
     from dibe_jax import datasets
 
-    try:
-        return datasets.class_names(config.data.dataset)
+    try:  # a folder dataset is read from data.manual_dir (checked once per change)
+        return datasets.class_names(config.data.dataset, manual_dir=config.data.manual_dir)
+    except UserError:
+        raise  # names its file or field itself
     except ValueError as e:
         raise ConfigError(f"data.dataset: {e}") from None
 
@@ -288,6 +291,10 @@ def validate(
     _at_least("checkpoint_every_steps", config.checkpoint_every_steps, 1)
     _at_least("data.worker_count", config.data.worker_count, 0)
     _at_least("data.memory_budget_mb", config.data.memory_budget_mb, 0)
+    if not 0 < config.data.val_fraction < 1:
+        raise ConfigError(
+            f"data.val_fraction: expected a number in (0, 1), got {config.data.val_fraction!r}"
+        )
     _at_least("optim.lr", config.optim.lr, 0.0, strict=True)
     _at_least("optim.grad_clip", config.optim.grad_clip, 0.0, strict=True)
     if not 0.0 <= config.optim.momentum < 1.0:
@@ -322,8 +329,9 @@ def validate(
     _check_loss(config, classes, "in-memory data" if in_memory else config.data.dataset)
     sizes = _checked_schedule(config.data.image_size)
     if not in_memory and not sizes:
-        native = datasets.native_image_size(config.data.dataset)
-        default = datasets.default_image_size(config.data.dataset)
+        where = config.data.manual_dir  # a folder dataset's own sizes
+        native = datasets.native_image_size(config.data.dataset, manual_dir=where)
+        default = datasets.default_image_size(config.data.dataset, manual_dir=where)
         if native is not None:
             sizes = [tuple(native)]
         elif default is not None:

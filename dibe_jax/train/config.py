@@ -133,6 +133,7 @@ class DataConfig:
     worker_count: int = 0
     pipeline: Pipeline = "auto"
     memory_budget_mb: int = 4096
+    val_fraction: float = 0.2  # dataset "folder" with only images/ + masks/: validation share
 
 
 @dataclasses.dataclass

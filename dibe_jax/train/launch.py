@@ -162,14 +162,16 @@ class Launch:
 
 
 def model_info(built: Built) -> dict[str, Any]:
-    """What ``model.json`` records: input channels, outputs, the final image size and (for
-    a multi-class run) the class names."""
+    """What ``model.json`` records: input channels, outputs, the final image size, the data's
+    native size and (for a multi-class run) the class names."""
     sample = np.asarray(built.train_source[0]["image"])
     final_size = size_at(built.config.data.image_size, built.config.epochs - 1)
     info = {
         "in_channels": int(sample.shape[-1]) if sample.ndim == 3 else 1,
         "num_classes": built.num_outputs,
         "image_size": final_size or list(sample.shape[:2]),
+        # the size all training images had (None: they differed): predict's training scale
+        "native_size": list(built.native_size) if built.native_size is not None else None,
     }
     if built.num_outputs > 1:  # a binary run's model.json stays as it always was
         info["class_names"] = list(built.classes)

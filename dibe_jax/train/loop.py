@@ -41,6 +41,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
+import os
 import signal
 import time
 from collections.abc import Mapping, Sequence
@@ -103,15 +104,22 @@ class Interrupted(Exception):  # noqa: N818 - it is the event, not an error
 
 
 def resolve(config: Config) -> Config:
-    """A copy of ``config`` with the dataset's default image size filled in when the
-    dataset's images differ in size and ``data.image_size`` is None (magnetic_tile: the
-    size stated by :func:`dibe_jax.datasets.default_image_size`)."""
+    """A copy of ``config`` with absolute ``data.data_dir`` / ``data.manual_dir`` (a run's
+    ``config.json`` then works from any directory) and the dataset's default image size
+    filled in when the dataset's images differ in size and ``data.image_size`` is None
+    (magnetic_tile, a folder of mixed sizes: the size stated by
+    :func:`dibe_jax.datasets.default_image_size`)."""
     config = copy.deepcopy(config)
+    for field in ("data_dir", "manual_dir"):
+        value = getattr(config.data, field)
+        if value is not None:
+            setattr(config.data, field, os.path.abspath(os.path.expanduser(value)))
     if config.data.image_size is None:
         from dibe_jax import datasets
 
-        if datasets.native_image_size(config.data.dataset) is None:
-            size = datasets.default_image_size(config.data.dataset)
+        where = config.data.manual_dir  # a folder dataset's own sizes
+        if datasets.native_image_size(config.data.dataset, manual_dir=where) is None:
+            size = datasets.default_image_size(config.data.dataset, manual_dir=where)
             if size is not None:
                 log.info(
                     "%s images differ in size: training at %dx%d (data.image_size)",

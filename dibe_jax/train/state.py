@@ -152,6 +152,8 @@ class Built:
     data_label: str = "the in-memory data"  # the dataset, for messages
     train_arrays: in_memory.ArraySplit | None = None  # decoded: the device data path
     eval_arrays: in_memory.ArraySplit | None = None
+    #: the size every training image has, None when they differ (model.json: predict's scale)
+    native_size: tuple[int, int] | None = None
 
     @property
     def num_outputs(self) -> int:
@@ -235,4 +237,22 @@ def build(
         data_label,
         arrays.get(config.data.train_split) if train else None,
         arrays[config.data.eval_split],
+        _native_size(config, train_src, sources is not None),
     )
+
+
+def _native_size(config: Config, train_src: Sequence, in_memory_data: bool):
+    """``(rows, cols)`` every training image has, or None when they differ (training then
+    resized each to ``data.image_size``)."""
+    sample = np.asarray(train_src[0]["image"])
+    if config.data.image_size is None:  # trained at the native size, which all share
+        return tuple(sample.shape[:2])
+    if not in_memory_data:
+        from dibe_jax import datasets
+
+        size = datasets.native_image_size(config.data.dataset, manual_dir=config.data.manual_dir)
+        return tuple(size) if size is not None else None
+    if not isinstance(train_src, list | tuple):
+        return None  # a custom sequence or ArraySource: not read again just for this
+    sizes = {np.shape(ex["image"])[:2] for ex in train_src}
+    return tuple(sample.shape[:2]) if len(sizes) == 1 else None
