@@ -288,6 +288,35 @@ def _calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from dibe_jax.train.export import FORMATS, export_run
+
+    formats = FORMATS if args.format == "all" else (args.format,)
+    size = None if args.size is None else (args.size * 2)[:2]
+    report = export_run(
+        args.workdir,
+        args.out,
+        formats=formats,
+        best=not args.latest,
+        size=size,
+        overwrite=args.overwrite,
+    )
+    info = report.info
+    for kind, path in report.files.items():
+        shape = info["shapes"][kind]
+        fixed = ", ".join(shape["fixed"]) or "none"
+        diff = info["verified"]["max_abs_logit_difference"][kind]
+        print(
+            f"{kind}: {path}  input {shape['shape']} (fixed: {fixed}); max |logit diff| {diff:.2g}"
+        )
+        for why in shape["why_fixed"]:
+            print(f"  not symbolic: {why}")
+    decision = info["decision"]
+    rule = decision.get("threshold_source", decision["rule"])
+    print(f"decision: {rule}\nwrote {report.out / 'export.json'}")
+    return 0
+
+
 def _oii_search(args: argparse.Namespace) -> int:
     from dibe_jax import losses, train, tuning
     from dibe_jax.train import checks, runs
@@ -447,6 +476,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="validation", help="default validation")
     p.add_argument("--latest", action="store_true", help="use the latest, not the best")
     p.set_defaults(func=_calibrate)
+
+    p = add(
+        "export",
+        help="export a run's model as StableHLO and ONNX",
+        description="Write OUT/model.stablehlo.bin (jax.export), OUT/model.onnx (jax2onnx; "
+        "pip install 'dibe_jax[export]') and OUT/export.json (input layout, normalisation, "
+        "size rule, classes, threshold), each file verified against the JAX model. Batch, "
+        "height and width are symbolic where the network allows, else fixed to --size.",
+    )
+    p.add_argument("--workdir", required=True)
+    p.add_argument("--out", required=True, help="output folder (created)")
+    p.add_argument("--format", default="all", help="all (default), stablehlo or onnx")
+    p.add_argument(
+        "--size",
+        type=int,
+        nargs="+",
+        metavar="S",
+        help="H [W] of a network that needs a fixed size (default: the training size)",
+    )
+    p.add_argument("--latest", action="store_true", help="use the latest, not the best")
+    p.add_argument("--overwrite", action="store_true", help="replace the files in --out")
+    p.set_defaults(func=_export)
 
     p = add(
         "oii-search",

@@ -481,6 +481,7 @@ class LoadedRun(NamedTuple):
       class_names: a multi-class run's classes (``K`` of them, background first); ``None``
         for a binary run.
       step: the restored checkpoint's step.
+      model: the eval-mode model itself (for :mod:`dibe_jax.train.export`).
     """
 
     forward: Callable[[Any], jax.Array]
@@ -490,6 +491,7 @@ class LoadedRun(NamedTuple):
     minimum: int
     class_names: tuple[str, ...] | None = None
     step: int | None = None
+    model: nnx.Module | None = None
 
 
 def load_forward(workdir: str | Path, *, best: bool = True) -> LoadedRun:
@@ -540,6 +542,7 @@ def load_forward(workdir: str | Path, *, best: bool = True) -> LoadedRun:
         minimum,
         class_names,
         int(step),
+        model,
     )
 
 
