@@ -251,3 +251,18 @@ def test_refused_inputs_exit_2_writing_nothing(run, calibrated, tmp_path, capsys
     assert not (tmp_path / "p").exists()
     assert not any((p / cal.THRESHOLD_FILE).exists() for p in (empty, multi))
     assert _snapshot(run) == before
+
+
+@pytest.mark.slow
+def test_calibration_vs_search_quick(tmp_path):
+    from experiments import calibration_vs_search
+
+    assert calibration_vs_search.main(["--quick", "--out", str(tmp_path)]) == 0
+    text = (tmp_path / "calibration_vs_search.md").read_text()
+    assert "calibrated for OII" in text and "OII guidance (α = " in text
+    (found,) = json.loads((tmp_path / "calibration_vs_search.json").read_text())
+    cal_oii = found["calibration"]["oii"]
+    assert abs(cal_oii["threshold_oii"][0]) <= abs(cal_oii["zero_oii"][0]) + 1e-6
+    # logit 0 of the calibration pass is the basic run's final evaluation
+    assert cal_oii["zero_iou"][0] == pytest.approx(found["basic"]["iou_final"][0], abs=1e-6)
+    assert 1 <= found["search_runs"] <= 2

@@ -228,14 +228,16 @@ def _export_onnx(fn: Callable, candidates, model: str) -> tuple[bytes, dict]:
         # jax2onnx takes dimension names, not expressions: b, m*h, m*w -> B, H, W
         dims = [d[-1].upper() if isinstance(d, str) else d for d in shape]
         try:
-            proto = to_onnx(
-                _onnx_adapted(fn),
-                [tuple(dims)],
-                model_name=f"dibe_jax_{model}",
-                opset=OPSET,
-                input_names=["image"],
-                output_names=["logits"],
-            )
+            # jax2onnx's own plugins broadcast by rank and mix dtypes: JAX's defaults for it
+            with jax.numpy_rank_promotion("allow"), jax.numpy_dtype_promotion("standard"):
+                proto = to_onnx(
+                    _onnx_adapted(fn),
+                    [tuple(dims)],
+                    model_name=f"dibe_jax_{model}",
+                    opset=OPSET,
+                    input_names=["image"],
+                    output_names=["logits"],
+                )
         except Exception as e:  # noqa: BLE001 - a shape error tries the next shape
             if _is_shape_error(e):
                 tried.append((tuple(dims), _first_line(e)))
@@ -243,7 +245,7 @@ def _export_onnx(fn: Callable, candidates, model: str) -> tuple[bytes, dict]:
             raise UserError(
                 f"--format onnx: jax2onnx cannot express {model}: {_first_line(e)} "
                 "(export --format stablehlo instead)"
-            ) from None
+            ) from e
         return proto.SerializeToString(), _fixed_words(tuple(dims), tried)
     raise UserError(f"--format onnx: no input shape works for {model}; {tried[-1][1]}")
 
