@@ -36,15 +36,15 @@ import numpy as np
 from flax import nnx
 
 from dibe_jax import metrics
-from dibe_jax.data import pipeline
-from dibe_jax.data.epochs import size_pair
 from dibe_jax.errors import UserError
 from dibe_jax.files import atomic_write_json
 from dibe_jax.metrics import threshold as thresholds
-from dibe_jax.train import loop
+from dibe_jax.train.batches import device_preprocess, epoch_size, eval_batches
 from dibe_jax.train.checkpoints import CheckpointError, Checkpoints
 from dibe_jax.train.config import ConfigError
+from dibe_jax.train.state import build
 from dibe_jax.train.step import replicate
+from dibe_jax.train.workdir import ResumeMeta, load_config
 
 __all__ = [
     "THRESHOLD_FILE",
@@ -101,8 +101,8 @@ def _check_binary(workdir: Path, what: str) -> None:
 
 
 def _restored(workdir: Path, split: str, best: bool, sources):
-    """``(built, state, meta, step)``: the run's model restored, its ``split`` ready."""
-    config = loop.load_config(workdir)
+    """``(built, state, epoch, step)``: the run's model restored, its ``split`` ready."""
+    config = load_config(workdir)
     config.data.eval_split = split
     class_names = None
     if sources is not None:
@@ -112,7 +112,7 @@ def _restored(workdir: Path, split: str, best: bool, sources):
         raise CheckpointError(f"--workdir {workdir}: no checkpoints/ folder (nothing trained)")
     ckpt = Checkpoints(ckpt_dir, keep=config.keep_checkpoints, create=False)
     try:
-        built = loop.build(config, sources, class_names=class_names, train=False)
+        built = build(config, sources, class_names=class_names, train=False)
         try:
             state, meta, step = ckpt.restore(built.state, best=best)
         except CheckpointError as e:
@@ -121,7 +121,8 @@ def _restored(workdir: Path, split: str, best: bool, sources):
             state, meta, step = ckpt.restore(built.state, best=False)
     finally:
         ckpt.close()
-    return built, replicate(state, built.steps.replicated), meta, step
+    epoch = ResumeMeta.from_json(meta, step).epoch
+    return built, replicate(state, built.steps.replicated), epoch, step
 
 
 def _split_pass(built, state, epoch: int, per_batch: Callable, init, extra):
@@ -131,8 +132,8 @@ def _split_pass(built, state, epoch: int, per_batch: Callable, init, extra):
     one compilation per batch shape, no host round-trip until the end.
     """
     graphdef = built.eval_graphdef
-    preprocess = loop.device_preprocess(built.config)
-    size = size_pair(pipeline.size_at(built.config.data.image_size, epoch))
+    preprocess = device_preprocess(built.config)
+    size = epoch_size(built.config, epoch)
 
     @functools.partial(jax.jit, static_argnames=("size",), out_shardings=built.steps.replicated)
     def step(state, batch, acc, extra, *, size=None):
@@ -145,7 +146,7 @@ def _split_pass(built, state, epoch: int, per_batch: Callable, init, extra):
         return jax.tree.map(jnp.add, acc, per_batch(logits, mask, where, extra))
 
     acc = replicate(init, built.steps.replicated)
-    for batch in loop._eval_batches(built, epoch):  # the evaluation's own batches
+    for batch in eval_batches(built, epoch):  # the evaluation's own batches
         acc = step(state, batch, acc, extra, size=size)
     return jax.device_get(acc)
 
@@ -186,12 +187,12 @@ def calibrate(
             f"--target: expected one of {', '.join(thresholds.TARGETS)}, got {target!r}"
         )
     workdir = Path(workdir)
-    loop.load_config(workdir)  # a run folder at all
+    load_config(workdir)  # a run folder at all
     _check_binary(workdir, "calibration")
     edges = thresholds.threshold_edges() if edges is None else np.asarray(edges, np.float32)
-    built, state, meta, step = _restored(workdir, split, best, sources)
+    built, state, epoch, step = _restored(workdir, split, best, sources)
     init = (jnp.zeros(edges.size + 1, jnp.int32), jnp.zeros(edges.size + 1, jnp.int32))
-    hist = _split_pass(built, state, max(0, meta["epoch"] - 1), _histograms, init, edges)
+    hist = _split_pass(built, state, max(0, epoch - 1), _histograms, init, edges)
     choice = thresholds.choose_threshold(metrics.ScoreHistogram(*hist), edges, target=target)
     path = None
     if write:
@@ -202,7 +203,7 @@ def calibrate(
                 "target": target,
                 "split": split,
                 "step": int(step),
-                "epoch": int(meta["epoch"]),
+                "epoch": int(epoch),
                 "config_sha256": _digest(workdir),
                 "candidates": {
                     "low": float(edges[0]),
@@ -214,7 +215,7 @@ def calibrate(
                 "calibrated": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             },
         )
-    return Calibration(choice, split, int(step), int(meta["epoch"]), path)
+    return Calibration(choice, split, int(step), int(epoch), path)
 
 
 def read_threshold_file(workdir: str | Path) -> dict[str, Any] | None:
@@ -294,14 +295,14 @@ def metrics_at_thresholds(
     values = np.asarray(values, np.float32)
     if values.ndim != 1 or not values.size or not np.all(np.isfinite(values)):
         raise UserError(f"thresholds must be finite numbers, got {values.tolist()}")
-    built, state, meta, step = _restored(workdir, split, best, sources)
+    built, state, epoch, step = _restored(workdir, split, best, sources)
     init = tuple(jnp.zeros(values.size, jnp.int32) for _ in range(4))
-    counts = _split_pass(built, state, max(0, meta["epoch"] - 1), _counts, init, values)
+    counts = _split_pass(built, state, max(0, epoch - 1), _counts, init, values)
     rows = []
     for i, t in enumerate(values.tolist()):
         row = metrics.summarize(metrics.Confusion(*(int(c[i]) for c in counts)))
         rows.append({"threshold": t, **row})
-    return {"split": split, "step": int(step), "epoch": int(meta["epoch"]), "rows": rows}
+    return {"split": split, "step": int(step), "epoch": int(epoch), "rows": rows}
 
 
 def rows_table(rows: Sequence[tuple[str, Mapping[str, Any]]]) -> str:

@@ -53,7 +53,7 @@ from dibe_jax.files import atomic_write_json
 from dibe_jax.train import checks
 from dibe_jax.train.checkpoints import CheckpointError, Checkpoints
 from dibe_jax.train.config import ConfigError
-from dibe_jax.train.loop import load_config
+from dibe_jax.train.workdir import load_config
 
 __all__ = ["FORMATS", "TOLERANCE", "ExportReport", "export_run"]
 
