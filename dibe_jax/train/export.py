@@ -143,9 +143,10 @@ def _first_line(e: BaseException) -> str:
 
 def _is_shape_error(e: BaseException) -> bool:
     """Errors of a network that needs a concrete size (symbolic shapes it cannot take)."""
+    text = str(e).lower()
     return type(e).__name__ in ("InconclusiveDimensionOperation", "InconclusiveDimension") or (
         isinstance(e, TypeError | ValueError | NotImplementedError)
-        and ("symbolic" in str(e).lower() or "polymorphic" in str(e).lower())
+        and any(w in text for w in ("symbolic", "polymorphic", "_dimexpr"))
     )
 
 
@@ -220,7 +221,10 @@ def _onnx_adapted(fn: Callable) -> Callable:
     return adapted
 
 
-def _export_onnx(fn: Callable, candidates, model: str) -> tuple[bytes, dict]:
+def _export_onnx(fn: Callable, candidates, model: str, size, channels) -> tuple[bytes, dict]:
+    """The first candidate shape jax2onnx converts and ONNX Runtime loads and runs; the
+    reasons of the ones before it (a runtime that rejects a converted graph, e.g. by its
+    shape inference, counts like a shape the tracer refuses)."""
     from jax2onnx import to_onnx
 
     tried: list[tuple[tuple[Any, ...], str]] = []
@@ -246,8 +250,18 @@ def _export_onnx(fn: Callable, candidates, model: str) -> tuple[bytes, dict]:
                 f"--format onnx: jax2onnx cannot express {model}: {_first_line(e)} "
                 "(export --format stablehlo instead)"
             ) from e
-        return proto.SerializeToString(), _fixed_words(tuple(dims), tried)
-    raise UserError(f"--format onnx: no input shape works for {model}; {tried[-1][1]}")
+        data = proto.SerializeToString()
+        shape_words = _fixed_words(tuple(dims), tried)
+        try:
+            _ort_session(data).run(None, {"image": _sample(shape_words, size, channels)})
+        except Exception as e:  # noqa: BLE001 - onnxruntime's own exception types
+            tried.append((tuple(dims), "ONNX Runtime: " + _first_line(e)))
+            continue
+        return data, shape_words
+    raise UserError(
+        f"--format onnx: no input shape of {model} converts to a model ONNX Runtime runs; "
+        f"{tried[-1][1]}"
+    )
 
 
 def _ort_session(data: bytes):
@@ -341,7 +355,7 @@ def export_run(
         check("stablehlo", np.asarray(back.call(x)), np.asarray(run.forward(x)))
         del exported
     if "onnx" in formats:
-        blobs["onnx"], shapes["onnx"] = _export_onnx(fn, candidates, name)
+        blobs["onnx"], shapes["onnx"] = _export_onnx(fn, candidates, name, size, channels)
         x = _sample(shapes["onnx"], size, channels)
         session = _ort_session(blobs["onnx"])
         check("onnx", session.run(None, {"image": x})[0], np.asarray(run.forward(x)))
