@@ -4,6 +4,8 @@ Subcommands:
   train        train a model with a loss on a dataset (checkpoints, metrics, plots).
   eval         evaluate a run's best (or latest) checkpoint on a split.
   predict      write mask and overlay PNGs for image files with a run's checkpoint.
+  calibrate    choose a binary run's logit threshold on validation (OII to 0, or best IoU).
+  export       write a run's model as StableHLO (jax.export) and ONNX, with what a consumer needs.
   oii-search   OII-guided bisection of a loss hyperparameter (Appendix C), or a grid; on a
                binary run's OII, or a multi-class run's macro OII or one class's OII.
   analyze      Table 1 and the gradient/OII figures of the DIBE paper (PNG files).
@@ -273,6 +275,18 @@ def _eval(args: argparse.Namespace) -> int:
         f"on the {out['split']} split{on if args.dataset else ''}\n"
     )
     print(reporting.eval_table(out))
+    if "miou" not in out:  # a binary run with a calibrated threshold: both decisions
+        from dibe_jax.train import calibrate
+
+        recorded = calibrate.recorded_threshold(args.workdir, out["step"])
+        if recorded.value is None:
+            print(f"\nthreshold: {recorded.reason}")
+        else:
+            both = calibrate.metrics_at_thresholds(
+                args.workdir, [0.0, recorded.value], split=args.split, best=not args.latest
+            )
+            rows = [("logit 0", both["rows"][0]), (f"logit {recorded.value:g}", both["rows"][1])]
+            print(f"\nthreshold: {recorded.reason}\n\n{calibrate.rows_table(rows)}")
     return 0
 
 
@@ -290,7 +304,10 @@ def _predict(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         progress=not args.no_progress,
         scale=args.scale,
+        threshold=args.threshold,
     )
+    if report.threshold is not None:
+        print(f"threshold: {report.threshold}")
     for w in report.written:
         detail = ""
         if w.class_fractions is not None:
@@ -299,6 +316,53 @@ def _predict(args: argparse.Namespace) -> int:
         print(f"{w.input}: {w.defect_fraction:.5f} defect{detail} -> {w.mask}")
     print(report.summary())
     return 0 if report.written else 1
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from dibe_jax.train import calibrate
+
+    result = calibrate.calibrate(
+        args.workdir, target=args.target, split=args.split, best=not args.latest
+    )
+    c = result.choice
+    goal = "OII closest to 0" if c.target == "oii" else "the highest IoU"
+    print(
+        f"{args.workdir}: checkpoint of step {result.step} (epoch {result.epoch}), "
+        f"{result.split} split; threshold for {goal}: logit {c.threshold:g}\n"
+    )
+    rows = [("logit 0", c.at_zero), (f"logit {c.threshold:g}", c.at_threshold)]
+    print(calibrate.rows_table(rows))
+    print(f"\nwrote {result.path} (eval and predict use it for this checkpoint)")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from dibe_jax.train.export import FORMATS, export_run
+
+    formats = FORMATS if args.format == "all" else (args.format,)
+    size = None if args.size is None else (args.size * 2)[:2]
+    report = export_run(
+        args.workdir,
+        args.out,
+        formats=formats,
+        best=not args.latest,
+        size=size,
+        overwrite=args.overwrite,
+    )
+    info = report.info
+    for kind, path in report.files.items():
+        shape = info["shapes"][kind]
+        fixed = ", ".join(shape["fixed"]) or "none"
+        diff = info["verified"]["max_abs_logit_difference"][kind]
+        print(
+            f"{kind}: {path}  input {shape['shape']} (fixed: {fixed}); max |logit diff| {diff:.2g}"
+        )
+        for why in shape["why_fixed"]:
+            print(f"  not symbolic: {why}")
+    decision = info["decision"]
+    rule = decision.get("threshold_source", decision["rule"])
+    print(f"decision: {rule}\nwrote {report.out / 'export.json'}")
+    return 0
 
 
 def _oii_search(args: argparse.Namespace) -> int:
@@ -406,7 +470,53 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--latest", action="store_true", help="use the latest, not the best")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--threshold",
+        type=float,
+        help="binary runs: predict defect where logit >= T (default: the run's calibrated "
+        "threshold, see `dibe-jax calibrate`, else 0)",
+    )
     p.set_defaults(func=_predict)
+
+    p = add(
+        "calibrate",
+        help="choose a binary run's logit threshold on validation",
+        description="One pass of the best (or latest) checkpoint over a split collects logit "
+        "histograms of defect and background pixels; the threshold that brings OII closest "
+        "to 0 (or maximises IoU) among 2049 candidates in [-16, 16] (step 1/64) is recorded "
+        "in WORKDIR/threshold.json, which eval and predict then use for that checkpoint.",
+    )
+    p.add_argument("--workdir", required=True)
+    p.add_argument(
+        "--target",
+        default="oii",
+        help="oii (default: as many misses as false alarms) or iou (the highest IoU)",
+    )
+    p.add_argument("--split", default="validation", help="default validation")
+    p.add_argument("--latest", action="store_true", help="use the latest, not the best")
+    p.set_defaults(func=_calibrate)
+
+    p = add(
+        "export",
+        help="export a run's model as StableHLO and ONNX",
+        description="Write OUT/model.stablehlo.bin (jax.export), OUT/model.onnx (jax2onnx; "
+        "pip install 'dibe_jax[export]') and OUT/export.json (input layout, normalisation, "
+        "size rule, classes, threshold), each file verified against the JAX model. Batch, "
+        "height and width are symbolic where the network allows, else fixed to --size.",
+    )
+    p.add_argument("--workdir", required=True)
+    p.add_argument("--out", required=True, help="output folder (created)")
+    p.add_argument("--format", default="all", help="all (default), stablehlo or onnx")
+    p.add_argument(
+        "--size",
+        type=int,
+        nargs="+",
+        metavar="S",
+        help="H [W] of a network that needs a fixed size (default: the training size)",
+    )
+    p.add_argument("--latest", action="store_true", help="use the latest, not the best")
+    p.add_argument("--overwrite", action="store_true", help="replace the files in --out")
+    p.set_defaults(func=_export)
 
     p = add(
         "oii-search",

@@ -338,6 +338,7 @@ class PredictReport:
     written: list[Written] = dataclasses.field(default_factory=list)
     skipped: list[tuple[Path, str]] = dataclasses.field(default_factory=list)
     class_names: tuple[str, ...] | None = None  # a multi-class run's classes
+    threshold: str | None = None  # a binary run's logit threshold, and where it comes from
 
     def summary(self) -> str:
         """One paragraph for people: ``wrote N masks to OUT; skipped K files: a.png (...)``.
@@ -386,6 +387,32 @@ def _check_arguments(inputs: Path, out: Path, window, overlap, batch_size) -> li
     _check_overlap(overlap)
     _check_batch_size(batch_size)
     return _list_inputs(inputs)
+
+
+def _check_threshold(workdir: Path, threshold: float | None) -> None:
+    """Refuse a threshold that is not a finite number, or one for a multi-class run."""
+    if threshold is None:
+        return
+    if isinstance(threshold, bool) or not isinstance(threshold, int | float | np.floating):
+        raise ValueError(f"threshold: expected a number, got {threshold!r}")
+    if not np.isfinite(threshold):
+        raise ValueError(f"threshold: expected a finite logit, got {threshold}")
+    info = workdir / "model.json"
+    if info.is_file() and int(json.loads(info.read_text()).get("num_classes", 1)) > 1:
+        raise ValueError(
+            "threshold: a multi-class run predicts the argmax of its logits; a logit "
+            "threshold applies to binary runs only"
+        )
+
+
+def _threshold_for(workdir: Path, step: int | None, threshold: float | None):
+    """``(t, words)``: the given threshold, else the run's calibrated one, else 0."""
+    from dibe_jax.train.calibrate import recorded_threshold
+
+    if threshold is not None:
+        return float(threshold), f"logit {float(threshold):g} (given)"
+    recorded = recorded_threshold(workdir, step)
+    return (recorded.value or 0.0), recorded.reason
 
 
 def _save_png_atomic(array: np.ndarray, path: Path) -> None:
@@ -479,6 +506,8 @@ class LoadedRun(NamedTuple):
       class_names: a multi-class run's classes (``K`` of them, background first); ``None``
         for a binary run.
       resize: how training resized its images (:func:`training_resize`).
+      step: the restored checkpoint's step.
+      model: the eval-mode model itself (for :mod:`dibe_jax.train.export`).
     """
 
     forward: Callable[[Any], jax.Array]
@@ -488,6 +517,8 @@ class LoadedRun(NamedTuple):
     minimum: int
     class_names: tuple[str, ...] | None = None
     resize: tuple[str, Any] = ("none", None)
+    step: int | None = None
+    model: nnx.Module | None = None
 
 
 def training_resize(config: Any, info: dict[str, Any]) -> tuple[str, Any]:
@@ -587,11 +618,11 @@ def load_forward(workdir: str | Path, *, best: bool = True) -> LoadedRun:
     ckpt = Checkpoints(workdir / "checkpoints", keep=config.keep_checkpoints, create=False)
     try:
         try:
-            state, _, _ = ckpt.restore(state, best=best)
+            state, _, step = ckpt.restore(state, best=best)
         except CheckpointError as e:
             if not best or type(e) is not CheckpointError:  # a mismatch is not "no best"
                 raise
-            state, _, _ = ckpt.restore(state, best=False)
+            state, _, step = ckpt.restore(state, best=False)
     finally:
         ckpt.close()
     model, _ = nnx.merge(eval_graphdef, state)  # eval mode: BatchNorm statistics, no dropout
@@ -610,6 +641,8 @@ def load_forward(workdir: str | Path, *, best: bool = True) -> LoadedRun:
         minimum,
         class_names,
         training_resize(config, info),
+        int(step),
+        model,
     )
 
 
@@ -624,15 +657,18 @@ def predict(
     batch_size: int = 8,
     progress: bool = True,
     scale: str = "train",
+    threshold: float | None = None,
 ) -> PredictReport:
     """Write ``<stem>_mask.png`` and ``<stem>_overlay.png`` under ``out`` for each input image.
 
     Each image is resized as training resized its images (``scale="train"``; see the module
     docstring), predicted (:func:`predict_logits`: whole when it fits the window, else
-    blended overlapping windows), and its logits resized back to the image's size;
-    ``ŷ = 1 iff logit ≥ 0``; for a multi-class run ``ŷ = argmax_c`` logits, written as class
+    blended overlapping windows), and its logits resized back to the image's size; for a
+    multi-class run ``ŷ = argmax_c`` logits, written as class
     ids with a colour overlay and its legend (:func:`class_overlay`). Masks and overlays
-    always have the input's size.
+    always have the input's size. A binary run's pixels are ``ŷ = 1 iff logit ≥ t``, with ``t``
+    the run's calibrated threshold (``threshold.json``, :mod:`dibe_jax.train.calibrate`)
+    when it was calibrated for this checkpoint, else 0.
 
     Args:
       workdir: a training run (``config.json``, ``model.json``, ``checkpoints/``).
@@ -648,6 +684,7 @@ def predict(
       progress: show a progress bar over the files.
       scale: ``"train"`` (default): the training scale; ``"native"``: every image at its own
         size, never resized.
+      threshold: a binary run's logit threshold ``t``, instead of the calibrated one (or 0).
 
     Returns:
       A :class:`PredictReport`: the written masks (input, mask, overlay, defect fraction) and
@@ -663,6 +700,7 @@ def predict(
     if scale not in SCALES:
         raise ValueError(f"scale: expected one of {', '.join(SCALES)}, got {scale!r}")
     files = _check_arguments(inputs, out, window, overlap, batch_size)
+    _check_threshold(workdir, threshold)
     run = load_forward(workdir, best=best)
     resize = run.resize if scale == "train" else ("none", None)
     if resize[0] != "none":
@@ -675,6 +713,9 @@ def predict(
     window = _as_pair(window) if window is not None else run.image_size
     out.mkdir(parents=True, exist_ok=True)
     report = PredictReport(out, class_names=run.class_names)
+    cut = 0.0
+    if run.class_names is None:
+        cut, report.threshold = _threshold_for(workdir, run.step, threshold)
     stems: dict[str, Path] = {}
 
     from tqdm.auto import tqdm
@@ -710,7 +751,7 @@ def predict(
         mask_path = out / f"{path.stem}_mask.png"
         overlay_path = out / f"{path.stem}_overlay.png"
         if run.class_names is None:
-            mask = (logits[..., 0] >= 0).astype(np.uint8)
+            mask = (logits[..., 0] >= cut).astype(np.uint8)
             _save_png_atomic(mask * np.uint8(255), mask_path)
             _save_png_atomic(_overlay(image, mask), overlay_path)
             report.written.append(Written(path, mask_path, overlay_path, float(mask.mean())))
