@@ -14,14 +14,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import jax
-
 from dibe_jax import metrics
 from dibe_jax.train import reporting
 from dibe_jax.train.batches import epoch_size, eval_batches
 from dibe_jax.train.checkpoints import CheckpointError, Checkpoints
 from dibe_jax.train.state import Built, build
-from dibe_jax.train.step import replicate, zero_totals
+from dibe_jax.train.step import read_totals, replicate, zero_totals
 from dibe_jax.train.workdir import ResumeMeta, load_config
 
 __all__ = ["evaluate", "evaluate_checkpoint"]
@@ -35,11 +33,11 @@ def evaluate(built: Built, state, epoch: int) -> dict[str, Any]:
     totals = replicate(zero_totals(built.num_outputs), built.steps.replicated)
     for batch in eval_batches(built, epoch):
         totals = built.steps.evaluate(state, batch, totals, size=size)
-    totals = jax.device_get(totals)
-    val_loss = float(totals["loss"]) / max(1, int(totals["images"]))
+    totals = read_totals(totals)  # exact counts past 2**31 pixels
+    val_loss = totals["loss"] / max(1, totals["images"])
     if built.num_outputs > 1:
         return {**reporting.multiclass_metrics(totals["cm"], built.classes), "val_loss": val_loss}
-    counts = metrics.Confusion(*(int(totals[k]) for k in ("tp", "fp", "fn", "tn")))
+    counts = metrics.Confusion(*(totals[k] for k in ("tp", "fp", "fn", "tn")))
     summary = metrics.summarize(counts)
     summary["val_loss"] = val_loss
     return summary
