@@ -336,6 +336,12 @@ def _steered_words(steer: str) -> str:
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    common.add_argument(
+        "--no-compile-cache",
+        action="store_true",
+        help="do not keep compiled programs between launches (default: a persistent XLA "
+        "cache in $DIBE_JAX_CACHE_DIR or ~/.cache/dibe_jax/jax)",
+    )
     parser = argparse.ArgumentParser(
         prog="dibe-jax",
         description="Losses, metrics and experiments of the DIBE paper in JAX.",
@@ -542,6 +548,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = _config_dot_flags(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     _setup_logging()
+    from dibe_jax.train import compile_cache
+
+    # Entry-point setting: compiled programs persist between launches (unless configured).
+    if args.no_compile_cache:
+        compile_cache.disable()
+    else:
+        compile_cache.enable()
     from dibe_jax.train import Interrupted, NonFiniteError
 
     try:
