@@ -288,7 +288,11 @@ def _oii_search(args: argparse.Namespace) -> int:
     def run(value: float) -> dict:
         config = runs.with_hyperparameter(base, args.param, value, fixed=fixed)
         result = runs.train_seeds(
-            config, workdir / "runs" / f"{args.param}={value:g}", seeds, log=print
+            config,
+            workdir / "runs" / f"{args.param}={value:g}",
+            seeds,
+            log=print,
+            overwrite=args.overwrite,
         )
         return runs.search_metrics(result, steer)
 
