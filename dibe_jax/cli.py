@@ -327,6 +327,40 @@ def _oii_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from dibe_jax import train
+    from dibe_jax.train import runs, sweep
+
+    if args.seed is not None:
+        raise train.ConfigError("--seed: a sweep takes its seeds from --seeds")
+    if args.config and args.resume:
+        raise train.ConfigError("--config: not with --resume (each member keeps its config)")
+    config = _config_from_args(args)
+    members = sweep.members(config, sweep.parse_sweep(args.sweep), args.seeds)
+    workdir = Path(args.workdir)
+    print(f"sweep: {len(members)} members ({len(args.seeds)} seed(s) each) in {workdir}")
+    result = sweep.train_members(
+        members,
+        workdir,
+        overwrite=args.overwrite,
+        resume=args.resume,
+        strategy=args.strategy,
+        chunk=args.sweep_chunk,
+        log=print,
+    )
+    keys = ("miou", "macro_oii") if "miou" in (result.records[0] or [{}])[-1] else ("iou", "oii")
+    print(f"\n| setting | seeds | {keys[0]} (last 3) | {keys[1]} (last 3) |\n|---|---|---|---|")
+    for name in dict.fromkeys(m.setting for m in result.members):
+        r = result.seed_runs(name)
+        cells = [runs.fmt(r.last3(k)) for k in keys]
+        print(f"| {name} | {len(r.seeds)} | {cells[0]} | {cells[1]} |")
+    print(
+        f"\nwrote {workdir / 'sweep.json'} ({result.summary['strategy']}, "
+        f"{result.summary['wall_seconds']:.0f} s)"
+    )
+    return 0
+
+
 def _steered_words(steer: str) -> str:
     """What the columns OII, IoU and PA of an oii-search table are, for people."""
     if steer == "oii":
@@ -455,6 +489,40 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_train_options(p)
     p.set_defaults(func=_oii_search)
+
+    p = add(
+        "sweep",
+        help="train loss hyperparameters x seeds in one compiled program",
+        description="Train every combination of the --sweep values with every seed as the "
+        "members of one jitted program (stacked states; --strategy vmap or lax.map); each "
+        "member is a normal run folder WORKDIR/<value>/seed<k> (eval, predict and train "
+        "--resume work on it) and WORKDIR/sweep.json summarises the settings by the mean of "
+        "the last 3 evaluations of every seed. Only real-valued loss hyperparameters may be "
+        "swept (the members share one program).",
+    )
+    _add_train_options(p)
+    p.add_argument(
+        "--sweep",
+        action="append",
+        default=[],
+        metavar="FIELD=V1,V2,...",
+        help="a loss hyperparameter and its values, e.g. loss.alpha=0.3,0.5,0.7 (repeat the "
+        "flag for a product of several)",
+    )
+    p.add_argument(
+        "--seeds", type=int, nargs="+", default=[0], help="the seeds of every value (default 0)"
+    )
+    p.add_argument(
+        "--strategy",
+        default="auto",
+        choices=["auto", "vmap", "map"],
+        help="members as one vmapped program or a lax.map over them (default: the faster on "
+        "this platform, as benchmarks/sweep.py measured)",
+    )
+    p.add_argument(
+        "--sweep-chunk", type=int, help="at most this many members per program (default all)"
+    )
+    p.set_defaults(func=_cmd_sweep)
 
     p = add(
         "analyze",

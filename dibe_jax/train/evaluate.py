@@ -22,7 +22,7 @@ from dibe_jax.train.state import Built, build
 from dibe_jax.train.step import read_totals, replicate, zero_totals
 from dibe_jax.train.workdir import ResumeMeta, load_config
 
-__all__ = ["evaluate", "evaluate_checkpoint"]
+__all__ = ["evaluate", "evaluate_checkpoint", "summarize"]
 
 
 def evaluate(built: Built, state, epoch: int) -> dict[str, Any]:
@@ -33,7 +33,11 @@ def evaluate(built: Built, state, epoch: int) -> dict[str, Any]:
     totals = replicate(zero_totals(built.num_outputs), built.steps.replicated)
     for batch in eval_batches(built, epoch):
         totals = built.steps.evaluate(state, batch, totals, size=size)
-    totals = read_totals(totals)  # exact counts past 2**31 pixels
+    return summarize(read_totals(totals), built)  # exact counts past 2**31 pixels
+
+
+def summarize(totals: dict[str, Any], built: Built) -> dict[str, Any]:
+    """The evaluation record of :func:`~dibe_jax.train.step.read_totals`' host totals."""
     val_loss = totals["loss"] / max(1, totals["images"])
     if built.num_outputs > 1:
         return {**reporting.multiclass_metrics(totals["cm"], built.classes), "val_loss": val_loss}
