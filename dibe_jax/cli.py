@@ -387,11 +387,11 @@ def _oii_search(args: argparse.Namespace) -> int:
         grid=args.grid,
         fixed={k: getattr(args, k) for k in ("alpha", "beta") if getattr(args, k) is not None},
     )
-    guided, grid = tuning.run_search(plan, workdir, log=print)
+    guided, grid = tuning.run_search(plan, workdir, log=print, overwrite=args.overwrite)
     print(
         f"Each value: {len(plan.seeds)} seed(s) trained; steered on "
         f"{tuning.steered_words(plan.steer)}; OII, IoU and PA are the mean of the last "
-        f"{runs.LAST_N} evaluations of every seed (SPEC's reporting rule).\n"
+        f"{runs.LAST_N} evaluations of every seed (the reporting rule).\n"
     )
     print(guided.table(grid))
     print(
@@ -401,9 +401,49 @@ def _oii_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from dibe_jax import train
+    from dibe_jax.train import runs, sweep
+
+    if args.seed is not None:
+        raise train.ConfigError("--seed: a sweep takes its seeds from --seeds")
+    if args.config and args.resume:
+        raise train.ConfigError("--config: not with --resume (each member keeps its config)")
+    config = _config_from_args(args)
+    members = sweep.members(config, sweep.parse_sweep(args.sweep), args.seeds)
+    workdir = Path(args.workdir)
+    print(f"sweep: {len(members)} members ({len(args.seeds)} seed(s) each) in {workdir}")
+    result = sweep.train_members(
+        members,
+        workdir,
+        overwrite=args.overwrite,
+        resume=args.resume,
+        strategy=args.strategy,
+        chunk=args.sweep_chunk,
+        log=print,
+    )
+    keys = ("miou", "macro_oii") if "miou" in (result.records[0] or [{}])[-1] else ("iou", "oii")
+    print(f"\n| setting | seeds | {keys[0]} (last 3) | {keys[1]} (last 3) |\n|---|---|---|---|")
+    for name in dict.fromkeys(m.setting for m in result.members):
+        r = result.seed_runs(name)
+        cells = [runs.fmt(r.last3(k)) for k in keys]
+        print(f"| {name} | {len(r.seeds)} | {cells[0]} | {cells[1]} |")
+    print(
+        f"\nwrote {workdir / 'sweep.json'} ({result.summary['strategy']}, "
+        f"{result.summary['wall_seconds']:.0f} s)"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    common.add_argument(
+        "--no-compile-cache",
+        action="store_true",
+        help="do not keep compiled programs between launches (default: a persistent XLA "
+        "cache in $DIBE_JAX_CACHE_DIR or ~/.cache/dibe_jax/jax)",
+    )
     parser = argparse.ArgumentParser(
         prog="dibe-jax",
         description="Losses, metrics and experiments of the DIBE paper in JAX.",
@@ -576,6 +616,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_oii_search)
 
     p = add(
+        "sweep",
+        help="train loss hyperparameters x seeds in one compiled program",
+        description="Train every combination of the --sweep values with every seed as the "
+        "members of one jitted program (stacked states; --strategy vmap or lax.map); each "
+        "member is a normal run folder WORKDIR/<value>/seed<k> (eval, predict and train "
+        "--resume work on it) and WORKDIR/sweep.json summarises the settings by the mean of "
+        "the last 3 evaluations of every seed. Only real-valued loss hyperparameters may be "
+        "swept (the members share one program).",
+    )
+    _add_train_options(p)
+    p.add_argument(
+        "--sweep",
+        action="append",
+        default=[],
+        metavar="FIELD=V1,V2,...",
+        help="a loss hyperparameter and its values, e.g. loss.alpha=0.3,0.5,0.7 (repeat the "
+        "flag for a product of several)",
+    )
+    p.add_argument(
+        "--seeds", type=int, nargs="+", default=[0], help="the seeds of every value (default 0)"
+    )
+    p.add_argument(
+        "--strategy",
+        default="auto",
+        choices=["auto", "vmap", "map"],
+        help="members as one vmapped program or a lax.map over them (default: the faster on "
+        "this platform, as benchmarks/sweep.py measured)",
+    )
+    p.add_argument(
+        "--sweep-chunk", type=int, help="at most this many members per program (default all)"
+    )
+    p.set_defaults(func=_cmd_sweep)
+
+    p = add(
         "analyze",
         help="write Table 1 and Figs. 4, 5, 12, 13, 15 of the paper",
         description="Print Table 1 (OII) and draw Figs. 4, 5, 12, 13 and 15 as PNG files.",
@@ -688,6 +762,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _setup_logging()
     from dibe_jax.errors import UserError
+    from dibe_jax.train import compile_cache
+
+    # Entry-point setting: compiled programs persist between launches (unless configured).
+    if args.no_compile_cache:
+        compile_cache.disable()
+    else:
+        compile_cache.enable()
     from dibe_jax.train import Interrupted, NonFiniteError
 
     try:

@@ -46,10 +46,10 @@ def main() -> None:
         totals = step.replicate(step.zero_totals(3), steps.replicated)
         for batch in batches:
             totals = steps.evaluate(state, step.shard_batch(batch, mesh), totals)
-        totals = jax.device_get(totals)
+        totals = step.read_totals(totals)
         out[f"cm_{label}"] = np.asarray(totals["cm"]).tolist()
-        out[f"loss_{label}"] = float(totals["loss"])
-        out[f"images_{label}"] = int(totals["images"])
+        out[f"loss_{label}"] = totals["loss"]
+        out[f"images_{label}"] = totals["images"]
         if label == "one":  # the same sum, on the host, batch by batch
             model = nnx.merge(eg, jax.device_get(state))[0]
             host = metrics.ConfusionMatrixAccumulator(3)

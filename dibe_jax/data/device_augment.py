@@ -67,8 +67,9 @@ def _check_batch(images: jax.Array, masks: jax.Array) -> None:
         raise ValueError(f"images {images.shape} and masks {masks.shape} differ in size")
 
 
-def step_key(seed: int, step: jax.Array | int) -> jax.Array:
-    """The augmentation key of training step ``step``: ``fold_in(key(seed), step)``."""
+def step_key(seed: jax.Array | int, step: jax.Array | int) -> jax.Array:
+    """The augmentation key of training step ``step``: ``fold_in(key(seed), step)`` (a Python
+    int ``seed`` and the same value as an ``int32`` array give the same key)."""
     return jax.random.fold_in(jax.random.key(seed), jnp.asarray(step, jnp.uint32))
 
 
@@ -290,7 +291,9 @@ class DevicePreprocess:
       crop: ``"resize"`` (the whole stored image to the epoch's size; the training loop's
         mode) or ``"crop"`` (a random window in training, the central one in evaluation).
       mean, std: normalisation after scaling to ``[0, 1]`` (None: none).
-      seed: the run's seed; step ``t`` augments with :func:`step_key` ``(seed, t)``.
+      seed: the run's seed; step ``t`` augments with :func:`step_key` ``(seed, t)``. The
+        jitted steps pass it as an input (``train(..., seed=)``), so it is no constant of
+        their compilation.
     """
 
     augment: AugmentConfig | None = None
@@ -318,7 +321,13 @@ class DevicePreprocess:
         return x, masks
 
     def train(
-        self, step: jax.Array | int, images: jax.Array, masks: jax.Array, size: Size | None
+        self,
+        step: jax.Array | int,
+        images: jax.Array,
+        masks: jax.Array,
+        size: Size | None,
+        *,
+        seed: jax.Array | int | None = None,
     ) -> tuple[jax.Array, jax.Array]:
         """The training batch of step ``step``.
 
@@ -327,13 +336,16 @@ class DevicePreprocess:
           images: ``uint8 [B, H, W, C]`` (the global batch, as stored).
           masks: ``uint8 [B, H, W, 1]``.
           size: the epoch's ``(rows, cols)``, or None for the stored size.
+          seed: the run's seed, traced (an input of the jitted step, so runs with other
+            seeds share its compilation); None: :attr:`seed`. The same value draws the
+            same augmentation either way.
 
         Returns:
           ``float32 [B, rows, cols, C]`` images and ``uint8 [B, rows, cols, 1]`` masks.
         """
         _check_batch(images, masks)
         a = self.augment
-        key = step_key(self.seed, step)
+        key = step_key(self.seed if seed is None else seed, step)
         k_geometry, k_flip, k_color = jax.random.split(key, 3)
         x, masks = self._geometry(k_geometry, images, masks, size)
         if a is not None:

@@ -15,7 +15,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import jax
 import numpy as np
 
 from dibe_jax import metrics
@@ -24,10 +23,10 @@ from dibe_jax.train.batches import epoch_size, eval_batches
 from dibe_jax.train.checkpoints import CheckpointError, Checkpoints
 from dibe_jax.train.config import Config, ConfigError
 from dibe_jax.train.state import Built, build
-from dibe_jax.train.step import replicate, zero_totals
+from dibe_jax.train.step import read_totals, replicate, zero_totals
 from dibe_jax.train.workdir import ResumeMeta, load_config
 
-__all__ = ["evaluate", "evaluate_checkpoint"]
+__all__ = ["evaluate", "evaluate_checkpoint", "summarize"]
 
 
 def evaluate(built: Built, state, epoch: int) -> dict[str, Any]:
@@ -38,11 +37,15 @@ def evaluate(built: Built, state, epoch: int) -> dict[str, Any]:
     totals = replicate(zero_totals(built.num_outputs), built.steps.replicated)
     for batch in eval_batches(built, epoch):
         totals = built.steps.evaluate(state, batch, totals, size=size)
-    totals = jax.device_get(totals)
-    val_loss = float(totals["loss"]) / max(1, int(totals["images"]))
+    return summarize(read_totals(totals), built)  # exact counts past 2**31 pixels
+
+
+def summarize(totals: dict[str, Any], built: Built) -> dict[str, Any]:
+    """The evaluation record of :func:`~dibe_jax.train.step.read_totals`' host totals."""
+    val_loss = totals["loss"] / max(1, totals["images"])
     if built.num_outputs > 1:
         return {**reporting.multiclass_metrics(totals["cm"], built.classes), "val_loss": val_loss}
-    counts = metrics.Confusion(*(int(totals[k]) for k in ("tp", "fp", "fn", "tn")))
+    counts = metrics.Confusion(*(totals[k] for k in ("tp", "fp", "fn", "tn")))
     summary = metrics.summarize(counts)
     summary["val_loss"] = val_loss
     return summary

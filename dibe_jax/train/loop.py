@@ -51,7 +51,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from dibe_jax.train import checks, reporting
+from dibe_jax.train import checks, compile_cache, reporting
 from dibe_jax.train.batches import epoch_size, train_batches
 from dibe_jax.train.checkpoints import Checkpoints
 from dibe_jax.train.config import Config, ConfigError
@@ -163,6 +163,9 @@ def train_and_evaluate(
 ) -> dict[str, Any]:
     """Train ``config`` in ``workdir``; return the last evaluation record.
 
+    Compiled programs persist between launches: JAX's persistent compilation cache is
+    turned on unless the caller configured it (:func:`~dibe_jax.train.compile_cache.enable`).
+
     Args:
       config: the run (see :class:`~dibe_jax.train.config.Config`; paper defaults). With
         ``resume``, it must equal the run's ``config.json`` except for the fields a resume
@@ -191,6 +194,7 @@ def train_and_evaluate(
         saved first.
     """
     t_start = time.perf_counter()
+    compile_cache.enable()  # unless the user configured (or turned off) JAX's cache
     workdir = Path(workdir)
     # The one check of the config, before resolve() looks the dataset up; resolve() only
     # fills in the default image size, which the check has already taken into account.

@@ -12,8 +12,9 @@ evaluations, so a single final number cannot rank losses that differ by 0.01. SP
 * **best**: mean ± sd over seeds of each seed's best evaluation.
 
 :func:`train_seeds` trains one config once per seed in ``workdir/seed<k>`` (a run finished
-earlier with the same config is read back, an interrupted one resumes, one with another
-config is replaced) and returns a :class:`SeedRuns`. :func:`with_hyperparameter` turns a
+earlier with the same setting is read back, an interrupted one resumes, one asked for more
+epochs is extended, one of another setting is refused unless ``overwrite``) and returns a
+:class:`SeedRuns`. :func:`with_hyperparameter` turns a
 hyperparameter value into the config of a run, with the one β rule of the project.
 """
 
@@ -23,7 +24,6 @@ import copy
 import dataclasses
 import json
 import math
-import shutil
 import statistics
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -287,14 +287,81 @@ def with_hyperparameter(
 
 
 def _finished(workdir: Path, config: Config) -> list[dict[str, Any]] | None:
-    """The records of a run already finished with the same config, else ``None``."""
+    """The records of a run already finished with ``config``'s setting, else ``None``: its
+    config may differ only in options that do not change training (logging, checkpoints,
+    data locations: :data:`~dibe_jax.train.checks.RESUMABLE` but ``epochs``)."""
     path = workdir / "config.json"
-    if not path.exists() or json.loads(path.read_text()) != json.loads(config.to_json()):
+    if not path.exists() or not (workdir / "wall.json").exists():
+        return None
+    stored = _stored_config(workdir)
+    if stored is None or _changes(stored, config) - _SAME_TRAINING:
         return None
     records = read_metrics(workdir)
-    if records and records[-1].get("epoch") == config.epochs and (workdir / "wall.json").exists():
+    if records and records[-1].get("epoch") == config.epochs:
         return records
     return None
+
+
+#: Fields that leave the training itself unchanged (what a finished run can differ in).
+_SAME_TRAINING = frozenset(
+    {
+        "eval_every",  # evaluation records only, and a finished run has its records
+        "progress",
+        "checkpoint_every_steps",
+        "keep_checkpoints",
+        "nonfinite",
+        "data.data_dir",
+        "data.manual_dir",
+        "data.memory_budget_mb",
+    }
+)
+
+
+def _stored_config(workdir: Path) -> Config | None:
+    from dibe_jax.train.config import ConfigError
+    from dibe_jax.train.loop import load_config
+
+    try:
+        return load_config(workdir)
+    except (ConfigError, FileNotFoundError):
+        return None
+
+
+def _changes(stored: Config, config: Config) -> set[str]:
+    from dibe_jax.train.config import diff
+
+    return {key for key, _, _ in diff(stored, config)}
+
+
+def _plan(run_dir: Path, config: Config, overwrite: bool) -> str:
+    """How :func:`train_seeds` continues in ``run_dir``: ``"resume"`` (no run yet, an
+    interrupted one, or one whose config differs only in what a resume may change: more
+    epochs, logging) or ``"replace"`` (a run of another setting, with ``overwrite``).
+
+    Raises:
+      ConfigError: ``run_dir`` holds a run of another setting and ``overwrite`` is False
+        (training is never deleted without it).
+    """
+    from dibe_jax.train import checks
+    from dibe_jax.train.config import ConfigError
+
+    if not (run_dir / "config.json").exists():
+        return "resume"  # nothing yet (or no run: train_and_evaluate says so)
+    stored = _stored_config(run_dir)
+    if stored is not None:
+        try:
+            checks.check_resume(stored, config, where=str(run_dir / "config.json"))
+            return "resume"
+        except ConfigError as e:
+            reason = str(e).split(";")[0].removeprefix("--resume: ")
+    else:
+        reason = f"{run_dir / 'config.json'} is not a valid config"
+    if overwrite:
+        return "replace"
+    raise ConfigError(
+        f"{run_dir} holds a run of another setting ({reason}); pass --overwrite "
+        "(overwrite=True) to replace it, or choose another --workdir"
+    )
 
 
 def train_seeds(
@@ -305,12 +372,19 @@ def train_seeds(
     sources: Mapping[str, Sequence] | None = None,
     class_names: Sequence[str] | None = None,
     log: Callable[[str], None] | None = None,
+    overwrite: bool = False,
 ) -> SeedRuns:
     """Train ``config`` once per seed in ``workdir/seed<k>``; return every seed's records.
 
-    A run finished earlier with the same config is read back instead of trained; a run with
-    another config in the same folder is replaced; an interrupted one resumes from its last
-    checkpoint. ``workdir/seed<k>/wall.json`` records each run's training wall time.
+    A run finished earlier with the same setting is read back instead of trained (its
+    config may differ in logging and checkpoint options); a run whose config differs only in
+    what a resume may change (:data:`~dibe_jax.train.checks.RESUMABLE`: more epochs, the
+    evaluation interval, progress and checkpoint options) continues from its last checkpoint,
+    so a re-run with more epochs extends it, its first epochs' records unchanged; an
+    interrupted one resumes. A run of another setting is an error unless ``overwrite``
+    (then it is replaced): finished training is never deleted by accident.
+    ``workdir/seed<k>/wall.json`` records each run's training wall time (summed over
+    launches).
 
     Args:
       config: the setting (its ``seed`` is replaced by each of ``seeds``).
@@ -319,24 +393,36 @@ def train_seeds(
       sources: in-memory splits, as in :func:`~dibe_jax.train.train_and_evaluate`.
       class_names: the classes of ``sources``' masks (background first), as there.
       log: called with one line per seed trained.
+      overwrite: replace runs of another setting instead of refusing them.
+
+    Raises:
+      ConfigError: a seed's folder holds a run of another setting (without ``overwrite``),
+        checked for every seed before any trains.
     """
     from dibe_jax.train.loop import train_and_evaluate
 
-    runs, wall = [], 0.0
-    for seed in seeds:
+    plan = []
+    for seed in seeds:  # every refusal before anything trains
         run_dir = Path(workdir) / f"seed{seed}"
         seeded = copy.deepcopy(config)
         seeded.seed = int(seed)
         records = _finished(run_dir, seeded)
+        how = None if records is not None else _plan(run_dir, seeded, overwrite)
+        plan.append((run_dir, seeded, records, how == "resume"))
+    runs, wall = [], 0.0
+    for run_dir, seeded, records, resume in plan:
         if records is None:
-            old = run_dir / "config.json"
-            if old.exists() and json.loads(old.read_text()) != json.loads(seeded.to_json()):
-                shutil.rmtree(run_dir)  # another setting trained here before: start again
+            before = _wall(run_dir) if resume else 0.0
             t0 = time.perf_counter()
             train_and_evaluate(
-                seeded, run_dir, resume=True, sources=sources, class_names=class_names
+                seeded,
+                run_dir,
+                resume=resume,
+                overwrite=not resume,
+                sources=sources,
+                class_names=class_names,
             )
-            seconds = time.perf_counter() - t0
+            seconds = before + time.perf_counter() - t0
             records = read_metrics(run_dir)
             atomic_write_json(run_dir / "wall.json", {"seconds": round(seconds, 2)})
             if log is not None and records:
@@ -350,7 +436,13 @@ def train_seeds(
                     scores = f"IoU {last['iou']:.3f} PA {last['pa']:.3f} OII {last['oii']:+.3f}"
                 log(f"{run_dir}: epoch {last['epoch']} {scores} ({seconds:.0f} s)")
         else:
-            seconds = json.loads((run_dir / "wall.json").read_text())["seconds"]
+            seconds = _wall(run_dir)
         wall += seconds
         runs.append(records)
     return SeedRuns(runs, [int(s) for s in seeds], wall)
+
+
+def _wall(run_dir: Path) -> float:
+    """The training wall time ``wall.json`` records (0 if none)."""
+    path = run_dir / "wall.json"
+    return float(json.loads(path.read_text())["seconds"]) if path.exists() else 0.0

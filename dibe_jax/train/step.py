@@ -23,10 +23,23 @@ into the model's input themselves, with the run's :class:`~dibe_jax.data.DeviceP
 augmentation from the key of ``(seed, step)`` in training, the geometry to the epoch's
 ``size`` (a static argument: one compilation per size) and ``uint8 -> float32`` in both
 steps. The dtype of the images decides, at trace time.
+
+What varies between runs of one model is an input of the compiled steps, not a constant:
+the loss's real-valued hyperparameters (a dict of ``float32`` scalars) and the
+augmentation seed travel as :class:`StepInputs`, so any number of α values and seeds in one
+process compile each step once per input shape (the learning rate lives in the optimiser
+state, the parameters' key in the state's RNG streams). :attr:`Steps.pure` holds the same
+steps unjitted, with the inputs as an argument, for :func:`jax.vmap` over stacked runs
+(:mod:`dibe_jax.train.sweep`).
+
+Evaluation counts are exact past ``2**31`` pixels: each count accumulates on the device as
+two ``uint32`` words ``[hi, lo]`` (x64 is off), and :func:`read_totals` joins them on the host.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import Any, NamedTuple
@@ -42,18 +55,35 @@ from dibe_jax import metrics
 from dibe_jax.data.device_augment import DevicePreprocess
 from dibe_jax.models.mc_dropout import mc_dropout_logits
 
-__all__ = ["Steps", "make_mesh", "make_steps", "replicate", "shard_batch", "zero_totals"]
+__all__ = [
+    "StepInputs",
+    "Steps",
+    "make_mesh",
+    "make_steps",
+    "read_totals",
+    "replicate",
+    "shard_batch",
+    "split_loss_params",
+    "zero_totals",
+]
 
 #: The key of the Monte-Carlo dropout passes of the validation loss (fixed: evaluation is
 #: deterministic).
 EVAL_MC_SEED = 0
 
 #: :func:`make_steps`' latest results by their arguments (at most ``_STEPS_KEPT``): a process
-#: that builds the same steps again (another run of the same model, loss, hyperparameters
-#: and seed, a resume, an evaluation of a saved run) gets the same jitted functions back, so
-#: JAX's in-memory cache serves it instead of a new trace, lowering and compilation.
+#: that builds the same steps again (a resume, an evaluation of a saved run) gets the same
+#: :class:`Steps` back.
 _STEPS: OrderedDict[Hashable, Steps] = OrderedDict()
 _STEPS_KEPT = 8
+#: The jitted steps by every argument of :func:`make_steps` except the values in
+#: :class:`StepInputs` (at most ``_STEPS_KEPT``): another run of the same model and loss with
+#: other hyperparameter values or another seed gets the same jitted functions, so JAX's
+#: in-memory cache serves it instead of a new trace, lowering and compilation.
+_JITTED: OrderedDict[Hashable, tuple[Callable[..., Any], ...]] = OrderedDict()
+
+#: Two ``uint32`` words per count: ``hi * 2**32 + lo`` (exact to ``2**64``).
+_WORD = 2**32
 
 
 def make_mesh(devices: list | None = None) -> jax.sharding.Mesh:
@@ -103,12 +133,69 @@ def replicate(tree: Any, sharding: NamedSharding) -> Any:
     return jax.tree.map(put, tree)
 
 
+class StepInputs(NamedTuple):
+    """What varies between runs of one compiled step: arrays, not constants.
+
+    Attributes:
+      loss: the loss's real-valued hyperparameters, ``{name: float32 []}`` (those given as
+        Python floats; the others are static: :func:`split_loss_params`).
+      seed: the augmentation seed, ``int32 []`` (step ``t`` augments with
+        :func:`~dibe_jax.data.device_augment.step_key` ``(seed, t)``).
+
+    Stacked along a leading axis ``[K]``, they are the inputs of ``K`` runs under
+    :func:`jax.vmap`.
+    """
+
+    loss: dict[str, jax.Array]
+    seed: jax.Array
+
+
+class PureSteps(NamedTuple):
+    """The steps unjitted, their :class:`StepInputs` an argument (for :func:`jax.vmap`).
+
+    ``train(state, batch, step, inputs, size) -> (state, stats)`` and
+    ``evaluate(state, batch, totals, inputs, size) -> totals``.
+    """
+
+    train: Callable[..., Any]
+    evaluate: Callable[..., Any]
+
+
 class Steps(NamedTuple):
-    """The jitted steps and the shardings they use."""
+    """The jitted steps bound to one run's :class:`StepInputs`, and the shardings they use.
+
+    ``train`` and ``evaluate`` are the run's steps (signatures in :func:`make_steps`);
+    ``inputs`` the arrays they pass to the jitted functions ``train_jit(state, batch, step,
+    inputs, *, size)`` and ``evaluate_jit(state, batch, totals, inputs, *, size)``, which
+    every run of the same model and loss shares; ``pure`` the same steps unjitted.
+    """
 
     train: Callable[..., Any]
     evaluate: Callable[..., Any]
     replicated: NamedSharding
+    inputs: StepInputs | None = None
+    train_jit: Callable[..., Any] | None = None
+    evaluate_jit: Callable[..., Any] | None = None
+    pure: PureSteps | None = None
+
+
+def split_loss_params(params: dict[str, Any]) -> tuple[dict[str, float], dict[str, Any]]:
+    """``(traced, static)``: the hyperparameters given as Python or NumPy floats (inputs
+    of the compiled step, :class:`StepInputs`) and the rest (ints, flags, names, lists:
+    constants of the step, as a loss may use them for shapes or choices).
+
+    >>> split_loss_params({"alpha": 0.3, "gamma": 2, "include_background": True})
+    ({'alpha': 0.3}, {'gamma': 2, 'include_background': True})
+    """
+    traced = {k: float(v) for k, v in params.items() if isinstance(v, float | np.floating)}
+    return traced, {k: v for k, v in params.items() if k not in traced}
+
+
+def step_inputs(loss: dict[str, float], seed: int) -> StepInputs:
+    """:class:`StepInputs` of one run (host arrays)."""
+    return StepInputs(
+        {k: np.asarray(v, np.float32) for k, v in loss.items()}, np.asarray(seed, np.int32)
+    )
 
 
 def _labels(mask: jax.Array, num_classes: int) -> jax.Array:
@@ -159,11 +246,13 @@ def make_steps(
     ``evaluate(state, batch, totals, *, size=None) -> totals``: adds the batch's
     dataset-level confusion counts (binary TP/FP/FN/TN, or the ``[C, C]`` matrix ``cm``) and
     loss sum (padding rows with ``valid = False`` excluded) to ``totals``
-    (:func:`zero_totals`); a ``uint8`` batch goes through ``preprocess.evaluate`` first.
+    (:func:`zero_totals`; :func:`read_totals` reads them); a ``uint8`` batch goes through
+    ``preprocess.evaluate`` first.
 
-    The same arguments (equal graph definitions, the same loss function, equal
-    hyperparameters, mesh and options) give the same jitted functions back, so a process
-    that trains or evaluates the same model again compiles nothing new.
+    The loss's float hyperparameters and ``preprocess.seed`` are :class:`StepInputs` of the
+    jitted functions, not constants: arguments that differ only in those values share
+    ``train_jit`` and ``evaluate_jit``, so a search over α and seeds compiles each step
+    once per input shape; equal arguments give the same :class:`Steps` back.
 
     Args:
       train_graphdef, eval_graphdef: the model and optimiser in train / eval mode.
@@ -191,34 +280,98 @@ def make_steps(
     if key is not None and key in _STEPS:
         _STEPS.move_to_end(key)
         return _STEPS[key]
-    loss_params = dict(loss_params)
+    traced, static = split_loss_params(dict(loss_params))
     replicated = NamedSharding(mesh, P())
+    # Everything but the inputs' values: runs that differ only in those share the programs.
+    shared = dataclasses.replace(preprocess, seed=0)
+    options = (num_classes, mc_samples, batch_loss, skip_nonfinite, shared)
+    jit_key = _steps_key(
+        train_graphdef, eval_graphdef, loss_fn, static, sorted(traced), mesh, options
+    )
+    if jit_key is not None and jit_key in _JITTED:
+        _JITTED.move_to_end(jit_key)
+        train_jit, evaluate_jit, pure = _JITTED[jit_key]
+    else:
+        pure = _pure_steps(
+            train_graphdef,
+            eval_graphdef,
+            loss_fn,
+            static,
+            num_classes=num_classes,
+            mc_samples=mc_samples,
+            batch_loss=batch_loss,
+            skip_nonfinite=skip_nonfinite,
+            preprocess=shared,
+        )
+        train_jit = jax.jit(
+            pure.train,
+            donate_argnums=0,
+            static_argnames=("size",),
+            out_shardings=(replicated, replicated),
+        )
+        evaluate_jit = jax.jit(pure.evaluate, static_argnames=("size",), out_shardings=replicated)
+        if jit_key is not None:
+            _JITTED[jit_key] = (train_jit, evaluate_jit, pure)
+            while len(_JITTED) > _STEPS_KEPT:
+                _JITTED.popitem(last=False)
+    inputs = replicate(step_inputs(traced, preprocess.seed), replicated)
 
-    def prepared(batch, step, size, train: bool):
+    def train(state, batch, step=None, *, size=None):
+        return train_jit(state, batch, step, inputs, size=size)
+
+    def evaluate(state, batch, totals, *, size=None):
+        return evaluate_jit(state, batch, totals, inputs, size=size)
+
+    steps = Steps(train, evaluate, replicated, inputs, train_jit, evaluate_jit, pure)
+    if key is not None:
+        _STEPS[key] = steps
+        while len(_STEPS) > _STEPS_KEPT:
+            _STEPS.popitem(last=False)
+    return steps
+
+
+def _pure_steps(
+    train_graphdef: nnx.GraphDef,
+    eval_graphdef: nnx.GraphDef,
+    loss_fn: Callable[..., jax.Array],
+    static_params: dict[str, Any],
+    *,
+    num_classes: int,
+    mc_samples: int | None,
+    batch_loss: bool,
+    skip_nonfinite: bool,
+    preprocess: DevicePreprocess,
+) -> PureSteps:
+    """The train and eval steps as pure functions of ``(..., inputs, size)``."""
+
+    def prepared(batch, step, inputs, size, train: bool):
         """The batch the model takes: ``uint8`` images prepared on the device."""
         if batch["image"].dtype != jnp.uint8:
             return batch
         if train:
             if step is None:
                 raise ValueError("a uint8 training batch needs the step number (its key)")
-            image, mask = preprocess.train(step, batch["image"], batch["mask"], size)
+            image, mask = preprocess.train(
+                step, batch["image"], batch["mask"], size, seed=inputs.seed
+            )
         else:
             image, mask = preprocess.evaluate(batch["image"], batch["mask"], size)
         return {**batch, "image": image, "mask": mask}
 
-    def loss_value(logits, mask, where=None):
+    def loss_value(logits, mask, inputs, where=None):
         extra = {} if where is None else {"where": where}
-        return loss_fn(logits, _labels(mask, num_classes), **loss_params, **extra)
+        labels = _labels(mask, num_classes)
+        return loss_fn(logits, labels, **static_params, **inputs.loss, **extra)
 
     def forward_train(m, x):
         return m(x) if mc_samples is None else mc_forward(m, x, mc_samples)
 
-    def train_step(state, batch, step=None, *, size=None):
-        batch = prepared(batch, step, size, train=True)
+    def train_step(state, batch, step, inputs, size=None):
+        batch = prepared(batch, step, inputs, size, train=True)
         model, optimizer = nnx.merge(train_graphdef, state)
 
         def objective(m):
-            value = loss_value(forward_train(m, batch["image"]), batch["mask"])
+            value = loss_value(forward_train(m, batch["image"]), batch["mask"], inputs)
             return value if batch_loss else jnp.mean(value)
 
         loss, grads = nnx.value_and_grad(objective)(model)
@@ -232,7 +385,7 @@ def make_steps(
         stats = {"loss": loss, "nonfinite": (~finite).astype(jnp.int32)}
         return new_state, stats
 
-    def eval_loss_sum(model, image, logits, mask, valid):
+    def eval_loss_sum(model, image, logits, mask, valid, inputs):
         """Sum over the valid images of the loss (a batch loss: its value times their count)."""
         labels = _labels(mask, num_classes)
         pixels = jnp.broadcast_to(
@@ -243,53 +396,78 @@ def make_steps(
             logits = mc_dropout_logits(model, image, num_samples=mc_samples, rngs_or_key=key)
         n_valid = jnp.sum(valid.astype(jnp.int32))
         if batch_loss:
-            return loss_value(logits, mask, where=pixels) * n_valid.astype(jnp.float32)
+            return loss_value(logits, mask, inputs, where=pixels) * n_valid.astype(jnp.float32)
         if num_classes == 1:  # binary: as it always was, padding rows dropped afterwards
-            per_image = loss_value(logits, mask)
+            per_image = loss_value(logits, mask, inputs)
         else:
-            per_image = loss_value(logits, mask, where=pixels)
+            per_image = loss_value(logits, mask, inputs, where=pixels)
         return jnp.sum(jnp.where(valid, per_image, 0.0))
 
-    def eval_step(state, batch, totals, *, size=None):
-        batch = prepared(batch, None, size, train=False)
+    def eval_step(state, batch, totals, inputs, size=None):
+        batch = prepared(batch, None, inputs, size, train=False)
         model, _ = nnx.merge(eval_graphdef, state)
         logits = model(batch["image"])
         valid = batch["valid"]
         mask = batch["mask"]
+        _check_batch_pixels(logits.shape)
         if num_classes == 1:
             where = jnp.broadcast_to(valid[:, None, None, None], logits.shape[:3] + (1,))
             counts = metrics.confusion_counts(logits, mask, where=where).sum()
-            out = {
-                "tp": totals["tp"] + counts.tp,
-                "fp": totals["fp"] + counts.fp,
-                "fn": totals["fn"] + counts.fn,
-                "tn": totals["tn"] + counts.tn,
-            }
+            out = {k: _add_count(totals[k], getattr(counts, k)) for k in _BINARY_COUNTS}
         else:
             labels = _labels(mask, num_classes)
             where = jnp.broadcast_to(valid[:, None, None], labels.shape)
             cm = metrics.confusion_matrix(logits, labels, num_classes, where=where)
-            out = {"cm": totals["cm"] + jnp.sum(cm, axis=0)}
-        loss_sum = eval_loss_sum(model, batch["image"], logits, mask, valid)
+            out = {"cm": _add_count(totals["cm"], jnp.sum(cm, axis=0))}
+        loss_sum = eval_loss_sum(model, batch["image"], logits, mask, valid, inputs)
         return {
             **out,
             "loss": totals["loss"] + loss_sum,
             "images": totals["images"] + jnp.sum(valid.astype(jnp.int32)),
         }
 
-    train = jax.jit(
-        train_step,
-        donate_argnums=0,
-        static_argnames=("size",),
-        out_shardings=(replicated, replicated),
-    )
-    evaluate = jax.jit(eval_step, static_argnames=("size",), out_shardings=replicated)
-    steps = Steps(train, evaluate, replicated)
-    if key is not None:
-        _STEPS[key] = steps
-        while len(_STEPS) > _STEPS_KEPT:
-            _STEPS.popitem(last=False)
-    return steps
+    return PureSteps(train_step, eval_step)
+
+
+_BINARY_COUNTS = ("tp", "fp", "fn", "tn")
+
+
+def _check_batch_pixels(shape: tuple[int, ...]) -> None:
+    """A batch's own counts are int32: refuse a batch of ``2**31`` pixels or more (static)."""
+    if math.prod(shape[:3]) >= 2**31:
+        raise ValueError(
+            f"an evaluation batch of {shape[0]} images of {shape[1]}x{shape[2]} holds 2**31 "
+            "pixels or more, past its int32 counts; use a smaller batch"
+        )
+
+
+def _add_count(total: jax.Array, count: jax.Array) -> jax.Array:
+    """``total`` (``uint32 [2, ...]``: ``[hi, lo]``) plus ``count`` (``int32 [...]``, >= 0),
+    with the carry of the low word into the high one."""
+    c = count.astype(jnp.uint32)
+    lo = total[1] + c
+    hi = total[0] + (lo < c).astype(jnp.uint32)
+    return jnp.stack([hi, lo])
+
+
+def read_totals(totals: dict[str, Any]) -> dict[str, Any]:
+    """:func:`make_steps`' evaluation ``totals`` on the host: counts as Python ints (binary
+    ``tp``, ``fp``, ``fn``, ``tn``) or an ``int64 [C, C]`` matrix ``cm``, ``loss`` a float
+    (the sum over images) and ``images`` an int.
+
+    >>> t = zero_totals()
+    >>> t["tp"] = np.array([1, 5], np.uint32)  # hi, lo
+    >>> read_totals(t)["tp"] == 2**32 + 5
+    True
+    """
+    totals = jax.device_get(totals)
+    out: dict[str, Any] = {"loss": float(totals["loss"]), "images": int(totals["images"])}
+    for k in (*_BINARY_COUNTS, "cm"):
+        if k in totals:
+            words = np.asarray(totals[k]).astype(np.int64)
+            joined = words[0] * _WORD + words[1]
+            out[k] = joined if joined.ndim else int(joined)
+    return out
 
 
 def _frozen(value: Any) -> Hashable:
@@ -315,9 +493,13 @@ def _steps_key(*args: Any) -> Hashable | None:
 
 def zero_totals(num_classes: int = 1) -> dict[str, jax.Array]:
     """Empty accumulator for :func:`make_steps`' ``evaluate``: binary counts
-    (``num_classes = 1``) or a ``[C, C]`` int32 confusion matrix ``cm``."""
+    (``num_classes = 1``) or a ``[C, C]`` confusion matrix ``cm``, each count two ``uint32``
+    words ``[hi, lo]`` (``[2]`` or ``[2, C, C]``; :func:`read_totals` joins them), the loss
+    sum (``float32``) and the number of images (``int32``)."""
     z = jnp.zeros((), jnp.int32)
+    loss = jnp.zeros((), jnp.float32)
     if num_classes == 1:
-        return {"tp": z, "fp": z, "fn": z, "tn": z, "loss": jnp.zeros(()), "images": z}
-    cm = jnp.zeros((num_classes, num_classes), jnp.int32)
-    return {"cm": cm, "loss": jnp.zeros(()), "images": z}
+        count = jnp.zeros((2,), jnp.uint32)
+        return {"tp": count, "fp": count, "fn": count, "tn": count, "loss": loss, "images": z}
+    cm = jnp.zeros((2, num_classes, num_classes), jnp.uint32)
+    return {"cm": cm, "loss": loss, "images": z}

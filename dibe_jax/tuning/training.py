@@ -179,11 +179,16 @@ def plan_search(
 
 
 def run_search(
-    plan: SearchPlan, workdir: str | Path, *, log: Callable[[str], None] | None = print
+    plan: SearchPlan,
+    workdir: str | Path,
+    *,
+    log: Callable[[str], None] | None = print,
+    overwrite: bool = False,
 ) -> tuple[search.SearchResult, search.SearchResult | None]:
     """Run the OII-guided search of ``plan`` (and its grid), training in ``workdir/runs``.
 
-    A value trained before with the same setting is read back, not trained again. Writes
+    A value trained before with the same setting is read back, not trained again, and one
+    trained for fewer epochs is extended; training is replaced only with ``overwrite``. Writes
     ``workdir/oii_search.json`` and, with a grid, ``workdir/grid_search.json``.
 
     Returns:
@@ -195,7 +200,11 @@ def run_search(
 
     def train_value(value: float) -> dict[str, Any]:
         result = runs.train_seeds(
-            plan.config(value), workdir / "runs" / f"{plan.param}={value:g}", plan.seeds, log=log
+            plan.config(value),
+            workdir / "runs" / f"{plan.param}={value:g}",
+            plan.seeds,
+            log=log,
+            overwrite=overwrite,
         )
         return runs.search_metrics(result, plan.steer)
 

@@ -1,0 +1,659 @@
+"""K runs in one compiled program: a sweep over loss hyperparameters and seeds.
+
+The members of a sweep share the model, the data, the batch size and the image size, and
+differ only in what is an input of the compiled step (:class:`~dibe_jax.train.step.StepInputs`:
+the loss's real-valued hyperparameters and the augmentation seed) and in their state (the
+parameters drawn from their own seed, BatchNorm statistics, optimiser and dropout RNG state).
+Their states are stacked along a leading axis ``[K]`` and one jitted program trains them all:
+
+* ``"vmap"``: :func:`jax.vmap` of the run's own train step over the stacked states, batches
+  and inputs (XLA batches the members' convolutions into grouped ones);
+* ``"map"``: :func:`jax.lax.map` over the members inside one program (each member's
+  convolutions as in a single run, one after another, without a dispatch per member).
+
+Which is faster depends on the device (``benchmarks/sweep.py`` measures both); ``"auto"``
+takes :data:`AUTO_STRATEGY` of the platform.
+
+Every member draws its own data order (:class:`~dibe_jax.data.in_memory.Batches` of its seed),
+augmentation (its seed's keys) and initial parameters, exactly as the separate ``train`` run
+with its config; so a member is that run up to floating-point rounding of the batched
+program. Each member is a normal run folder, ``workdir/<value>/seed<k>`` (``config.json``,
+``model.json``, ``metrics.jsonl``, ``checkpoints/`` saved at every epoch end, ``plots/``,
+``tensorboard/``): ``dibe-jax eval``, ``predict`` and ``train --resume`` work on it.
+``workdir/sweep.json`` summarises the settings by the reporting statistic
+(:class:`~dibe_jax.train.runs.SeedRuns`: the last 3 evaluations of every seed).
+
+Members that do not fit the device's memory together are trained in chunks (the first step
+of a chunk that runs out of memory is retried with half the members), and the output says so.
+A sweep needs the device data path (the training split decoded into memory).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import functools
+import itertools
+import json
+import logging
+import shutil
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from dibe_jax import losses
+from dibe_jax.data import in_memory
+from dibe_jax.files import atomic_write_json, atomic_write_text
+from dibe_jax.train import checks, reporting
+from dibe_jax.train.batches import epoch_size
+from dibe_jax.train.checkpoints import Checkpoints
+from dibe_jax.train.config import Config, ConfigError, override
+from dibe_jax.train.evaluate import summarize
+from dibe_jax.train.launch import model_info
+from dibe_jax.train.runs import SeedRuns
+from dibe_jax.train.state import build, loss_steps, make_state, validate
+from dibe_jax.train.step import StepInputs, read_totals, shard_batch, zero_totals
+from dibe_jax.train.workdir import existing_outputs, load_config
+
+__all__ = [
+    "AUTO_STRATEGY",
+    "Member",
+    "SweepResult",
+    "members",
+    "parse_sweep",
+    "train_members",
+    "train_sweep",
+]
+
+log = logging.getLogger(__name__)
+
+#: The strategy ``"auto"`` picks per platform (measured by ``benchmarks/sweep.py``).
+AUTO_STRATEGY = {"cpu": "map", "gpu": "vmap", "tpu": "vmap"}
+STRATEGIES = ("auto", "vmap", "map")
+
+
+@dataclasses.dataclass(frozen=True)
+class Member:
+    """One run of a sweep.
+
+    Attributes:
+      name: its folder below the sweep's workdir, e.g. ``alpha=0.3/seed0``.
+      config: the run's full config (its ``seed`` included).
+      values: the swept fields and their values, e.g. ``{"loss.alpha": 0.3}``.
+    """
+
+    name: str
+    config: Config
+    values: dict[str, float]
+
+    @property
+    def setting(self) -> str:
+        """The folder of its setting (every seed of the same values), e.g. ``alpha=0.3``."""
+        return self.name.rpartition("/")[0]
+
+
+@dataclasses.dataclass
+class SweepResult:
+    """Every member's evaluation records and the summary written to ``sweep.json``."""
+
+    members: list[Member]
+    records: list[list[dict[str, Any]]]
+    summary: dict[str, Any]
+
+    def seed_runs(self, setting: str) -> SeedRuns:
+        """The seeds of one setting (its folder name) as :class:`SeedRuns`."""
+        picked = [(m, r) for m, r in zip(self.members, self.records, strict=True)]
+        picked = [(m, r) for m, r in picked if m.setting == setting]
+        wall = self.summary.get("wall_seconds", 0.0) * len(picked) / max(1, len(self.members))
+        return SeedRuns([r for _, r in picked], [m.config.seed for m, _ in picked], wall)
+
+
+def parse_sweep(specs: Sequence[str]) -> dict[str, list[float]]:
+    """``["loss.alpha=0.3,0.5,0.7"]`` -> ``{"loss.alpha": [0.3, 0.5, 0.7]}``.
+
+    >>> parse_sweep(["loss.alpha=0.3,0.5", "loss.gamma=1.5"])
+    {'loss.alpha': [0.3, 0.5], 'loss.gamma': [1.5]}
+
+    Raises:
+      ConfigError: a spec that is not ``FIELD=V1,V2,...`` of numbers, or a field twice.
+    """
+    out: dict[str, list[float]] = {}
+    for spec in specs:
+        field, eq, values = spec.partition("=")
+        field = field.strip()
+        if not eq or not field or not values.strip():
+            raise ConfigError(f"--sweep {spec!r}: expected FIELD=V1,V2,... e.g. loss.alpha=0.3,0.5")
+        if field in out:
+            raise ConfigError(f"--sweep {field}: given twice; list all its values in one flag")
+        try:
+            out[field] = [float(v) for v in values.split(",")]
+        except ValueError:
+            raise ConfigError(
+                f"--sweep {field}: expected comma-separated numbers, got {values!r}"
+            ) from None
+        if len(set(out[field])) != len(out[field]):
+            raise ConfigError(f"--sweep {field}: a value is listed twice in {values!r}")
+    return out
+
+
+def _check_field(config: Config, field: str) -> str:
+    """The loss hyperparameter ``field`` names; :class:`ConfigError` for any other field."""
+    group, _, name = field.partition(".")
+    takes = losses.hyperparameters(config.loss.name)
+    if group == "loss" and name in takes:
+        default = takes[name]
+        if isinstance(default, float) and not isinstance(default, bool):
+            return name
+    which = (
+        f"loss {config.loss.name!r} takes no real-valued hyperparameter {name!r}"
+        if group == "loss"
+        else f"{field} would change the compiled program (shapes, model, data or optimiser)"
+    )
+    sweepable = [f"loss.{k}" for k, v in takes.items() if isinstance(v, float)]
+    raise ConfigError(
+        f"--sweep {field}: {which}; the members of a sweep share one program, so only the "
+        f"loss's real-valued hyperparameters vary ({', '.join(sweepable) or 'none'}) "
+        "besides --seeds; train other settings as separate sweeps"
+    )
+
+
+def members(
+    config: Config, sweep: Mapping[str, Sequence[float]], seeds: Sequence[int]
+) -> list[Member]:
+    """The runs of a sweep: every combination of the swept values, each with every seed.
+
+    Fields must be real-valued loss hyperparameters (anything else would change the
+    compiled program: refused in one line); the values are set as given (no β = 1 − α
+    rule: sweep both fields, or use ``oii-search``); :func:`train_members` validates them.
+    """
+    if not seeds:
+        raise ConfigError("--seeds: give at least one seed")
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"--seeds: a seed is listed twice in {list(seeds)}")
+    names = {field: _check_field(config, field) for field in sweep}
+    out = []
+    combos = itertools.product(*sweep.values()) if sweep else [()]
+    for combo in combos:
+        values = dict(zip(sweep, combo, strict=True))
+        label = ",".join(f"{names[f]}={v:g}" for f, v in values.items()) or "run"
+        for seed in seeds:
+            changes = {**{f: float(v) for f, v in values.items()}, "seed": int(seed)}
+            c = override(copy.deepcopy(config), changes)
+            out.append(Member(f"{label}/seed{int(seed)}", c, values))
+    return out
+
+
+# ----------------------------------------------------------------------------- programs
+
+
+@functools.lru_cache(maxsize=16)
+def _programs(pure, strategy: str):
+    """The jitted programs of ``K`` stacked members for the run's pure steps."""
+
+    def train(states, batches, step, inputs, size=None):
+        one = functools.partial(pure.train, size=size)
+        if strategy == "vmap":
+            return jax.vmap(one, in_axes=(0, 0, None, 0))(states, batches, step, inputs)
+        return jax.lax.map(lambda a: one(a[0], a[1], step, a[2]), (states, batches, inputs))
+
+    def evaluate(states, batch, totals, inputs, size=None):
+        one = functools.partial(pure.evaluate, size=size)
+        if strategy == "vmap":
+            return jax.vmap(one, in_axes=(0, None, 0, 0))(states, batch, totals, inputs)
+        return jax.lax.map(lambda a: one(a[0], batch, a[1], a[2]), (states, totals, inputs))
+
+    def add(acc, stats):
+        ok = stats["nonfinite"] == 0
+        return {
+            "loss_sum": acc["loss_sum"] + jnp.where(ok, stats["loss"], 0.0),
+            "loss_count": acc["loss_count"] + ok.astype(jnp.int32),
+            "skipped": acc["skipped"] + (~ok).astype(jnp.int32),
+        }
+
+    return (
+        jax.jit(train, donate_argnums=0, static_argnames=("size",)),
+        jax.jit(evaluate, static_argnames=("size",)),
+        jax.jit(add, donate_argnums=0),
+    )
+
+
+def _stack(trees: Sequence[Any]) -> Any:
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+
+
+def _member(tree: Any, k: int) -> Any:
+    return jax.tree.map(lambda x: x[k], tree)
+
+
+def _out_of_memory(e: BaseException) -> bool:
+    text = str(e)
+    return "RESOURCE_EXHAUSTED" in text or "Out of memory" in text or "out of memory" in text
+
+
+class _TooBig(Exception):
+    """The members of a chunk do not fit the device's memory together."""
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def train_sweep(
+    config: Config,
+    workdir: str | Path,
+    sweep: Mapping[str, Sequence[float]],
+    seeds: Sequence[int],
+    **kwargs: Any,
+) -> SweepResult:
+    """Train ``config`` for every combination of ``sweep``'s values and every seed, all in
+    one compiled program (:func:`members`, :func:`train_members`); write ``sweep.json``."""
+    return train_members(members(config, sweep, seeds), workdir, **kwargs)
+
+
+def train_members(
+    runs: Sequence[Member],
+    workdir: str | Path,
+    *,
+    sources: Mapping[str, Sequence] | None = None,
+    class_names: Sequence[str] | None = None,
+    overwrite: bool = False,
+    resume: bool = False,
+    strategy: str = "auto",
+    chunk: int | None = None,
+    log: Callable[[str], None] | None = None,
+    summary: bool = True,
+) -> SweepResult:
+    """Train ``runs`` (members of one sweep) in ``workdir/<member.name>``.
+
+    Args:
+      runs: members whose configs differ only in real-valued loss hyperparameters and
+        seed (:func:`members` builds them).
+      workdir: the sweep's folder; ``sweep.json`` goes there (unless ``summary`` is False).
+      sources, class_names: in-memory splits, as in
+        :func:`~dibe_jax.train.train_and_evaluate`.
+      overwrite: replace previous runs in the members' folders.
+      resume: continue members from their latest checkpoints (all at the same epoch end).
+      strategy: ``"vmap"``, ``"map"`` or ``"auto"`` (see the module docstring).
+      chunk: at most this many members per program (default: all; fewer when they do not
+        fit the device memory).
+      log: called with progress lines (chunks, one line per member at the end).
+
+    Raises:
+      ConfigError: members that would need different programs, a member folder that holds
+        a run (without ``overwrite`` or ``resume``), no device data path; all before
+        anything is compiled or written.
+    """
+    from dibe_jax.train import loop
+
+    t0 = time.perf_counter()
+    say = log or (lambda line: None)
+    runs = list(runs)
+    if not runs:
+        raise ConfigError("--sweep: no members to train")
+    if strategy not in STRATEGIES:
+        raise ConfigError(f"--strategy: expected one of {', '.join(STRATEGIES)}, got {strategy!r}")
+    if chunk is not None and chunk < 1:
+        raise ConfigError(f"--sweep-chunk: expected a number >= 1, got {chunk}")
+    first = runs[0].config
+    for m in runs[1:]:
+        for key, old, new in _diff(first, m.config):
+            if key != "seed" and not _is_loss_float(first, key):
+                raise ConfigError(
+                    f"{m.name}: {key} is {new!r} but {old!r} in {runs[0].name}; the members of "
+                    "a sweep differ only in real-valued loss hyperparameters and seed"
+                )
+    for m in runs:  # each value against the loss's ranges, before anything is opened
+        checks.validate(m.config, in_memory=sources is not None, class_names=class_names)
+    workdir = Path(workdir)
+    dirs = [workdir / m.name for m in runs]
+    for m, d in zip(runs, dirs, strict=True):
+        _check_folder(m.config, d, overwrite=overwrite, resume=resume)
+    if sources is None:
+        validate(first)
+        resolved = loop.resolve(first)
+        runs = [
+            dataclasses.replace(m, config=_with_size(m.config, resolved.data.image_size))
+            for m in runs
+        ]
+        first = runs[0].config
+    built = build(first, sources, class_names=class_names)
+    if built.train_arrays is None or built.eval_arrays is None:
+        raise ConfigError(
+            "data.pipeline: a sweep trains on the device data path; the splits do not fit "
+            f"data.memory_budget_mb={first.data.memory_budget_mb} (raise it) or "
+            "data.pipeline is 'grain'"
+        )
+    if jax.process_count() > 1:
+        raise ConfigError("a sweep runs in one process; train members separately across hosts")
+    platform = jax.devices()[0].platform
+    chosen = AUTO_STRATEGY.get(platform, "vmap") if strategy == "auto" else strategy
+    size = chunk or len(runs)
+    records: list[list[dict[str, Any]] | None] = [None] * len(runs)
+    start = 0
+    while start < len(runs):
+        part = list(range(start, min(len(runs), start + size)))
+        try:
+            out = _train_chunk(
+                [runs[i] for i in part],
+                [dirs[i] for i in part],
+                built,
+                chosen,
+                overwrite=overwrite,
+                resume=resume,
+            )
+        except _TooBig:
+            if size == 1:
+                raise ConfigError(
+                    "one member does not fit the device memory; lower batch_size or the image size"
+                ) from None
+            size = max(1, size // 2)
+            say(
+                f"sweep: {len(part)} members do not fit the device memory together; "
+                f"training in chunks of {size}"
+            )
+            continue
+        if len(runs) > size:
+            say(
+                f"sweep: trained members {part[0] + 1}-{part[-1] + 1} of {len(runs)} "
+                f"(chunks of {size}, strategy {chosen})"
+            )
+        for i, r in zip(part, out, strict=True):
+            records[i] = r
+        start += len(part)
+    wall = time.perf_counter() - t0
+    done = [r or [] for r in records]
+    for d, recs in zip(dirs, done, strict=True):
+        atomic_write_json(d / "wall.json", {"seconds": round(wall / len(runs), 2)})
+        if recs:
+            last = recs[-1]
+            key = "miou" if "miou" in last else "iou"
+            oii = "macro_oii" if "miou" in last else "oii"
+            say(f"{d}: epoch {last['epoch']} {key} {last[key]:.3f} {oii} {last[oii]:+.3f}")
+    result = SweepResult(runs, done, {})
+    result.summary = _summary(result, chosen, size, wall)
+    if summary:
+        atomic_write_json(workdir / "sweep.json", result.summary)
+    return result
+
+
+def _diff(a: Config, b: Config) -> list[tuple[str, Any, Any]]:
+    from dibe_jax.train.config import diff
+
+    return diff(a, b)
+
+
+def _is_loss_float(config: Config, key: str) -> bool:
+    group, _, name = key.partition(".")
+    if group != "loss":
+        return False
+    default = losses.hyperparameters(config.loss.name).get(name.removeprefix("params."))
+    return isinstance(default, float)
+
+
+def _with_size(config: Config, image_size: Any) -> Config:
+    config = copy.deepcopy(config)
+    config.data.image_size = image_size
+    return config
+
+
+def _check_folder(config: Config, run_dir: Path, *, overwrite: bool, resume: bool) -> None:
+
+    existing = existing_outputs(run_dir)
+    if resume and (run_dir / "config.json").is_file():
+        checks.check_resume(load_config(run_dir), config, where=str(run_dir / "config.json"))
+    elif existing and not overwrite and not resume:
+        raise ConfigError(
+            f"{run_dir} already holds a run ({', '.join(existing)}); pass --resume to continue "
+            "the sweep, --overwrite to replace it, or choose another --workdir"
+        )
+
+
+def _train_chunk(
+    runs: list[Member],
+    dirs: list[Path],
+    built: Any,
+    strategy: str,
+    *,
+    overwrite: bool,
+    resume: bool,
+) -> list[list[dict[str, Any]]]:
+    """Train one chunk of members together from their first (or resumed) epoch to the end."""
+    from tqdm.auto import tqdm
+
+    first = runs[0].config
+    k = len(runs)
+    states, inputs, metas = [], [], []
+    pure = None
+    for m, d in zip(runs, dirs, strict=True):
+        tg, eg, state = make_state(
+            m.config, _in_channels(built), built.steps_per_epoch, num_classes=built.num_outputs
+        )
+        steps = loss_steps(m.config, tg, eg, built.mesh, num_classes=built.num_outputs)
+        if tg != built.train_graphdef or eg != built.eval_graphdef:
+            raise ConfigError(f"{m.name}: its model or optimiser differs from the sweep's")
+        pure = steps.pure
+        meta, step = None, 0
+        if resume and (d / "checkpoints" / "latest").is_dir():
+            ckpt = Checkpoints(d / "checkpoints", keep=m.config.keep_checkpoints)
+            if ckpt.latest_step() is not None:
+                state, meta, step = ckpt.restore(state)
+            ckpt.close()
+        states.append(state)
+        inputs.append(steps.inputs)
+        metas.append((meta, step))
+    done = {(meta or {}).get("epoch", 0) for meta, _ in metas}
+    loaders = {(meta or {}).get("loader") for meta, _ in metas}
+    if len(done) > 1 or loaders != {None}:
+        raise ConfigError(
+            "--resume: the members' latest checkpoints are not at one epoch end; resume them "
+            "one by one with `dibe-jax train --resume --workdir MEMBER`"
+        )
+    start_epoch, step = done.pop(), metas[0][1]
+    if start_epoch > first.epochs:
+        raise ConfigError(f"epochs: the members have already trained {start_epoch} epochs")
+    train_many, eval_many, add = _programs(pure, strategy)
+    replicated = built.steps.replicated
+    batch_sharding = NamedSharding(built.mesh, P(None, "data"))
+    stacked = jax.device_put(_stack(states), replicated)
+    stacked_inputs = jax.device_put(StepInputs(*_stack_inputs(inputs)), replicated)
+    del states
+    writers = _open_members(runs, dirs, built, metas, overwrite=overwrite, resume=resume)
+    bar = tqdm(
+        total=first.epochs * built.steps_per_epoch,
+        initial=step,
+        unit="step",
+        disable=not first.progress,
+        dynamic_ncols=True,
+        desc=f"{k} members",
+    )
+    t_start = time.perf_counter()
+    try:
+        for epoch in range(start_epoch, first.epochs):
+            size = epoch_size(first, epoch)
+            its = [
+                in_memory.Batches(
+                    built.train_arrays,
+                    batch_size=built.local_batch,
+                    train=True,
+                    seed=m.config.seed,
+                    epoch=epoch,
+                )
+                for m in runs
+            ]
+            acc = {
+                "loss_sum": jnp.zeros((k,), jnp.float32),
+                "loss_count": jnp.zeros((k,), jnp.int32),
+                "skipped": jnp.zeros((k,), jnp.int32),
+            }
+            for i in range(built.steps_per_epoch):
+                host = [it.host_batch(i) for it in its]
+                batch = {key: np.stack([b[key] for b in host]) for key in ("image", "mask")}
+                batch = jax.device_put(batch, batch_sharding)
+                try:
+                    stacked, stats = train_many(stacked, batch, step, stacked_inputs, size=size)
+                    if i == 0 and epoch == start_epoch:
+                        jax.block_until_ready(stats)
+                except Exception as e:  # noqa: BLE001 - only memory exhaustion is handled
+                    if i == 0 and epoch == start_epoch and _out_of_memory(e):
+                        raise _TooBig from e
+                    raise
+                acc = add(acc, stats)
+                step += 1
+                bar.update(1)
+            acc = jax.device_get(acc)
+            _raise_if_nonfinite(runs, acc, first)
+            evaluate = (epoch + 1) % first.eval_every == 0 or epoch + 1 == first.epochs
+            summaries = (
+                _evaluate(built, eval_many, stacked, stacked_inputs, size, k) if evaluate else None
+            )
+            seconds = time.perf_counter() - t_start
+            for j, w in enumerate(writers):
+                count = int(acc["loss_count"][j])
+                train_loss = float(acc["loss_sum"][j]) / count if count else float("nan")
+                w.epoch_end(
+                    epoch,
+                    step,
+                    train_loss,
+                    int(acc["skipped"][j]),
+                    seconds,
+                    None if summaries is None else summaries[j],
+                    _member(stacked, j),
+                )
+            if summaries is not None:
+                bar.set_postfix(**reporting.postfix(summaries[0]))
+        bar.close()
+    except BaseException:
+        bar.close()
+        for w in writers:
+            w.close(plots=False)
+        raise
+    return [w.close() for w in writers]
+
+
+def _stack_inputs(inputs: Sequence[StepInputs]) -> tuple[dict[str, jax.Array], jax.Array]:
+    loss = {key: jnp.stack([i.loss[key] for i in inputs]) for key in inputs[0].loss}
+    return loss, jnp.stack([i.seed for i in inputs])
+
+
+def _in_channels(built: Any) -> int:
+    return int(built.train_arrays.images.shape[-1])
+
+
+def _raise_if_nonfinite(runs: list[Member], acc: dict[str, np.ndarray], config: Config) -> None:
+    from dibe_jax.train.loop import NonFiniteError
+
+    if config.nonfinite != "raise":
+        return
+    for m, skipped in zip(runs, acc["skipped"], strict=True):
+        if int(skipped):
+            raise NonFiniteError(
+                f"{m.name}: loss or gradients not finite in {int(skipped)} step(s); those "
+                "updates were not applied. Set nonfinite='skip' to drop such updates instead."
+            )
+
+
+def _evaluate(built, eval_many, stacked, inputs, size, k: int) -> list[dict[str, Any]]:
+    """Every member's evaluation summary (the same batches for all)."""
+
+    totals = jax.device_put(_stack([zero_totals(built.num_outputs)] * k), built.steps.replicated)
+    put = functools.partial(shard_batch, mesh=built.mesh)
+    for batch in in_memory.Batches(
+        built.eval_arrays, batch_size=built.local_batch, train=False, put=put
+    ):
+        totals = eval_many(stacked, batch, totals, inputs, size=size)
+    host = jax.device_get(totals)
+    return [summarize(read_totals(_member(host, j)), built) for j in range(k)]
+
+
+class _MemberWriter:
+    """A member's run folder, written as ``train_and_evaluate`` writes one."""
+
+    def __init__(self, member: Member, run_dir: Path, built: Any, meta, start_step: int) -> None:
+        self.member, self.dir, self.built = member, run_dir, built
+        config = member.config
+        self.elapsed0 = (meta or {}).get("seconds", 0.0)
+        self.ckpt = Checkpoints(run_dir / "checkpoints", keep=config.keep_checkpoints)
+        self.mlog = reporting.MetricsLog(run_dir)
+        self.mlog.truncate_after(start_step)
+
+    def epoch_end(self, epoch, step, train_loss, skipped, seconds, summary, state) -> None:
+        seconds = self.elapsed0 + seconds
+        self.mlog.scalar("train/loss", train_loss, step)
+        iou = None
+        if summary is not None:
+            record = {
+                "epoch": epoch + 1,
+                "step": step,
+                "train_loss": train_loss,
+                **summary,
+                "skipped_steps": skipped,
+                "seconds": round(seconds, 3),
+            }
+            self.mlog.write(record)
+            iou = summary["miou" if self.built.num_outputs > 1 else "iou"]
+        meta = {
+            "epoch": epoch + 1,
+            "loader": None,
+            "pipeline": "device",
+            "step": step,
+            "seconds": seconds,
+            "skipped": skipped,
+        }
+        self.ckpt.save(step, state, meta, iou=iou)
+
+    def close(self, *, plots: bool = True) -> list[dict[str, Any]]:
+        try:
+            self.ckpt.wait()
+        finally:
+            self.ckpt.close()
+        records = self.mlog.read()
+        self.mlog.close()
+        if plots and records:
+            reporting.plot_history(records, self.dir / "plots")
+        return records
+
+
+def _open_members(runs, dirs, built, metas, *, overwrite: bool, resume: bool):
+    """Write each member's ``config.json`` and ``model.json`` (replacing a previous run with
+    ``overwrite``) and open its checkpoints and metrics log."""
+    writers = []
+    info = json.dumps(model_info(built)) + "\n"  # the same model for every member
+    for m, d, (meta, step) in zip(runs, dirs, metas, strict=True):
+        if overwrite and not (resume and meta is not None):
+            for name in existing_outputs(d):
+                path = d / name
+                if path.is_dir():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
+        d.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(d / "config.json", m.config.to_json() + "\n")
+        atomic_write_text(d / "model.json", info)
+        writers.append(_MemberWriter(m, d, built, meta, step))
+    return writers
+
+
+def _summary(result: SweepResult, strategy: str, chunk: int, wall: float) -> dict[str, Any]:
+    """``sweep.json``: the members and, per setting, :meth:`SeedRuns.summary`."""
+    settings: dict[str, dict[str, Any]] = {}
+    for m in result.members:
+        settings.setdefault(m.setting, {"values": m.values})
+    for name, entry in settings.items():
+        entry.update(result.seed_runs(name).summary())
+    return {
+        "members": [
+            {"dir": m.name, "seed": m.config.seed, "values": m.values} for m in result.members
+        ],
+        "settings": settings,
+        "strategy": strategy,
+        "chunk": chunk,
+        "wall_seconds": round(wall, 2),
+        "statistic": "mean ± sd of the last 3 evaluations of every seed (last3), of each "
+        "seed's last (final) and best (best) evaluation",
+    }

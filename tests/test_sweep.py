@@ -1,0 +1,96 @@
+"""``dibe-jax sweep``: K runs in one program; a member equals its separate run, reopens with
+``eval``, and a field that changes the program is refused in one line."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from dibe_jax import cli, train
+from dibe_jax.train import sweep
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _train_script import make_examples, tiny_config  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def sources():
+    return {"train": make_examples(16, 0), "validation": make_examples(8, 1)}
+
+
+def _config(**overrides):
+    values = {"epochs": 2, "batch_size": 4, "loss.name": "dibe", "data.augment": True}
+    return tiny_config(**{**values, **overrides})
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory, sources):
+    workdir = tmp_path_factory.mktemp("sweep")
+    result = sweep.train_sweep(
+        _config(), workdir, {"loss.alpha": [0.3, 0.6]}, [0, 1], sources=sources
+    )
+    return workdir, result
+
+
+def test_a_member_equals_its_separate_run(swept, sources, tmp_path):
+    """Member (alpha 0.6, seed 1) against ``train_and_evaluate`` of the same config: its own
+    initialisation, data order and augmentation, so the same run up to rounding."""
+    workdir, result = swept
+    names = [m.name for m in result.members]
+    assert names == ["alpha=0.3/seed0", "alpha=0.3/seed1", "alpha=0.6/seed0", "alpha=0.6/seed1"]
+    member = result.members[3]
+    assert member.config.loss.params["alpha"] == 0.6 and member.config.seed == 1
+    alone = train.train_and_evaluate(member.config, tmp_path / "alone", sources=sources)
+    records = result.records[3]
+    assert [r["epoch"] for r in records] == [1, 2]
+    separate = [json.loads(x) for x in (tmp_path / "alone" / "metrics.jsonl").open()]
+    assert records[0]["train_loss"] == pytest.approx(separate[0]["train_loss"], rel=1e-3)
+    assert abs(records[-1]["iou"] - alone["iou"]) <= 0.02
+    # The other members really differ (their own seed and alpha).
+    assert len({round(r[0]["train_loss"], 6) for r in result.records}) == 4
+
+
+def test_members_are_run_folders_and_sweep_json_summarises(swept, sources):
+    workdir, result = swept
+    run = workdir / "alpha=0.3" / "seed1"
+    for name in ("config.json", "model.json", "metrics.jsonl", "checkpoints", "plots"):
+        assert (run / name).exists(), name
+    stored = train.load_config(run)
+    assert stored.seed == 1 and stored.loss.params["alpha"] == 0.3
+    again = train.evaluate_checkpoint(run, best=False, sources=sources)
+    assert again["epoch"] == 2 and again["iou"] == pytest.approx(result.records[1][-1]["iou"])
+    summary = json.loads((workdir / "sweep.json").read_text())
+    assert summary["settings"]["alpha=0.3"]["seeds"] == [0, 1]
+    mean, _, n = summary["settings"]["alpha=0.6"]["iou_last3"]
+    assert n == 4 and mean == pytest.approx(
+        sum(r["iou"] for recs in result.records[2:] for r in recs) / 4
+    )
+
+
+def test_a_rerun_refuses_a_finished_sweep_without_resume_or_overwrite(swept, sources):
+    workdir, result = swept
+    with pytest.raises(train.ConfigError, match="already holds a run"):
+        sweep.train_members(result.members, workdir, sources=sources)
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        (["model.width=4,8"], "--sweep model.width: model.width would change the compiled"),
+        (["batch_size=4,8"], "--sweep batch_size: batch_size would change the compiled"),
+        (["loss.include_background=0,1"], "takes no real-valued hyperparameter"),
+        (["loss.alpha"], "expected FIELD=V1,V2"),
+        (["loss.alpha=0.3,x"], "expected comma-separated numbers"),
+    ],
+)
+def test_fields_that_change_the_program_are_refused_in_one_line(spec, message, tmp_path, capsys):
+    rc = cli.main(
+        ["sweep", "--workdir", str(tmp_path / "s"), "--loss", "tversky"]
+        + [a for s in spec for a in ("--sweep", s)]
+    )
+    err = capsys.readouterr().err
+    assert rc == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "s").exists()
