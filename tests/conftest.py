@@ -122,3 +122,30 @@ def pytest_collection_modifyitems(config, items):
     under ``pytest -n 2`` they then spread over both workers early instead of leaving one
     worker alone with a minute-long test at the end."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+# ------------------------------------------------------------- shared tiny training data
+
+
+@pytest.fixture(scope="session")
+def sources() -> dict[str, list[dict]]:
+    """In-memory synthetic cracks for tiny runs (``tests/_train_script.py``): 16 training and
+    8 validation 32x32 examples. Shared by the whole test process: read only."""
+    from _train_script import make_examples
+
+    return {"train": make_examples(16, 0), "validation": make_examples(8, 1)}
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory, sources):
+    """``(workdir, final record)`` of a finished 2-epoch tiny run (``tiny_config(epochs=2)``:
+    U-Net width 4, one stage) on ``sources``, trained once per test process and shared
+    by the tests of training, evaluation, prediction and resume. Read only: a test that
+    changes the run works on a copy (``shutil.copytree``)."""
+    from _train_script import tiny_config
+
+    from dibe_jax import train
+
+    workdir = tmp_path_factory.mktemp("finished") / "run"
+    record = train.train_and_evaluate(tiny_config(epochs=2), workdir, sources=sources)
+    return workdir, record
