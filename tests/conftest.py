@@ -56,6 +56,26 @@ def _fast_compiling_xla() -> None:
 
 _fast_compiling_xla()
 
+
+def _tensorboardx_without_torch() -> None:
+    """tensorboardX (the runs' event files) imports PyTorch whenever it is installed (it is,
+    for the parity tests): about 6 s of CPU in every test process that trains a run. Imported
+    here with PyTorch hidden (as ``tests/_train_script.py`` does for its subprocesses), it
+    writes the same event files from NumPy; PyTorch stays importable for the tests that use
+    it, which import it themselves."""
+    if "torch" in sys.modules:
+        return
+    sys.modules["torch"] = None  # `import torch` raises ImportError meanwhile
+    try:
+        import tensorboardX  # noqa: F401
+    except ImportError:  # not installed: the runs then write no event files
+        pass
+    finally:
+        del sys.modules["torch"]
+
+
+_tensorboardx_without_torch()
+
 import jax  # noqa: E402  (after the environment above is set)
 
 jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
