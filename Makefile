@@ -27,7 +27,14 @@ analyze: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/ruff check dibe_jax tests benchmarks experiments
 	$(VENV)/bin/ruff format --check dibe_jax tests benchmarks experiments
-	$(PY) -m pytest -q -n 2 --dist worksteal
+	$(PY) -m pytest -q -n 2 --dist worksteal -m "not slow" --durations=25
+
+# The long end-to-end runs that `make test` leaves out (@pytest.mark.slow: the main job, the
+# notebook, SIGINT and SIGKILL resumes, multi-process and fake-device runs, real searches,
+# quality trainings); CI runs both targets.
+.PHONY: test-slow
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -n 2 --dist worksteal -m slow --durations=25
 
 # Benchmarks need the PyTorch CPU wheel (never a runtime dependency).
 bench: $(STAMP)

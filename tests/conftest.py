@@ -56,6 +56,26 @@ def _fast_compiling_xla() -> None:
 
 _fast_compiling_xla()
 
+
+def _tensorboardx_without_torch() -> None:
+    """tensorboardX (the runs' event files) imports PyTorch whenever it is installed (it is,
+    for the parity tests): about 6 s of CPU in every test process that trains a run. Imported
+    here with PyTorch hidden (as ``tests/_train_script.py`` does for its subprocesses), it
+    writes the same event files from NumPy; PyTorch stays importable for the tests that use
+    it, which import it themselves."""
+    if "torch" in sys.modules:
+        return
+    sys.modules["torch"] = None  # `import torch` raises ImportError meanwhile
+    try:
+        import tensorboardX  # noqa: F401
+    except ImportError:  # not installed: the runs then write no event files
+        pass
+    finally:
+        del sys.modules["torch"]
+
+
+_tensorboardx_without_torch()
+
 import jax  # noqa: E402  (after the environment above is set)
 
 jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
@@ -122,3 +142,30 @@ def pytest_collection_modifyitems(config, items):
     under ``pytest -n 2`` they then spread over both workers early instead of leaving one
     worker alone with a minute-long test at the end."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+# ------------------------------------------------------------- shared tiny training data
+
+
+@pytest.fixture(scope="session")
+def sources() -> dict[str, list[dict]]:
+    """In-memory synthetic cracks for tiny runs (``tests/_train_script.py``): 16 training and
+    8 validation 32x32 examples. Shared by the whole test process: read only."""
+    from _train_script import make_examples
+
+    return {"train": make_examples(16, 0), "validation": make_examples(8, 1)}
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory, sources):
+    """``(workdir, final record)`` of a finished 2-epoch tiny run (``tiny_config(epochs=2)``:
+    U-Net width 4, one stage) on ``sources``, trained once per test process and shared
+    by the tests of training, evaluation, prediction and resume. Read only: a test that
+    changes the run works on a copy (``shutil.copytree``)."""
+    from _train_script import tiny_config
+
+    from dibe_jax import train
+
+    workdir = tmp_path_factory.mktemp("finished") / "run"
+    record = train.train_and_evaluate(tiny_config(epochs=2), workdir, sources=sources)
+    return workdir, record

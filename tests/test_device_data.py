@@ -295,9 +295,7 @@ def test_eval_step_on_uint8_equals_float32():
     assert step.read_totals(a) == step.read_totals(b)
 
 
-@pytest.fixture(scope="module")
-def sources():
-    return {"train": make_examples(16, 0), "validation": make_examples(8, 1)}
+# ``sources``: the tiny in-memory data of conftest.py (16 training, 8 validation examples).
 
 
 def test_budget_chooses_the_path_and_device_refuses(sources, tmp_path):

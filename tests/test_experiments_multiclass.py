@@ -139,6 +139,7 @@ def test_medium_config_is_the_multiclass_mtsdd_run() -> None:
     assert doctest.testmod(multiclass).failed == 0
 
 
+@pytest.mark.slow  # builds the whole 6-class MTSDD dataset from the real files
 @pytest.mark.skipif(
     not (common.data_root() / "magnetic_tile").is_dir(), reason="MTSDD not in ../shared/data"
 )
@@ -167,6 +168,7 @@ def test_mtsdd_subset_keeps_every_defect_image_and_one_free_image_in_k(
     assert not any(ex["file_name"].startswith("MT_Free/") for ex in defects["validation"])
 
 
+@pytest.mark.slow  # two fresh interpreters (as tests/test_experiments.py's for every script)
 def test_runs_as_a_file_and_as_a_module() -> None:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     for cmd in (["experiments/multiclass.py"], ["-m", "experiments.multiclass"]):

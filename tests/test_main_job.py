@@ -3,6 +3,8 @@ setup (U-Net width 8, DIBE loss, synthetic_cracks/r150_96, batch 16) must clear 
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from dibe_jax import train
@@ -31,5 +33,5 @@ def test_main_job_learns(tmp_path):
     # he_normal_fan_out kernels, 0.48 (OII -0.73) there with the torch_default ones, which
     # learn faster (0.48 at epoch 2 against 0.22) and swing more at this constant rate
     assert record["iou"] >= 0.4, record
-    assert record["oii"] == pytest.approx(record["oii"])  # finite
+    assert math.isfinite(record["iou"]) and math.isfinite(record["oii"])  # not NaN, not inf
     assert abs(record["oii"]) < 0.9

@@ -3,13 +3,17 @@
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
+# PyTorch is imported by the tests, not at collection: a test process that runs none of
+# them never loads it.
+if importlib.util.find_spec("torch") is None:
+    pytest.skip("PyTorch is not installed", allow_module_level=True)
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `experiments` and `benchmarks` are not installed
@@ -25,6 +29,8 @@ SMALL = dict(width=4, size=32, batch=4, steps=8, num_stages=3, kernel_init="torc
 @pytest.fixture(scope="module", autouse=True)
 def deterministic_torch():
     # Deterministic single-threaded PyTorch for this module only; restored afterwards.
+    import torch
+
     threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(True)
     torch.set_num_threads(1)
@@ -110,6 +116,7 @@ def test_loss_gradient_at_zero_logit_matches_pytorch():
     # outputs exactly 0 there (he_normal_fan_out init, small widths): its gradient differs.
     import jax
     import jax.numpy as jnp
+    import torch
 
     from dibe_jax import losses
 

@@ -1,4 +1,6 @@
-"""Training: config, failing loudly, one real run, resume after SIGKILL, data parallelism."""
+"""Training (dibe_jax.train.train_and_evaluate and the state and steps it builds): what a run
+writes, its checkpoints evaluated and predicted from, compiled steps reused, failing loudly
+on non-finite values and on data the network cannot take."""
 
 from __future__ import annotations
 
@@ -16,9 +18,7 @@ from dibe_jax import train
 sys.path.insert(0, str(Path(__file__).parent))
 from _train_script import (  # noqa: E402
     make_examples,
-    run_script,
     tiny_config,
-    uninterrupted_record,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,19 +33,9 @@ def _comparable(record: dict) -> dict:
     return {k: v for k, v in record.items() if k != "seconds"}
 
 
-@pytest.fixture(scope="module")
-def sources():
-    return {"train": make_examples(16, 0), "validation": make_examples(8, 1)}
-
-
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory, sources):
-    workdir = tmp_path_factory.mktemp("run")
-    record = train.train_and_evaluate(tiny_config(epochs=2), workdir, sources=sources)
-    return workdir, record
-
-
-# Config parsing and validation: tests/test_lifecycle.py.
+# ``sources`` and ``finished_run`` (a 2-epoch tiny run on them, trained once per test
+# process) are shared by conftest.py. Config values: tests/test_config_overrides.py;
+# validation: tests/test_validate.py; resume: tests/test_resume.py.
 
 
 # ----------------------------------------------------------------------------- a run
@@ -112,8 +102,13 @@ def test_the_same_run_again_in_one_process_compiles_nothing(
     ``make_steps`` hands back the steps it compiled: a second seed-for-seed identical run
     neither traces nor compiles, and ends with the same record."""
     _, record = finished_run
+    # the steps of the shared run may have left make_steps' cache since (other tests'
+    # programs): a first run here may compile, the second must not
+    first = train.train_and_evaluate(tiny_config(epochs=2), tmp_path / "first", sources=sources)
+    compilations.clear()
     again = train.train_and_evaluate(tiny_config(epochs=2), tmp_path / "again", sources=sources)
     assert compilations == []
+    assert _comparable(first) == _comparable(record)
     assert _comparable(again) == _comparable(record)
 
 
@@ -185,96 +180,90 @@ def test_nonfinite_raises_naming_the_step_or_skips(tmp_path, sources):
     assert record["train_loss"] is None or np.isfinite(record["train_loss"])
 
 
-# ----------------------------------------------- resume after SIGKILL, corrupt checkpoint
+def test_progress_counts_completed_steps():
+    from dibe_jax.train.launch import Progress as _Progress
+
+    class Bar:
+        n = 0
+
+        def update(self, k):
+            self.n += k
+
+    class Fake:
+        def __init__(self, ready):
+            self.ready = ready
+
+        def is_ready(self):
+            return self.ready
+
+        def block_until_ready(self):
+            self.ready = True
+            return self
+
+    bar = Bar()
+    progress = _Progress(bar, ahead=2)
+    progress.add(Fake(False))
+    progress.add(Fake(False))
+    assert bar.n == 0  # two steps in flight: nothing completed yet
+    progress.add(Fake(False))
+    assert bar.n == 1  # never more than two in flight: the oldest is waited for
+    progress.flush()
+    assert bar.n == 3
+
+
+def test_nonfinite_raise_stops_within_a_few_steps(tmp_path, monkeypatch):
+    from dibe_jax.train import batches, loop
+
+    calls = []
+    real = batches.shard_batch
+    monkeypatch.setattr(batches, "shard_batch", lambda b, m: calls.append(1) or real(b, m))
+    config = tiny_config(epochs=1, batch_size=2)
+    config.optim.lr = 1e30  # parameters overflow after the first update
+    data = {"train": make_examples(96, 0), "validation": make_examples(4, 1)}  # 48 steps
+    with pytest.raises(train.NonFiniteError, match=r"not finite at step [0-2] \(epoch 0\)"):
+        train.train_and_evaluate(config, tmp_path / "r", sources=data)
+    assert len(calls) <= 2 * loop.NONFINITE_CHECK_EVERY + 2 < 48  # not the whole epoch
+
+
+def test_native_size_not_fitting_the_network_is_a_config_error(tmp_path):
+    odd = {"train": make_examples(8, 0, size=34), "validation": make_examples(4, 1, size=34)}
+    two_stages = tiny_config(epochs=1, **{"model.num_stages": 2})  # sizes: multiples of 4
+    with pytest.raises(train.ConfigError, match="native size .* multiples of 4"):
+        train.train_and_evaluate(two_stages, tmp_path / "r", sources=odd)
+    assert not (tmp_path / "r").exists()
+    np.testing.assert_equal(odd["train"][0]["image"].shape, (34, 34, 3))
+
+
+SHARED_DATA = Path(
+    os.environ.get("DIBE_JAX_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data")
+)
 
 
 @pytest.mark.slow
-def test_resume_after_sigkill_and_corrupt_checkpoint_matches_uninterrupted_run(
-    tmp_path, tmp_path_factory
-):
-    whole = uninterrupted_record(tmp_path_factory)
-    crashed = tmp_path / "crashed"
-    # 16 training reads per epoch: the 56th read is in the middle of epoch 4 (of 4)
-    out = run_script(str(crashed), "--kill-after", "56", check=False)
-    assert out.returncode == -9, out.stderr[-2000:]
-    latest = crashed / "checkpoints" / "latest"
-    saved = sorted(int(p.name) for p in latest.iterdir() if p.name.isdigit())
-    assert len(saved) >= 2 and max(saved) < whole["step"]
-    # corrupt the newest checkpoint: it must be reported and the previous one used
-    for f in (latest / str(saved[-1])).rglob("*"):
-        if f.is_file():
-            f.write_bytes(b"garbage")
-    resumed = run_script(str(crashed), "--resume")
-    assert "unreadable" in resumed.stderr and str(saved[-1]) in resumed.stderr
-    assert _comparable(json.loads(resumed.stdout.splitlines()[-1])) == _comparable(whole)
-    lines = [json.loads(x) for x in (crashed / "metrics.jsonl").read_text().splitlines()]
-    assert [r["epoch"] for r in lines] == [1, 2, 3, 4]  # no duplicate after the resume
+def test_magnetic_tile_trains_without_image_size(tmp_path, caplog):
+    import logging
 
-
-# ------------------------------------------------------------------- data parallelism
-
-
-@pytest.mark.slow
-def test_four_device_step_equals_single_device_step():
-    env = {
-        "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=4",
-        "JAX_PLATFORMS": "cpu",
-    }
-    out = json.loads(run_script("--devices-check", env=env).stdout.splitlines()[-1])
-    assert out["devices"] == 4
-    assert out["max_diff"] < 1e-5
-
-
-def test_two_device_step_in_process_equals_single_device_step():
-    # The two fake CPU devices of conftest.py: the library's own path (loss_steps, replicate,
-    # shard_batch) with the batch split over a 2-device mesh gives the loss, weights and
-    # BatchNorm statistics of the same step on one device.
-    import jax
-    from flax import nnx
-
-    from dibe_jax.train import loop, step
-
-    assert jax.device_count() == 2
-    config = tiny_config(**{"model.width": 2, "model.num_stages": 1})
-    examples = make_examples(4, 3, size=16)
-    batch = {
-        "image": np.stack([e["image"] for e in examples]).astype(np.float32) / 255,
-        "mask": np.stack([e["mask"] for e in examples]),
-    }
-
-    def weights_and_stats(tg, state):
-        model = nnx.merge(tg, state)[0]
-        leaves = jax.tree.leaves((nnx.state(model, nnx.Param), nnx.state(model, nnx.BatchStat)))
-        return [np.asarray(x) for x in leaves]
-
-    results = []
-    for devices in (jax.devices(), jax.devices()[:1]):
-        tg, eg, state = train.make_state(config, in_channels=3)
-        before = weights_and_stats(tg, state)
-        mesh = step.make_mesh(devices)
-        steps = loop.loss_steps(config, tg, eg, mesh, num_classes=1)
-        state = step.replicate(state, steps.replicated)
-        sharded = step.shard_batch(batch, mesh)
-        assert len(sharded["image"].addressable_shards) == len(devices)
-        assert sharded["image"].addressable_shards[0].data.shape[0] == 4 // len(devices)
-        state, stats = steps.train(state, sharded)
-        assert int(stats["nonfinite"]) == 0
-        after = weights_and_stats(tg, state)
-        assert max(float(np.max(np.abs(a - b))) for a, b in zip(after, before, strict=True)) > 0
-        results.append((float(stats["loss"]), after))
-    (loss_2, leaves_2), (loss_1, leaves_1) = results
-    assert abs(loss_2 - loss_1) < 1e-5
-    for a, b in zip(leaves_2, leaves_1, strict=True):  # weights and BatchNorm statistics
-        np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
-
-
-def test_cli_train_help_lists_options(capsys):
-    from dibe_jax import cli
-
-    for sub in ("train", "eval", "predict", "oii-search"):
-        with pytest.raises(SystemExit):
-            cli.main([sub, "--help"])
-        assert "--workdir" in capsys.readouterr().out
+    if not (SHARED_DATA / "magnetic_tile" / "MT_Crack").is_dir():
+        pytest.skip(f"MTSDD not found under {SHARED_DATA} (set DIBE_JAX_DATA)")
+    config = train.override(
+        train.Config(),
+        {
+            "data.dataset": "magnetic_tile/crack",
+            "data.data_dir": str(tmp_path / "tfds"),
+            "data.manual_dir": str(SHARED_DATA / "magnetic_tile"),
+            "epochs": 1,
+            "batch_size": 8,
+            "model.width": 4,
+            "model.num_stages": 1,
+            "progress": False,
+        },
+    )
+    assert config.data.image_size is None  # images come in 49 sizes
+    with caplog.at_level(logging.INFO, logger="dibe_jax"):
+        record = train.train_and_evaluate(config, tmp_path / "run")
+    assert "training at 224x224" in caplog.text
+    assert train.load_config(tmp_path / "run").data.image_size == 224  # the run says so
+    assert record["step"] > 0 and record["tp"] + record["fn"] > 0
 
 
 @pytest.fixture(autouse=True, scope="module")
