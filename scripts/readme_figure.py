@@ -14,10 +14,12 @@ Commands (from the repository root, raw files in ``../shared/data/crackforest`` 
     python scripts/readme_figure.py --workdir RUN         # draw from an existing run
 
 Default setting: U-Net width 8, DIBE with the paper's defaults, batch 8, SGD 0.01 / 0.9,
-8 epochs evaluated every 4, seed 0, the training tiles at their native 160 x 160. It costs
-about 10-15 minutes on two CPU cores; a GPU run of the paper's setting
-(``--width 64 --batch-size 32 --epochs 50``) draws a better mask. The run is kept under
-``--workdir`` (default ``results/readme_figure/run``), so redrawing costs seconds.
+8 epochs evaluated every 4, seed 0, the training tiles at their native 160 x 160. It took
+45 minutes on two CPU cores shared with other jobs (load average about 10; validation IoU
+0.36 over the 348 tiles; image 110: IoU 0.36, PA 0.37, OII -0.76); a GPU run of the paper's
+setting (``--width 64 --batch-size 32 --epochs 50``) draws a better mask. The run is kept
+under ``--workdir`` (default ``results/readme_figure/run``), so redrawing only loads it and
+predicts (1.5 minutes on the same loaded cores).
 """
 
 from __future__ import annotations
@@ -124,9 +126,14 @@ def draw(image: np.ndarray, label: np.ndarray, pred: np.ndarray, stem: str, s: d
         ax.imshow(im)
         ax.set_title(title, fontsize=10)
         ax.axis("off")
+    if s["oii"] > 0:
+        balance = "more misses than false alarms"
+    elif s["oii"] < 0:
+        balance = "more false alarms than misses"
+    else:
+        balance = "as many misses as false alarms"
     fig.suptitle(
-        f"U-Net, DIBE loss: IoU {s['iou']:.2f}, PA {s['pa']:.2f}, OII {s['oii']:+.2f} "
-        "(OII > 0: more misses than false alarms)",
+        f"U-Net, DIBE loss: IoU {s['iou']:.2f}, PA {s['pa']:.2f}, OII {s['oii']:+.2f} ({balance})",
         fontsize=11,
     )
     fig.tight_layout()
