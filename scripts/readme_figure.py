@@ -157,8 +157,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=OUT)
     args = p.parse_args(argv)
-    if not 61 <= int(args.image) <= 118:
-        p.error(f"--image: expected a validation image 061-118, got {args.image}")
+    if not (args.image.isdigit() and 61 <= int(args.image) <= 118):
+        p.error(f"--image: expected a validation image 061-118, got {args.image!r}")
+    args.image = f"{int(args.image):03d}"
     jpg = args.data / "image" / f"{args.image}.jpg"
     if not jpg.is_file():
         p.error(f"--data: expected CrackForest's image/ and groundTruth/ in {args.data}")
