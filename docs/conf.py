@@ -36,6 +36,8 @@ napoleon_use_ivar = True  # "Attributes:" as fields: NamedTuple members are docu
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"
 autodoc_typehints_format = "short"
+# Keep the aliases readable instead of expanding them into long unions.
+autodoc_type_aliases = {"ArrayLike": "jax.typing.ArrayLike", "Dtype": "Dtype"}
 autodoc_default_options = {"members": True, "show-inheritance": False}
 
 html_theme = "furo"
