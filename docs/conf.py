@@ -34,10 +34,9 @@ napoleon_numpy_docstring = False
 napoleon_use_rtype = False
 napoleon_use_ivar = True  # "Attributes:" as fields: NamedTuple members are documented once
 autodoc_member_order = "bysource"
-autodoc_typehints = "description"
-autodoc_typehints_format = "short"
-# Keep the aliases readable instead of expanding them into long unions.
-autodoc_type_aliases = {"ArrayLike": "jax.typing.ArrayLike", "Dtype": "Dtype"}
+# Types and shapes are in the docstrings' own words ("float [B, *spatial]"); the annotations
+# (jax.typing.ArrayLike and friends) would only repeat them as long unions.
+autodoc_typehints = "none"
 autodoc_default_options = {"members": True, "show-inheritance": False}
 
 html_theme = "furo"
