@@ -2,26 +2,38 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed
+# Install stamps: the package alone (what the main job needs), then the test extra (pytest,
+# ruff, PyTorch for the parity tests) or the docs extra on top of it.
+CORE_STAMP := $(VENV)/.installed-core
+STAMP := $(VENV)/.installed-test
+DOCS_STAMP := $(VENV)/.installed-docs
 
-.PHONY: setup demo analyze test bench bench-data bench-gpu clean
+.PHONY: setup demo analyze test bench bench-data bench-gpu docs clean
 
-$(STAMP): pyproject.toml
+$(CORE_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e .
+	touch $(CORE_STAMP)
+
+$(STAMP): $(CORE_STAMP)
 	$(PY) -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
-setup: $(STAMP)
+$(DOCS_STAMP): $(CORE_STAMP)
+	$(PY) -m pip install -q -e '.[docs]'
+	touch $(DOCS_STAMP)
+
+setup: $(CORE_STAMP)
 
 # The main job: U-Net (width 8) with the DIBE loss on the embedded synthetic crack set
 # (96x96, FG:BG 1:150, 384/128 images), 12 epochs, evaluated every 2.
-demo: $(STAMP)
+demo: $(CORE_STAMP)
 	$(VENV)/bin/dibe-jax train --dataset synthetic_cracks/r150_96 --data-dir results/tfds \
 	  --model unet --loss dibe --epochs 12 --batch-size 16 --eval-every 2 \
 	  --set model.width=8 --workdir results/demo --overwrite
 
-analyze: $(STAMP)
+analyze: $(CORE_STAMP)
 	$(VENV)/bin/dibe-jax analyze --out results/analysis
 
 test: $(STAMP)
@@ -60,5 +72,9 @@ bench-data:
 	for f in $(CFD_SRC)/groundTruth/*.mat; do \
 	  s=$$(basename $$f .mat); cp $(CFD_SRC)/image/$$s.jpg bench_data/crackforest/image/; done
 
+# The documentation (docs/): Sphinx + MyST, warnings are errors; HTML in docs/_build/html.
+docs: $(DOCS_STAMP)
+	$(VENV)/bin/sphinx-build -W --keep-going -q -b html docs docs/_build/html
+
 clean:
-	rm -rf $(VENV) results
+	rm -rf $(VENV) results docs/_build

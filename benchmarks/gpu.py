@@ -36,7 +36,7 @@ and printing its progress as it goes:
    50 epochs, seed 0, the paper's SGD (lr 0.01, momentum 0.9, batch 32) and augmentation
    (the library's ``train.Config`` defaults), evaluated every 5 epochs (dataset-level IoU,
    PA, OII); the IoU beside the paper's Table 5 (DIBE 0.512, FT 0.501). One seed: see
-   SPEC.md on what one run can and cannot rank.
+   docs/conventions.md on what one run can and cannot rank.
 
 Without a GPU (or with ``--cpu-tiny``) it runs a **tiny CPU mode** that says so in its
 output and its tables: every size is shrunk, ``torch.compile`` uses ``backend="eager"``
@@ -1114,7 +1114,7 @@ def section_cfd(run: Run, config, data: dict | None, source: str) -> None:
         "jitter as `train.Config().data`; each loss with its paper defaults "
         "(`dibe_jax.losses.get`). Evaluation every "
         f"{p.cfd_eval_every or config.eval_every} epochs on the whole validation split: TP / "
-        "FP / FN / TN summed over it, then IoU, PA (precision) and OII (SPEC.md).",
+        "FP / FN / TN summed over it, then IoU, PA (precision) and OII (docs/conventions.md).",
         "",
         "Trained by `dibe_jax.train.train_and_evaluate` itself, given the decoded tiles "
         "as in-memory `sources` (no TFDS or grain needed): the device data path of "
@@ -1126,9 +1126,9 @@ def section_cfd(run: Run, config, data: dict | None, source: str) -> None:
         "compilation.",
         "",
         "One seed: with the paper's constant learning rate the validation IoU moves by "
-        "0.1-0.2 between evaluations (SPEC.md, *Reporting trained results*), so this run "
-        "cannot rank DIBE against FT, whose Table 5 values differ by 0.011; the mean of "
-        "the last 3 evaluations is the number to hold against the paper's.",
+        "0.1-0.2 between evaluations (docs/conventions.md, *Reporting trained results*), "
+        "so this run cannot rank DIBE against FT, whose Table 5 values differ by 0.011; the "
+        "mean of the last 3 evaluations is the number to hold against the paper's.",
     ]
     lines = run.header("CrackForest training: DIBE and FT against the paper's Table 5", what, None)
     if not results:

@@ -391,7 +391,7 @@ def _oii_search(args: argparse.Namespace) -> int:
     print(
         f"Each value: {len(plan.seeds)} seed(s) trained; steered on "
         f"{tuning.steered_words(plan.steer)}; OII, IoU and PA are the mean of the last "
-        f"{runs.LAST_N} evaluations of every seed (the reporting rule).\n"
+        f"{runs.LAST_N} evaluations of every seed (the reporting rule of docs/conventions.md).\n"
     )
     print(guided.table(grid))
     print(
@@ -604,7 +604,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=3,
         help="seeds per value (default 3); the search steers on the mean over seeds of the "
-        "last 3 evaluations (SPEC)",
+        "last 3 evaluations",
     )
     p.add_argument("--alpha", type=float, help="fix alpha while beta is searched")
     p.add_argument(

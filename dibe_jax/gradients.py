@@ -33,7 +33,7 @@ def dibe_dis_miss_grad(
 
     Args:
       p: predicted probabilities in (0, 1), any shape.
-      lam, gamma, alpha: λ, γ and α of DIBE_Dis (α weights misses, see SPEC.md).
+      lam, gamma, alpha: λ, γ and α of DIBE_Dis (α weights misses).
 
     Returns:
       The derivative, same shape as ``p``.

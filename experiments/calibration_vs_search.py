@@ -13,7 +13,7 @@ Every training has the same budget (epochs, batch, width, image size); the table
 trainings each method needs. Both methods tune on the validation split and are reported
 on it (as Table 6 of the paper does).
 
-Statistics: the α runs report SPEC's statistic (:class:`dibe_jax.train.runs.SeedRuns`,
+Statistics: the α runs report the reporting statistic (:class:`dibe_jax.train.runs.SeedRuns`,
 mean ± sd over seeds of the last 3 evaluations) and the final evaluation. A threshold is
 calibrated for one checkpoint, the final one of each seed, so the calibration rows hold the
 **final** evaluation at the calibrated threshold (mean ± sd over seeds); compare them with
@@ -148,7 +148,7 @@ def report(found: list[dict[str, Any]], mode: common.Mode) -> str:
             common.mode_description(mode, [f["dataset"] for f in found]),
             f"Model {found[0]['model']}, loss {found[0]['loss']} (β = 1 - α). Values: mean ± "
             "sd over seeds; final = the last evaluation (calibration: the final checkpoint "
-            "at its threshold); last-3 = SPEC's statistic. Thresholds are per seed.",
+            "at its threshold); last-3 = the reporting statistic. Thresholds are per seed.",
             common.markdown_table(headers, rows),
         ]
     )

@@ -3,7 +3,7 @@
 A *cell* of a paper table (one dataset, model, loss and loss hyperparameters) is trained once
 per seed with :func:`dibe_jax.train.train_and_evaluate`; every evaluation is a line of
 ``<out>/runs/<cell>/seed<k>/metrics.jsonl``. :class:`CellResult` reads those lines back and
-reports, as SPEC.md ("Reporting trained results") asks:
+reports, as docs/conventions.md ("Reporting trained results") says:
 
 * **last-3**: mean ± standard deviation of the last 3 evaluations of every seed, pooled
   (3 × seeds values): the number we hold against the paper's single value;

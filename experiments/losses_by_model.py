@@ -4,7 +4,7 @@ synthetic 1:2200 here by default), IoU and PA.
 Table 3, distribution losses: CE (``bce``), Focal, DIBE_Dis (α = 0.3 throughout).
 Table 4, region and compound losses: Dice, Tversky, FT, DIBE_Reg, Combo, EL (``exp_log``),
 HF (``hybrid_focal``), DIBE. Networks: SegNet, U-Net, PSPNet, DeepLabv3. Hyperparameters are
-the paper's defaults (Sec. 4.3.2; SPEC.md).
+the paper's defaults (Sec. 4.3.2).
 
 Command::
 

@@ -35,7 +35,7 @@ Fray 20/12, Uneven 63/40, Free 572/380, Free and four Uneven masks empty). ``--q
 replaces it by tiny in-memory synthetic images with three classes (background, crack,
 spot; :func:`dibe_jax.datasets.generate_example`) and needs no file.
 
-Writes ``<out>/multiclass.md`` (mIoU, per-class IoU and OII per loss, SPEC.md's last-3
+Writes ``<out>/multiclass.md`` (mIoU, per-class IoU and OII per loss, the last-3
 statistic over seeds, and DIBE against CE and FT class by class) and
 ``<out>/multiclass.json``; runs go to ``<out>/runs/<loss>/seed<k>`` and are reused by a
 later call with the same setting.

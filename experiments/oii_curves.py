@@ -4,7 +4,7 @@
 Fig. 10 (``--figure 10``, default): DIBE_Dis and Tversky on THC448 (here synthetic 1:2200)
 with SegNet and U-Net. Fig. 14 (``--figure 14``): Tversky and DIBE_Reg with U-Net on THC112,
 THC224, THC448 (synthetic 1:190, 1:580, 1:2200). ``--models``, ``--datasets``, ``--losses``,
-``--alphas`` override the preset. α weighs misses (SPEC.md); β = 1 - α unless ``--beta``
+``--alphas`` override the preset. α weighs misses (docs/conventions.md); β = 1 - α unless ``--beta``
 fixes it (the paper starts its searches at α = β = 0.5 and its defaults (0.3, 0.7) sum to 1).
 
 Command::

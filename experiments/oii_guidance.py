@@ -7,7 +7,7 @@ search* (α ∈ {0.1, 0.3, 0.5, 0.7, 0.9}, the best IoU kept) and *OII guidance*
 validation OII falls inside (0.15, 0.25), raising α when OII is too high; resolution 0.1 so it
 makes at most 3 trainings, and never more than the grid's 5). Every training has the same
 budget (epochs, batch, width). β = 1 - α unless ``--beta`` fixes it. The OII, IoU and PA a
-search sees are the last-3 means over seeds (SPEC.md), so the decision is not one noisy
+search sees are the last-3 means over seeds, so the decision is not one noisy
 evaluation.
 
 Runs are cached by α under ``<out>/runs``: the grid, the basic run and the bisection share
@@ -180,7 +180,7 @@ def report(found, mode: common.Mode, *, datasets, interval) -> str:
         [
             common.mode_description(mode, datasets),
             f"Target OII interval {interval}; the paper's on THC448 is (0.15, 0.25). β = 1 - α "
-            "unless stated. IoU/PA/OII: last-3 mean ± sd over seeds (SPEC.md). The paper's "
+            "unless stated. IoU/PA/OII: last-3 mean ± sd over seeds. The paper's "
             "values are single runs on THC448, not on our data.",
             table,
             "## OII-guided bisection, run by run",

@@ -910,7 +910,7 @@ def study_markdown(results: dict[str, dict[int, list[dict[str, Any]]]]) -> str:
 
 def cfd_summary(out: Path) -> str:
     """Every finished CFD run under ``out`` (``init_study/`` and ``torch_cfd/``), grouped by
-    (loss, framework, init): per seed the IoU of every evaluation, and over seeds SPEC's
+    (loss, framework, init): per seed the IoU of every evaluation, and over seeds the reported
     statistic (the last :data:`~dibe_jax.train.runs.LAST_N` evaluations of every seed, pooled:
     here all of them when a run has fewer) of IoU and OII, and the final IoU. A run that has not
     reached its group's last epoch (still training) is left out."""

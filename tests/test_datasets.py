@@ -129,7 +129,7 @@ def test_magnetic_tile_crack(mt_crack):
     assert {s[:2] for s in shapes} == {s[:2] for s in mshapes}
     assert values | values_v == {0, 1}
     ratio = (total + total_v - fg - fg_v) / (fg + fg_v)
-    assert 200 < ratio < 340  # native masks > 127: about 1:269 (SPEC.md)
+    assert 200 < ratio < 340  # native masks > 127: about 1:269 (measured)
     assert all(n.startswith("MT_Crack/Imgs/exp") for n in names)
 
 

@@ -125,7 +125,7 @@ def test_medium_config_is_the_multiclass_mtsdd_run() -> None:
         8,
         mode.image_size,
     )
-    assert mode.epochs // mode.eval_every >= 3  # SPEC's last-3 needs three evaluations
+    assert mode.epochs // mode.eval_every >= 3  # the last-3 statistic needs three evaluations
     full = multiclass.make_config("unified_focal", multiclass.MODES["full"])
     assert full.data.dataset == "magnetic_tile/all" and full.data.image_size == 224
     assert Path(full.data.manual_dir) == common.data_root()

@@ -84,7 +84,7 @@ def ref_loss(name, z, y, **h):
     tp, fp, fn = ref_counts(z, y)
     eps = h.get("eps", 1.0)
     a, b = h.get("alpha", 0.3), h.get("beta", 0.7)
-    tv = (tp + eps) / (tp + a * fn + b * fp + eps)  # Eq. 7, α on misses (SPEC.md)
+    tv = (tp + eps) / (tp + a * fn + b * fp + eps)  # Eq. 7, α on misses (docs/conventions.md)
     dc = (2 * tp + eps) / (2 * tp + fp + fn + eps)  # Eq. 5
     th = h.get("theta", 0.5)
     if name == "bce":
@@ -229,7 +229,7 @@ def test_gradient_wrt_hyperparameters(name, x64):
     check_grads(f, (jnp.asarray(HYPER[name][key]),), order=1, modes=("rev",))
 
 
-# ----------------------------------------------------- α / β direction (SPEC.md, Table 6)
+# ----------------------------------------------------- α / β direction (conventions, Table 6)
 
 
 def test_alpha_weights_misses():

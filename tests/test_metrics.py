@@ -68,7 +68,7 @@ def test_oii_equals_piecewise_form_and_is_bounded(tp, fp, fn):
 
 
 def test_oii_edge_cases():
-    # FP = FN = 0 -> 0; FP = 0 < FN -> +k; FN = 0 < FP -> -k (SPEC.md)
+    # FP = FN = 0 -> 0; FP = 0 < FN -> +k; FN = 0 < FP -> -k (Eqs. 15-17)
     np.testing.assert_allclose(metrics.oii(5, 0, 0), 0.0)
     np.testing.assert_allclose(metrics.oii(0, 0, 0), 0.0)
     np.testing.assert_allclose(metrics.oii(2, 0, 2), 1 - 0.5 / 2)

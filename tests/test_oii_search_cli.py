@@ -1,4 +1,4 @@
-"""``dibe-jax oii-search`` end to end: the glue from a value to seeded runs, SPEC's statistic,
+"""``dibe-jax oii-search`` end to end: the glue from a value to seeded runs, the last-3 statistic,
 the β rule, steering a multi-class run on one class's OII or the macro OII, the refusals, and
 one short real search."""
 

@@ -31,7 +31,7 @@ from dibe_jax.train.predict import (
 )
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _train_script import make_examples  # noqa: E402
+from _train_script import make_examples, tiny_config  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("DIBE_JAX_DATA", ROOT.parent / "shared" / "data"))

@@ -12,7 +12,7 @@ def get_config() -> Config:
     0.782 to 0.840). THC448 is not public in full, so this is the same search on
     CrackForest, otherwise as ``cfd_unet_dibe`` (50 epochs, batch 32, SGD lr 0.01).
 
-    Command (3 seeds per value, SPEC's statistic: the mean of the last 3 evaluations)::
+    Command (3 seeds per value, the reporting statistic: the mean of the last 3 evaluations)::
 
         dibe-jax oii-search --config cfd_unet_tversky_search \\
           --manual-dir PATH/crackforest --param alpha --interval 0.15 0.25 \\

@@ -90,8 +90,7 @@ def resize_mask(mask: np.ndarray, size: int | Size, *, method: MaskResize = "nea
 
     ``"nearest"`` picks the nearest source pixel; ``"max"`` marks an output pixel
     with the largest class id that covers any part of its footprint (thin cracks
-    survive downscaling; close to how the DIBE paper's ratios were obtained, see
-    ``SPEC.md``).
+    survive downscaling; close to how the DIBE paper's ratios were obtained).
 
     >>> m = np.zeros((8, 8, 1), np.uint8); m[3, :, 0] = 1
     >>> int(resize_mask(m, 4, method="max").sum()), int(resize_mask(m, 4).sum()) in (0, 4)

@@ -19,7 +19,7 @@ The crack class is read from ``loadmat(p)['groundTruth'][0, 0]['Segmentation']``
 * ``crackforest/label_ge2``: ``mask = Segmentation >= 2``.
 
 The paper's 1:25 is closer to what one gets after resizing with interpolation and
-binarizing loosely (see ``SPEC.md``); :mod:`dibe_jax.data` can reproduce that with
+binarizing loosely; :mod:`dibe_jax.data` can reproduce that with
 ``mask_resize="max"``.
 """
 

@@ -25,10 +25,10 @@ batch cannot be stacked without resizing. :func:`dibe_jax.datasets.default_image
 gives **224** (square, :attr:`MagneticTile.DEFAULT_IMAGE_SIZE`), used when the user
 names no size. Why 224: resizing the raw anti-aliased masks to 224x224 (bilinear, any
 value > 0 is defect) gives FG:BG 1:337 (Blowhole) and 1:109 (Crack), close to the
-paper's Table 2 (1:333, 1:113), so this is most likely the paper's own preprocessing
-(``SPEC.md``, "The data we have"); and 224 = 7 x 32 is a multiple of every model's
-total stride (FCN 32; U-Net and DeepLabv3 16), so no padding is needed. (This builder
-binarizes at > 127 first; its masks resized to 224x224 with
+paper's Table 2 (1:333, 1:113), so this is most likely the paper's own preprocessing;
+and 224 = 7 x 32 is a multiple of every model's total stride (FCN 32; U-Net and
+DeepLabv3 16), so no padding is needed. (This builder binarizes at > 127 first; its masks
+resized to 224x224 with
 ``dibe_jax.data.augment.resize(..., mask_resize="max")`` have 1:455 and 1:181.)
 """
 

@@ -3,7 +3,7 @@ per-image counts over the batch (and devices).
 
 Distribution (pixel) losses are means over each image's pixels; region losses use each
 image's soft counts, summed over the batch and devices only when asked (``pool_batch``,
-``axis_name``). Both conventions are in SPEC.md ("Reductions").
+``axis_name``). Both conventions are on the documentation's conventions page ("Reductions").
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Every loss has the signature ``loss(logits, labels, *, <hyperparameters>, where=
 pool_batch=False, axis_name=None) -> jax.Array`` and returns one value per image, shape
 ``[B]``; the caller takes the batch mean.
 
-Conventions (binding, see ``SPEC.md``):
+Conventions (binding; docs/conventions.md gives the reasoning):
 
 * ``logits``: float ``[B, *spatial]`` or ``[B, *spatial, 1]``; ``p = sigmoid(logits)`` and the
   predicted label is ``ŷ = 1`` iff ``logit >= 0``. ``labels``: same shape, values {0, 1}, any
@@ -14,8 +14,8 @@ Conventions (binding, see ``SPEC.md``):
 * **α weights misses** (label 1 predicted 0) and **β weights false alarms** (label 0
   predicted 1), in both the distribution loss DIBE_Dis (Eq. 18) and the Tversky coefficient
   ``Tv = (TP + ε) / (TP + α·FN + β·FP + ε)`` (Eq. 7). The paper calls the first region "FP";
-  SPEC.md explains why it is the misses. Our ``tversky(alpha=a, beta=b)`` equals MONAI's
-  ``TverskyLoss(alpha=b, beta=a)``.
+  its Table 6 and Fig. 10 (raising α lowers OII) only make sense if it is the misses. Our
+  ``tversky(alpha=a, beta=b)`` equals MONAI's ``TverskyLoss(alpha=b, beta=a)``.
 * Distribution (pixel) losses are means over the image's pixels (the ``θ/(wh)·Σ`` of
   Eqs. 9-12, 21); region losses use the image's own soft counts.
 * ``where`` (same shape as ``labels``, bool or {0, 1}): pixels with ``where = 0`` are dropped
@@ -413,7 +413,7 @@ def dibe_dis(
       lam: λ in [0, 1], weight of the defect pixels (y = 1); 1 - λ weights the background.
       gamma: γ >= 0, focusing exponent.
       alpha: α >= 0, extra weight of **misses**: label 1 predicted 0 (y = 1, ŷ = 0; the
-        region the paper calls "FP", see SPEC.md).
+        region the paper calls "FP").
       beta: β >= 0, extra weight of **false alarms**: label 0 predicted 1 (y = 0, ŷ = 1).
       where: optional pixel mask of the same shape; pixels with 0 are left out.
       pool_batch: accepted for a uniform signature; a pixel mean needs no pooling.
@@ -494,7 +494,7 @@ def tversky(
       logits: float ``[B, *spatial]`` or ``[B, *spatial, 1]``; ``p = sigmoid(logits)``.
       labels: ``{0, 1}`` of the same shape, any numeric or bool dtype.
       alpha: α >= 0, weight of **misses**: label 1 predicted 0, soft count
-        ``FN = Σ (1 - p)·y`` (the paper's "FP", see SPEC.md).
+        ``FN = Σ (1 - p)·y`` (the paper's "FP").
       beta: β >= 0, weight of **false alarms**: label 0 predicted 1, soft count
         ``FP = Σ p·(1 - y)``.
       eps: ε >= 0, smoothing added to numerator and denominator.
@@ -549,7 +549,7 @@ def focal_tversky(
       logits: float ``[B, *spatial]`` or ``[B, *spatial, 1]``; ``p = sigmoid(logits)``.
       labels: ``{0, 1}`` of the same shape, any numeric or bool dtype.
       alpha: α >= 0, weight of **misses**: label 1 predicted 0, soft count
-        ``FN = Σ (1 - p)·y`` (the paper's "FP", see SPEC.md).
+        ``FN = Σ (1 - p)·y`` (the paper's "FP").
       beta: β >= 0, weight of **false alarms**: label 0 predicted 1, soft count
         ``FP = Σ p·(1 - y)``.
       gamma: γ > 0 (default 0.75, the paper's γ_FT); the loss is ``(1 - Tv)^(1/γ)``.
@@ -615,7 +615,7 @@ def dibe_reg(
       logits: float ``[B, *spatial]`` or ``[B, *spatial, 1]``; ``p = sigmoid(logits)``.
       labels: ``{0, 1}`` of the same shape, any numeric or bool dtype.
       alpha: α >= 0, weight of **misses**: label 1 predicted 0, soft count
-        ``FN = Σ (1 - p)·y`` (the paper's "FP", see SPEC.md).
+        ``FN = Σ (1 - p)·y`` (the paper's "FP").
       beta: β >= 0, weight of **false alarms**: label 0 predicted 1, soft count
         ``FP = Σ p·(1 - y)``.
       gamma: γ > 0 (default 1.5, the paper's γ_DIBE_Reg used alone); the loss is
@@ -791,7 +791,7 @@ def hybrid_focal(
       lam: λ in [0, 1], focal weight of the defect pixels (y = 1).
       gamma: γ >= 0, focal exponent.
       alpha: α >= 0, Tversky weight of **misses**: label 1 predicted 0, soft count
-        ``FN = Σ (1 - p)·y`` (the paper's "FP", see SPEC.md).
+        ``FN = Σ (1 - p)·y`` (the paper's "FP").
       beta: β >= 0, Tversky weight of **false alarms**: label 0 predicted 1, soft count
         ``FP = Σ p·(1 - y)``.
       gamma_ft: γ_FT > 0, focal Tversky exponent: ``(1 - Tv)^(1/γ_FT)``.
@@ -866,7 +866,7 @@ def dibe(
       lam: λ in [0, 1], weight of the defect pixels (y = 1) in DIBE_Dis.
       gamma: γ > 0, shared: focusing exponent of DIBE_Dis and ``1/γ`` of DIBE_Reg.
       alpha: α >= 0, weight of **misses** in both halves: label 1 predicted 0, soft count
-        ``FN = Σ (1 - p)·y`` (the paper's "FP", see SPEC.md).
+        ``FN = Σ (1 - p)·y`` (the paper's "FP").
       beta: β >= 0, weight of **false alarms** in both halves: label 0 predicted 1, soft
         count ``FP = Σ p·(1 - y)``.
       eps: ε >= 0, smoothing of ``Tv``.

@@ -23,7 +23,7 @@ Conventions (the binary ones of :mod:`dibe_jax.losses.binary`, extended to C cla
   ``FP_c = Σ_i p_{ic} (1 - y_{ic})`` (false alarms: label not c, predicted c),
   ``FN_c = Σ_i (1 - p_{ic}) y_{ic}`` (misses: label c, predicted elsewhere) and
   ``N_c = Σ_i y_{ic}``. **α weights misses and β false alarms**, as in the binary Tversky
-  loss (SPEC.md).
+  loss.
 * Distribution (pixel) terms are means over the image's pixels; region terms use the image's
   own counts. ``pool_batch=True`` sums the counts over the batch (every image then carries the
   pooled loss); ``axis_name`` also sums them over a device axis and implies pooling.

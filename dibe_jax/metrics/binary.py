@@ -1,6 +1,6 @@
 r"""Binary segmentation metrics on hard predictions, and the Output Imbalance Index (OII).
 
-Counts use standard names (SPEC.md): with ``ŷ = [logit >= 0]``,
+Counts use standard names (docs/conventions.md): with ``ŷ = [logit >= 0]``,
 ``TP = Σ ŷ·y``, ``FP = Σ ŷ·(1 - y)`` (false alarms), ``FN = Σ (1 - ŷ)·y`` (misses),
 ``TN = Σ (1 - ŷ)(1 - y)``. Counts are additive: sum them over images, batches and devices,
 then compute the metrics once ("micro", what the paper reports every 5 epochs).
@@ -172,7 +172,7 @@ def iou(tp: ArrayLike, fp: ArrayLike, fn: ArrayLike, *, zero_division: float = 1
 
 
 def precision(tp: ArrayLike, fp: ArrayLike, *, zero_division: float = 1.0) -> jax.Array:
-    """Precision ``TP / (TP + FP)``: the paper's "PA" (Eq. 23, see SPEC.md).
+    """Precision ``TP / (TP + FP)``: the paper's "PA" (Eq. 23).
 
     >>> round(float(precision(2, 1)), 3)
     0.667
@@ -251,7 +251,7 @@ def oii(tp: ArrayLike, fp: ArrayLike, fn: ArrayLike) -> jax.Array:
            = k \cdot \operatorname{sign}(FN - FP)
              \Big(1 - \frac{FP \cdot FN}{FP^2 - FP \cdot FN + FN^2}\Big)
 
-    The division-free right-hand form (SPEC.md) is used, rewritten as
+    The division-free right-hand form is used, rewritten as
     ``k·sign(FN - FP)·(FP - FN)² / (FP² - FP·FN + FN²)`` (the same value, without the
     cancellation of ``1 - ...`` when FP ≈ FN), on counts scaled by ``max(FP, FN)`` so large
     counts cannot overflow. OII lies in (-1, 1); OII > 0 means

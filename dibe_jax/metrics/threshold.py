@@ -1,6 +1,6 @@
 r"""A decision threshold chosen on validation, from one pass of logit histograms.
 
-The default prediction is ``ŷ = 1 iff logit ≥ 0`` (p ≥ 0.5, SPEC). Moving the threshold
+The default prediction is ``ŷ = 1 iff logit ≥ 0`` (p ≥ 0.5). Moving the threshold
 ``t`` trades misses (FN) against false alarms (FP) without retraining: raising ``t`` lowers
 FP and raises FN, so the OII (Eqs. 15-17; > 0 when FP < FN) rises with ``t``.
 

@@ -30,7 +30,7 @@ At the chosen scale the models are fully convolutional, so the image is processe
   windows run ``batch_size`` at a time through one jitted forward (the last batch is padded,
   so each window shape compiles once), and their **logits** are blended with a Gaussian
   importance map (:func:`blend_weights`, σ = window / 8, never exactly 0) before the
-  threshold ``ŷ = 1 iff logit ≥ 0`` (SPEC.md).
+  threshold ``ŷ = 1 iff logit ≥ 0``.
 
 Preprocessing is the training pipeline's: :func:`~dibe_jax.datasets._common.read_image`
 decodes, :func:`~dibe_jax.data.augment.to_float` maps ``uint8`` to ``[0, 1]``.

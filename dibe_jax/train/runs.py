@@ -1,8 +1,9 @@
-"""Runs over several seeds and the statistics SPEC.md reports them by.
+"""Runs over several seeds and the statistics they are reported by.
 
 With the paper's constant learning rate, one run's validation IoU moves by 0.1-0.2 between
-evaluations, so a single final number cannot rank losses that differ by 0.01. SPEC.md
-("Reporting trained results") therefore reports each setting over at least 3 seeds:
+evaluations, so a single final number cannot rank losses that differ by 0.01. Each setting
+is therefore reported over at least 3 seeds (docs/conventions.md, "Reporting trained
+results"):
 
 * **last-3**: mean ± sample standard deviation of the last 3 evaluations of every seed,
   pooled (3 × seeds values): the number held against the paper's single value, and the one
@@ -48,7 +49,7 @@ __all__ = [
     "with_hyperparameter",
 ]
 
-#: Evaluations per seed that the reported statistic averages (SPEC.md).
+#: Evaluations per seed that the reported statistic averages.
 LAST_N = 3
 #: What :meth:`SeedRuns.summary` reports of a binary run.
 BINARY_SUMMARY = ("iou", "pa", "oii", "recall")
@@ -116,7 +117,7 @@ class SeedRuns:
     wall_seconds: float = 0.0
 
     def last3(self, key: str = "iou") -> Stat:
-        """SPEC's statistic: the last :data:`LAST_N` evaluations of every seed, pooled."""
+        """The reported statistic: the last :data:`LAST_N` evaluations of every seed, pooled."""
         return stat(r.get(key) for recs in self.runs for r in recs[-LAST_N:])
 
     def final(self, key: str = "iou") -> Stat:
@@ -226,7 +227,7 @@ def _steered_keys(steer: str) -> tuple[str, str, str]:
 
 
 def search_metrics(result: SeedRuns, steer: str = "oii") -> dict[str, Any]:
-    """What a hyperparameter search steers on: SPEC's last-3 mean over seeds of OII, IoU
+    """What a hyperparameter search steers on: the last-3 mean over seeds of OII, IoU
     and PA (with their spreads), the seeds and evaluations used, and the wall time.
 
     ``steer`` (from :func:`steer_target`) says which record keys are OII, IoU and PA:
@@ -389,7 +390,7 @@ def train_seeds(
     Args:
       config: the setting (its ``seed`` is replaced by each of ``seeds``).
       workdir: one folder per seed goes below it.
-      seeds: e.g. ``range(3)`` (SPEC: at least 3 for a reported number).
+      seeds: e.g. ``range(3)`` (at least 3 for a reported number).
       sources: in-memory splits, as in :func:`~dibe_jax.train.train_and_evaluate`.
       class_names: the classes of ``sources``' masks (background first), as there.
       log: called with one line per seed trained.

@@ -7,9 +7,9 @@ OII falls inside it. Table 6 compares that search with a 5-point grid over ``[0.
 number of trainings, IoU and PA.
 
 Both searches here are pure functions of a ``train_fn(value) -> metrics`` callback; they know
-nothing about models, data or JAX. Direction (SPEC.md, "α and β"): ``alpha`` weights misses
-(label 1 predicted 0), so **raising α lowers OII** (``direction=-1``, the default); ``beta``
-weights false alarms, so raising β raises OII (``direction=+1``).
+nothing about models, data or JAX. Direction (docs/conventions.md, "α and β"): ``alpha``
+weights misses (label 1 predicted 0), so **raising α lowers OII** (``direction=-1``, the
+default); ``beta`` weights false alarms, so raising β raises OII (``direction=+1``).
 
 On a multi-class run the "OII" a search reads may be one class's OII (Eqs. 15-17, the class
 against the rest) or the macro OII (their mean); the caller maps it to ``"oii"``
@@ -196,8 +196,8 @@ def oii_search(
     ``(m0, m1)`` the search stops. Otherwise it keeps the half of the current bracket
     ``[lo, hi]`` on the side that moves OII towards the interval and trains at its centre:
 
-    * ``direction=-1`` (raising the parameter **lowers** OII, e.g. α, which weights misses,
-      SPEC.md; per class, and so for the macro OII, with a one-vs-rest multi-class loss):
+    * ``direction=-1`` (raising the parameter **lowers** OII, e.g. α, which weights misses;
+      per class, and so for the macro OII, with a one-vs-rest multi-class loss):
       OII ≥ m1 → ``[value, hi]``, OII ≤ m0 → ``[lo, value]``;
     * ``direction=+1`` (raising the parameter **raises** OII, e.g. β, which weights false
       alarms): the opposite halves.

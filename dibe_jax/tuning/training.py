@@ -6,14 +6,14 @@ the dataset's classes, the search's own arguments, and the training config at bo
 the range (a loss declares each hyperparameter's range as an interval, so every value
 between the two ends is valid too). :func:`run_search` then trains every value the search
 asks for with each seed (:func:`dibe_jax.train.runs.train_seeds`, in
-``WORKDIR/runs/<param>=<value>/seed<k>``), steers on SPEC's statistic (the mean of the last 3
+``WORKDIR/runs/<param>=<value>/seed<k>``), steers on the reporting statistic (the mean of the last 3
 evaluations of every seed, :func:`dibe_jax.train.runs.search_metrics`) and writes
 ``oii_search.json`` (and ``grid_search.json`` with a grid).
 
 The rules, in one place for the command line and the experiments:
 
 * **direction**: ``alpha`` weights misses, so raising α lowers OII (``direction=-1``);
-  ``beta`` weights false alarms, so raising β raises OII (``+1``) (SPEC.md, "α and β");
+  ``beta`` weights false alarms, so raising β raises OII (``+1``) (docs/conventions.md, "α and β");
 * **the other one**: with α searched, β = 1 − α if the loss takes β, unless fixed (and
   the same with the roles swapped), as in the paper's start α = β = 0.5
   (:func:`dibe_jax.train.runs.with_hyperparameter`);
