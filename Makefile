@@ -37,8 +37,8 @@ analyze: $(CORE_STAMP)
 	$(VENV)/bin/dibe-jax analyze --out results/analysis
 
 test: $(STAMP)
-	$(VENV)/bin/ruff check dibe_jax tests benchmarks experiments
-	$(VENV)/bin/ruff format --check dibe_jax tests benchmarks experiments
+	$(VENV)/bin/ruff check dibe_jax tests benchmarks experiments scripts
+	$(VENV)/bin/ruff format --check dibe_jax tests benchmarks experiments scripts
 	$(PY) -m pytest -q -n 2 --dist worksteal -m "not slow" --durations=25
 
 # The long end-to-end runs that `make test` leaves out (@pytest.mark.slow: the main job, the
