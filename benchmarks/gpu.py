@@ -504,12 +504,26 @@ def cpu_step_flops(config: train.Config, graphdefs, state, batch: dict, *, compi
     def abstract(x, sharding):
         return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding)
 
-    lowered = steps.train.lower(
+    lowered, _ = lower_train(
+        steps,
         jax.tree.map(lambda x: abstract(x, replicated), state),
         {k: abstract(v, sharded) for k, v in batch.items()},
     )
     flops = _flops(lowered)
     return flops, (_flops(lowered.compile()) if compiled else None)
+
+
+def lower_train(steps, state, batch: dict) -> tuple[Any, tuple]:
+    """``(lowered, extra)``: the jitted train step lowered as a ``float32`` batch calls it
+    (``steps.train(state, batch)``); its compiled form takes ``(state, batch, *extra)``.
+    Steps whose run inputs (loss hyperparameters, seed) are arguments of a shared jitted
+    function give it as ``train_jit`` (``train_jit(state, batch, step, inputs)``); others
+    are jitted themselves."""
+    jitted = getattr(steps, "train_jit", None)
+    if jitted is None:
+        return steps.train.lower(state, batch), ()
+    extra = (None, steps.inputs)
+    return jitted.lower(state, batch, *extra), extra
 
 
 _CALLED: set[tuple] = set()
@@ -547,16 +561,17 @@ def jax_unet(run: Run, config, dtype: str) -> dict[str, Any]:
     batch = shard_batch({"image": x, "mask": y}, mesh)
     reused = compiled_before(steps, batch, numbered=False)
     t = time.perf_counter()
-    compiled = steps.train.lower(state, batch).compile()
+    lowered, extra = lower_train(steps, state, batch)
+    compiled = lowered.compile()
     compile_s = time.perf_counter() - t
     # After the timed compile: on a CPU-only machine the CPU's step is this very program.
     flops, flops_compiled = cpu_step_flops(config, graphdefs, state, batch, compiled=run.tiny)
     for _ in range(p.unet_warmup):
-        state, stats = compiled(state, batch)
+        state, stats = compiled(state, batch, *extra)
     jax.block_until_ready(stats)
     t = time.perf_counter()
     for _ in range(p.unet_steps):
-        state, stats = compiled(state, batch)
+        state, stats = compiled(state, batch, *extra)
     jax.block_until_ready(stats)
     step_s = (time.perf_counter() - t) / p.unet_steps
     loss = float(stats["loss"])
@@ -586,7 +601,7 @@ def warm_compile_s(run: Run, config, dtype: str) -> float:
     jax.clear_caches()
     _CALLED.clear()  # nothing compiled is held in memory any more
     t = time.perf_counter()
-    steps.train.lower(state, batch).compile()
+    lower_train(steps, state, batch)[0].compile()
     return time.perf_counter() - t
 
 
