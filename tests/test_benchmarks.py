@@ -153,10 +153,15 @@ def test_bench_gpu_tiny_mode_fills_every_row(tiny_run):
         assert re.search(
             r"^\| PyTorch \| `torch.compile` bfloat16, .* \| [0-9.]+ \| [0-9.]+ \|$", unet, re.M
         ), unet
-    # The tiny profile shares its steps between sections (see CPU_TINY): the float32 row
-    # reuses the data section's bare step instead of compiling its own.
+    # The tiny profile shares its steps between sections (see CPU_TINY): the data section's
+    # bare step is the U-Net section's float32 row, compiled there (the warm-cache
+    # measurement then cleared JAX's in-memory caches, so the data section loads it from
+    # the persistent cache), and the CFD runs reuse the data section's uint8 step.
+    assert re.search(r"^\| float32 \| JAX .*\| [0-9.]+ \|$", unet, re.M), unet
     assert re.search(
-        r"^\| float32 \| JAX .*\| reused \(compiled by an earlier section\) \|$", unet, re.M
+        r"^\| JAX \| train step float32 \(lower \+ compile\) \| [0-9.]+ \| [0-9.]+ \|$",
+        unet,
+        re.M,
     ), unet
     losses = (out / "losses_cpu_tiny.md").read_text()
     row = re.search(r"^\| dibe \|(.*)$", losses, re.M).group(1).split("|")
