@@ -54,7 +54,7 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.losses --out benchmarks/results/losses_cpu.md
 	$(PY) -m benchmarks.train --out benchmarks/results/train_cpu.md
 
-# The GPU benchmarks of issue 14 (benchmarks/gpu.py), about 7 minutes on one H100/H200:
+# The GPU benchmarks (benchmarks/gpu.py), about 7 minutes on one H100/H200:
 # losses, U-Net step bf16/fp32 against PyTorch eager and torch.compile, data path, CrackForest
 # training with DIBE and FT. Runs with the machine's own python3 and packages (no venv: the
 # GPU machine has none) and the source tree on PYTHONPATH; without a GPU it runs a tiny CPU
