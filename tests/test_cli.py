@@ -134,3 +134,16 @@ def test_one_validation_pass_per_call(monkeypatch, tmp_path):
     with pytest.raises(_Stop):
         cli.main(["oii-search", "--workdir", str(tmp_path / "s"), "--loss", "tversky", "--debug"])
     assert len(passes) == 2
+    passes.clear()  # a sweep: each member (a distinct config) once
+    sweep = ["sweep", "--sweep", "loss.alpha=0.3,0.5", "--seeds", "0", "--debug"]
+    with pytest.raises(_Stop):
+        cli.main([*sweep, "--workdir", str(tmp_path / "sw")])
+    assert len(passes) == 2
+
+
+def test_sweep_refuses_an_unknown_loss_in_one_line(tmp_path, capsys):
+    argv = ["sweep", "--loss", "dibee", "--sweep", "loss.alpha=0.3,0.5", "--seeds", "0"]
+    assert cli.main([*argv, "--workdir", str(tmp_path / "sw")]) == 2
+    err = _err_lines(capsys)
+    assert len(err) == 1 and err[0].startswith("dibe-jax: error: loss.name: unknown loss 'dibee'")
+    assert not (tmp_path / "sw").exists()

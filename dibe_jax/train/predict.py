@@ -15,9 +15,10 @@ differed, and ``image_size``, the size training used; :func:`training_resize`):
 * trained at the native size: nothing is resized.
 
 On magnetic-tile Crack (U-Net width 8 trained at 96 px, 50 epochs) this takes ``predict``'s
-pooled IoU on the 22 validation images from 0.217 at native resolution to within 0.03 of
-``eval``'s (``experiments/predict_scale.py``). ``scale="native"`` runs every image at its own
-size (the behaviour of older versions), which is right only when training did not resize.
+pooled IoU on the 22 validation images from 0.145 at native resolution to 0.407, within 0.03
+of ``eval``'s 0.428 (``experiments/predict_scale.py``). ``scale="native"`` runs every image
+at its own size (the behaviour of older versions), which is right only when training did not
+resize.
 
 At the chosen scale the models are fully convolutional, so the image is processed as MONAI's
 ``sliding_window_inference`` and nnU-Net do:

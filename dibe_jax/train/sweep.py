@@ -58,7 +58,7 @@ from dibe_jax.train.config import Config, ConfigError, override
 from dibe_jax.train.evaluate import summarize
 from dibe_jax.train.launch import model_info
 from dibe_jax.train.runs import SeedRuns
-from dibe_jax.train.state import build, loss_steps, make_state, validate
+from dibe_jax.train.state import build, loss_steps, make_state
 from dibe_jax.train.step import StepInputs, read_totals, shard_batch, zero_totals
 from dibe_jax.train.workdir import existing_outputs, load_config
 
@@ -146,6 +146,11 @@ def parse_sweep(specs: Sequence[str]) -> dict[str, list[float]]:
 def _check_field(config: Config, field: str) -> str:
     """The loss hyperparameter ``field`` names; :class:`ConfigError` for any other field."""
     group, _, name = field.partition(".")
+    if config.loss.name not in losses.names():  # before validation, which needs the values
+        raise ConfigError(
+            f"loss.name: unknown loss {config.loss.name!r}; known losses: "
+            f"{', '.join(losses.names())}"
+        )
     takes = losses.hyperparameters(config.loss.name)
     if group == "loss" and name in takes:
         default = takes[name]
@@ -314,15 +319,14 @@ def train_members(
     dirs = [workdir / m.name for m in runs]
     for m, d in zip(runs, dirs, strict=True):
         _check_folder(m.config, d, overwrite=overwrite, resume=resume)
-    if sources is None:
-        validate(first)
+    if sources is None:  # every member was validated above: resolve() only fills in a size
         resolved = loop.resolve(first)
         runs = [
             dataclasses.replace(m, config=_with_size(m.config, resolved.data.image_size))
             for m in runs
         ]
         first = runs[0].config
-    built = build(first, sources, class_names=class_names)
+    built = build(first, sources, class_names=class_names, validated=True)
     if built.train_arrays is None or built.eval_arrays is None:
         raise ConfigError(
             "data.pipeline: a sweep trains on the device data path; the splits do not fit "
