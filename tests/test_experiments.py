@@ -110,6 +110,7 @@ def test_losses_by_model_quick(tmp_path: Path) -> None:
     assert numbers(t3) and numbers(t4)
 
 
+@pytest.mark.slow  # trains a quick-mode run, as the other training tests here
 def test_finished_runs_are_not_trained_again(tmp_path: Path, capsys) -> None:
     mode = common.MODES["quick"]
     cell = common.Cell("syn2200", "unet", "dibe_reg").with_params(alpha=0.3, beta=0.7)

@@ -46,6 +46,7 @@ def test_torch_loss_port_matches(loss):
     assert check["grad"] < 1e-5
 
 
+@pytest.mark.slow  # 8 training steps in both frameworks, layer by layer for DIBE
 @pytest.mark.parametrize("loss", pt.LOSSES)
 def test_training_steps_match_pytorch(loss):
     # The layer-by-layer check once (DIBE); the step-for-step check for both losses.
