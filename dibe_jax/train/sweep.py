@@ -80,8 +80,12 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: The strategy ``"auto"`` picks per platform (measured by ``benchmarks/sweep.py``).
-AUTO_STRATEGY = {"cpu": "map", "gpu": "vmap", "tpu": "vmap"}
+#: The strategy ``"auto"`` picks per platform. CPU: ``"map"``, the faster in
+#: ``benchmarks/results/sweep_cpu.md``. GPU and TPU: ``"map"`` too until ``benchmarks/sweep.py
+#: --mode gpu`` has measured ``"vmap"`` there: ``"map"`` runs each member's convolutions as a
+#: single run does, so it never falls far behind K separate runs, while the grouped
+#: convolutions of ``"vmap"`` may be faster or much slower (cuDNN).
+AUTO_STRATEGY = {"cpu": "map", "gpu": "map", "tpu": "map"}
 STRATEGIES = ("auto", "vmap", "map")
 
 
@@ -307,7 +311,7 @@ def train_members(
     if jax.process_count() > 1:
         raise ConfigError("a sweep runs in one process; train members separately across hosts")
     platform = jax.devices()[0].platform
-    chosen = AUTO_STRATEGY.get(platform, "vmap") if strategy == "auto" else strategy
+    chosen = AUTO_STRATEGY.get(platform, "map") if strategy == "auto" else strategy
     size = chunk or len(runs)
     records: list[list[dict[str, Any]] | None] = [None] * len(runs)
     start = 0
