@@ -41,20 +41,28 @@ def compiled_functions():
         monitoring.unregister_event_duration_listener(listener)
 
 
-def test_a_search_of_3_values_and_2_seeds_compiles_each_step_once(tmp_path, compiled_functions):
+@pytest.mark.parametrize("together", [True, False])
+def test_a_search_of_3_values_and_2_seeds_compiles_each_step_once(
+    together, tmp_path, compiled_functions
+):
     """The OII-guided search's glue (``train_seeds`` per value) over 3 values x 2 seeds, on
-    the device data path with augmentation: one ``train_step`` and one ``eval_step``
-    compilation for the 6 runs (before, each (α, seed) pair compiled its own)."""
+    the device data path with augmentation: one compilation of the training program and one
+    of the evaluation program for the 6 runs (before, each (α, seed) pair compiled its own):
+    the seeds of a value as the members of one sweep (``together``), or one run after
+    another (the single run's ``train_step`` and ``eval_step``)."""
     jax.clear_caches()
     step._STEPS.clear()
     step._JITTED.clear()
+    step.stacked_steps.cache_clear()
     sources = {"train": make_examples(8, 0), "validation": make_examples(4, 1)}
     base = tiny_config(epochs=1, batch_size=4, **{"loss.name": "tversky", "data.augment": True})
     trained = []
 
     def run(value: float) -> dict:
         config = runs.with_hyperparameter(base, "alpha", value)
-        result = runs.train_seeds(config, tmp_path / f"alpha={value:g}", [0, 1], sources=sources)
+        result = runs.train_seeds(
+            config, tmp_path / f"alpha={value:g}", [0, 1], sources=sources, together=together
+        )
         trained.append((value, result.seeds))
         return runs.search_metrics(result)
 
@@ -62,7 +70,11 @@ def test_a_search_of_3_values_and_2_seeds_compiles_each_step_once(tmp_path, comp
     assert len(trained) == 3 and {tuple(s) for _, s in trained} == {(0, 1)}
     assert len({v for v, _ in trained}) == 3
     counts = collections.Counter(compiled_functions)
-    assert counts["jit(train_step)"] == 1 and counts["jit(eval_step)"] == 1, counts
+    if together:
+        assert counts["jit(train_members)"] == 1 and counts["jit(evaluate_members)"] == 1, counts
+        assert counts["jit(train_step)"] == 0
+    else:
+        assert counts["jit(train_step)"] == 1 and counts["jit(eval_step)"] == 1, counts
 
 
 def test_runs_that_differ_in_inputs_share_the_jitted_steps():

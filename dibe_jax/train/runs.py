@@ -374,6 +374,7 @@ def train_seeds(
     class_names: Sequence[str] | None = None,
     log: Callable[[str], None] | None = None,
     overwrite: bool = False,
+    together: bool = True,
 ) -> SeedRuns:
     """Train ``config`` once per seed in ``workdir/seed<k>``; return every seed's records.
 
@@ -395,6 +396,9 @@ def train_seeds(
       class_names: the classes of ``sources``' masks (background first), as there.
       log: called with one line per seed trained.
       overwrite: replace runs of another setting instead of refusing them.
+      together: train the new seeds as the members of one sweep, in one compiled program
+        (:mod:`dibe_jax.train.sweep`; each member the run its seed would train alone, up
+        to rounding), when the data is on the device path; False: one run after another.
 
     Raises:
       ConfigError: a seed's folder holds a run of another setting (without ``overwrite``),
@@ -402,7 +406,7 @@ def train_seeds(
     """
     from dibe_jax.train.loop import train_and_evaluate
 
-    plan = []
+    plan, fresh = [], []
     for seed in seeds:  # every refusal before anything trains
         run_dir = Path(workdir) / f"seed{seed}"
         seeded = copy.deepcopy(config)
@@ -410,6 +414,15 @@ def train_seeds(
         records = _finished(run_dir, seeded)
         how = None if records is not None else _plan(run_dir, seeded, overwrite)
         plan.append((run_dir, seeded, records, how == "resume"))
+        if how == "replace" or (how == "resume" and not (run_dir / "config.json").exists()):
+            fresh.append(len(plan) - 1)  # a new run
+    if together and len(fresh) > 1 and config.data.pipeline != "grain":
+        swept = _train_together(
+            [plan[i] for i in fresh], Path(workdir), sources, class_names, overwrite, log
+        )
+        for i, records in zip(fresh, swept or [None] * len(fresh), strict=True):
+            if records is not None:
+                plan[i] = (*plan[i][:2], records, False)
     runs, wall = [], 0.0
     for run_dir, seeded, records, resume in plan:
         if records is None:
@@ -441,6 +454,31 @@ def train_seeds(
         wall += seconds
         runs.append(records)
     return SeedRuns(runs, [int(s) for s in seeds], wall)
+
+
+def _train_together(plan, workdir, sources, class_names, overwrite, log):
+    """The seeds of ``plan`` (new runs) as the members of one sweep
+    (:func:`~dibe_jax.train.sweep.train_members`): their records, or None when the sweep
+    cannot take them (the splits are not on the device data path)."""
+    from dibe_jax.train import sweep
+    from dibe_jax.train.config import ConfigError
+
+    members = [sweep.Member(d.name, c, {}) for d, c, _, _ in plan]
+    try:
+        result = sweep.train_members(
+            members,
+            workdir,
+            sources=sources,
+            class_names=class_names,
+            overwrite=overwrite,
+            log=log,
+            summary=False,
+        )
+    except ConfigError as e:
+        if not str(e).startswith("data.pipeline:"):
+            raise
+        return None
+    return result.records
 
 
 def _wall(run_dir: Path) -> float:

@@ -39,6 +39,7 @@ two ``uint32`` words ``[hi, lo]`` (x64 is off), and :func:`read_totals` joins th
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
@@ -64,6 +65,7 @@ __all__ = [
     "replicate",
     "shard_batch",
     "split_loss_params",
+    "stacked_steps",
     "zero_totals",
 ]
 
@@ -468,6 +470,55 @@ def read_totals(totals: dict[str, Any]) -> dict[str, Any]:
             joined = words[0] * _WORD + words[1]
             out[k] = joined if joined.ndim else int(joined)
     return out
+
+
+#: How :func:`stacked_steps` runs ``K`` members in one program.
+STRATEGIES = ("vmap", "map")
+
+
+@functools.lru_cache(maxsize=16)
+def stacked_steps(pure: PureSteps, strategy: str) -> tuple[Callable[..., Any], ...]:
+    """The jitted programs of ``K`` runs whose states are stacked along a leading axis.
+
+    ``train_members(states, batches, step, inputs, *, size=None) -> (states, stats)`` (``states``
+    donated; ``batches`` ``[K, B, ...]``, one per member; ``inputs`` :class:`StepInputs`
+    stacked ``[K]``; ``stats`` ``[K]``), ``evaluate_members(states, batch, totals, inputs, *,
+    size=None) -> totals`` (the same ``batch`` for every member, ``totals`` stacked) and
+    ``add(acc, stats) -> acc`` (per-member sums of the epoch: ``loss_sum``,
+    ``loss_count``, ``skipped``).
+
+    ``strategy``: ``"vmap"`` batches the members (:func:`jax.vmap`: XLA turns their
+    convolutions into grouped ones), ``"map"`` runs them one after another inside the
+    program (:func:`jax.lax.map`: each member's convolutions as in a single run).
+    """
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
+
+    def train_members(states, batches, step, inputs, size=None):
+        one = functools.partial(pure.train, size=size)
+        if strategy == "vmap":
+            return jax.vmap(one, in_axes=(0, 0, None, 0))(states, batches, step, inputs)
+        return jax.lax.map(lambda a: one(a[0], a[1], step, a[2]), (states, batches, inputs))
+
+    def evaluate_members(states, batch, totals, inputs, size=None):
+        one = functools.partial(pure.evaluate, size=size)
+        if strategy == "vmap":
+            return jax.vmap(one, in_axes=(0, None, 0, 0))(states, batch, totals, inputs)
+        return jax.lax.map(lambda a: one(a[0], batch, a[1], a[2]), (states, totals, inputs))
+
+    def add(acc, stats):
+        ok = stats["nonfinite"] == 0
+        return {
+            "loss_sum": acc["loss_sum"] + jnp.where(ok, stats["loss"], 0.0),
+            "loss_count": acc["loss_count"] + ok.astype(jnp.int32),
+            "skipped": acc["skipped"] + (~ok).astype(jnp.int32),
+        }
+
+    return (
+        jax.jit(train_members, donate_argnums=0, static_argnames=("size",)),
+        jax.jit(evaluate_members, static_argnames=("size",)),
+        jax.jit(add, donate_argnums=0),
+    )
 
 
 def _frozen(value: Any) -> Hashable:

@@ -59,7 +59,13 @@ from dibe_jax.train.evaluate import summarize
 from dibe_jax.train.launch import model_info
 from dibe_jax.train.runs import SeedRuns
 from dibe_jax.train.state import build, loss_steps, make_state
-from dibe_jax.train.step import StepInputs, read_totals, shard_batch, zero_totals
+from dibe_jax.train.step import (
+    StepInputs,
+    read_totals,
+    shard_batch,
+    stacked_steps,
+    zero_totals,
+)
 from dibe_jax.train.workdir import existing_outputs, load_config
 
 __all__ = [
@@ -74,8 +80,12 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: The strategy ``"auto"`` picks per platform (measured by ``benchmarks/sweep.py``).
-AUTO_STRATEGY = {"cpu": "map", "gpu": "vmap", "tpu": "vmap"}
+#: The strategy ``"auto"`` picks per platform. CPU: ``"map"``, the faster in
+#: ``benchmarks/results/sweep_cpu.md``. GPU and TPU: ``"map"`` too until ``benchmarks/sweep.py
+#: --mode gpu`` has measured ``"vmap"`` there: ``"map"`` runs each member's convolutions as a
+#: single run does, so it never falls far behind K separate runs, while the grouped
+#: convolutions of ``"vmap"`` may be faster or much slower (cuDNN).
+AUTO_STRATEGY = {"cpu": "map", "gpu": "map", "tpu": "map"}
 STRATEGIES = ("auto", "vmap", "map")
 
 
@@ -198,37 +208,6 @@ def members(
 # ----------------------------------------------------------------------------- programs
 
 
-@functools.lru_cache(maxsize=16)
-def _programs(pure, strategy: str):
-    """The jitted programs of ``K`` stacked members for the run's pure steps."""
-
-    def train(states, batches, step, inputs, size=None):
-        one = functools.partial(pure.train, size=size)
-        if strategy == "vmap":
-            return jax.vmap(one, in_axes=(0, 0, None, 0))(states, batches, step, inputs)
-        return jax.lax.map(lambda a: one(a[0], a[1], step, a[2]), (states, batches, inputs))
-
-    def evaluate(states, batch, totals, inputs, size=None):
-        one = functools.partial(pure.evaluate, size=size)
-        if strategy == "vmap":
-            return jax.vmap(one, in_axes=(0, None, 0, 0))(states, batch, totals, inputs)
-        return jax.lax.map(lambda a: one(a[0], batch, a[1], a[2]), (states, totals, inputs))
-
-    def add(acc, stats):
-        ok = stats["nonfinite"] == 0
-        return {
-            "loss_sum": acc["loss_sum"] + jnp.where(ok, stats["loss"], 0.0),
-            "loss_count": acc["loss_count"] + ok.astype(jnp.int32),
-            "skipped": acc["skipped"] + (~ok).astype(jnp.int32),
-        }
-
-    return (
-        jax.jit(train, donate_argnums=0, static_argnames=("size",)),
-        jax.jit(evaluate, static_argnames=("size",)),
-        jax.jit(add, donate_argnums=0),
-    )
-
-
 def _stack(trees: Sequence[Any]) -> Any:
     return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
 
@@ -336,7 +315,7 @@ def train_members(
     if jax.process_count() > 1:
         raise ConfigError("a sweep runs in one process; train members separately across hosts")
     platform = jax.devices()[0].platform
-    chosen = AUTO_STRATEGY.get(platform, "vmap") if strategy == "auto" else strategy
+    chosen = AUTO_STRATEGY.get(platform, "map") if strategy == "auto" else strategy
     size = chunk or len(runs)
     records: list[list[dict[str, Any]] | None] = [None] * len(runs)
     start = 0
@@ -461,7 +440,7 @@ def _train_chunk(
     start_epoch, step = done.pop(), metas[0][1]
     if start_epoch > first.epochs:
         raise ConfigError(f"epochs: the members have already trained {start_epoch} epochs")
-    train_many, eval_many, add = _programs(pure, strategy)
+    train_many, eval_many, add = stacked_steps(pure, strategy)
     replicated = built.steps.replicated
     batch_sharding = NamedSharding(built.mesh, P(None, "data"))
     stacked = jax.device_put(_stack(states), replicated)

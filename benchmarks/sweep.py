@@ -1,0 +1,172 @@
+"""K runs in one program against K separate runs: the strategies of ``dibe-jax sweep``.
+
+For K members (loss hyperparameter values of one sweep, each with its own parameters and
+seed), the time of one training step of all K, steady state (after compilation), three ways:
+
+* **separate**: the single run's jitted step (``dibe_jax.train.step.make_steps``), called for
+  each member one after another: what K separate runs in one process cost;
+* **vmap**: one program over the stacked members (``stacked_steps(..., "vmap")``: XLA turns
+  the members' convolutions into grouped convolutions);
+* **map**: one program with ``jax.lax.map`` over the members (each member's convolutions as
+  in a single run, without a dispatch per member).
+
+The step is the one ``dibe-jax train`` runs: U-Net, DIBE loss, SGD with momentum, ``uint8``
+batches augmented on the device. Modes: ``--mode cpu`` (U-Net width 4, 32², batch 4,
+K = 1, 2, 4) and ``--mode gpu`` (U-Net width 64, 160², batch 32, K = 1, 2, 4, 8: CrackForest's
+setting). The ``auto`` strategy of :data:`dibe_jax.train.sweep.AUTO_STRATEGY` follows these
+tables.
+
+    python -m benchmarks.sweep --mode cpu --out benchmarks/results/sweep_cpu.md
+    python3 -m benchmarks.sweep --mode gpu --out benchmarks/results/sweep_gpu.md  # make bench-gpu
+
+On the GPU machine (no grain, no TFDS) ``dibe_jax.train.step`` is loaded from its file
+(``benchmarks._common.library_module``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from benchmarks._common import emit, host_line, jax_on_gpu, jax_side, library_module
+
+MODES = {
+    "cpu": {"width": 4, "size": 32, "batch": 4, "members": (1, 2, 4), "rounds": 5},
+    "gpu": {"width": 64, "size": 160, "batch": 32, "members": (1, 2, 4, 8), "rounds": 20},
+}
+
+
+def _state(width: int, seed: int):
+    """A U-Net and its SGD optimiser as the library builds them: ``(train graphdef, eval
+    graphdef, state)``."""
+    from flax import nnx
+
+    from dibe_jax import models
+
+    rngs = nnx.Rngs(params=seed, dropout=seed + 1)
+    model = models.create("unet", in_channels=3, num_classes=1, rngs=rngs, width=width)
+    optimizer = nnx.Optimizer(model, _SGD, wrt=nnx.Param)
+    model.eval()
+    eval_graphdef, _ = nnx.split((model, optimizer))
+    model.train()
+    train_graphdef, state = nnx.split((model, optimizer))
+    return train_graphdef, eval_graphdef, state
+
+
+def _sgd():
+    import optax
+
+    return optax.sgd(0.01, momentum=0.9)
+
+
+_SGD = _sgd()
+
+
+def _timed(fn, rounds: int) -> float:
+    """Median seconds of ``fn()`` (which blocks) over ``rounds`` calls after 2 warm-up calls."""
+    for _ in range(2):
+        fn()
+    times = []
+    for _ in range(rounds):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def measure(k: int, *, width: int, size: int, batch: int, rounds: int) -> dict[str, float]:
+    """Seconds per step of all ``k`` members: separate, vmap, map."""
+    from dibe_jax import losses
+    from dibe_jax.data.augment import AugmentConfig
+    from dibe_jax.data.device_augment import DevicePreprocess
+
+    step = library_module("train.step")
+    mesh = step.make_mesh(jax.devices()[:1])
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (k, batch, size, size, 3), dtype=np.uint8)
+    masks = (rng.random((k, batch, size, size, 1)) < 0.01).astype(np.uint8)
+    members = []
+    for j in range(k):
+        tg, eg, state = _state(width, j)
+        steps = step.make_steps(
+            tg,
+            eg,
+            losses.get("dibe"),
+            {"alpha": 0.1 + 0.8 * j / max(1, k - 1), "beta": 0.7},
+            mesh,
+            preprocess=DevicePreprocess(augment=AugmentConfig(), seed=j),
+        )
+        batch_j = jax.device_put({"image": images[j], "mask": masks[j]})
+        members.append([steps, jax.device_put(state), batch_j])
+    counter = [0]
+
+    def separate():
+        for m in members:
+            m[1], stats = m[0].train(m[1], m[2], counter[0])
+        jax.block_until_ready(stats)
+        counter[0] += 1
+
+    out = {"separate": _timed(separate, rounds)}
+    pure = members[0][0].pure
+    stacked_batch = jax.device_put({"image": images, "mask": masks})
+    inputs = step.StepInputs(
+        {key: jnp.stack([m[0].inputs.loss[key] for m in members]) for key in ("alpha", "beta")},
+        jnp.stack([m[0].inputs.seed for m in members]),
+    )
+    for strategy in step.STRATEGIES:
+        train_many = step.stacked_steps(pure, strategy)[0]
+        box = [jax.tree.map(lambda *xs: jnp.stack(xs), *[_state(width, j)[2] for j in range(k)])]
+
+        def together(train_many=train_many, box=box):
+            box[0], stats = train_many(box[0], stacked_batch, counter[0], inputs)
+            jax.block_until_ready(stats)
+            counter[0] += 1
+
+        out[strategy] = _timed(together, rounds)
+    return out
+
+
+def main(argv: list[str] | None = None) -> str:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--mode", choices=sorted(MODES), help="default: gpu on a GPU, else cpu")
+    parser.add_argument("--members", type=int, nargs="+", help="the K to measure")
+    parser.add_argument("--rounds", type=int, help="timed steps per measurement")
+    parser.add_argument("--out", type=Path, help="write the Markdown table here")
+    args = parser.parse_args(argv)
+    mode = args.mode or ("gpu" if jax_on_gpu() else "cpu")
+    m = dict(MODES[mode])
+    members = tuple(args.members or m["members"])
+    rounds = args.rounds or m["rounds"]
+    lines = [
+        f"# One program for K runs ({mode} mode)",
+        "",
+        f"U-Net width {m['width']}, {m['size']}², batch {m['batch']} per member, DIBE loss, SGD "
+        "with momentum, uint8 batches augmented on the device; milliseconds per training "
+        f"step of all K members (median of {rounds} steps after compilation). separate: the "
+        "single run's jitted step once per member; vmap / map: one program over the stacked "
+        "members (`dibe_jax.train.step.stacked_steps`). Speed-up: separate / that.",
+        "",
+        f"{jax_side()}. {host_line()}.",
+        "",
+        "| K | separate (ms) | vmap (ms) | map (ms) | vmap speed-up | map speed-up | faster |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for k in members:
+        t = measure(k, width=m["width"], size=m["size"], batch=m["batch"], rounds=rounds)
+        best = min(("vmap", "map", "separate"), key=lambda s: t[s])
+        lines.append(
+            f"| {k} | {t['separate'] * 1e3:.1f} | {t['vmap'] * 1e3:.1f} | {t['map'] * 1e3:.1f} | "
+            f"{t['separate'] / t['vmap']:.2f}x | {t['separate'] / t['map']:.2f}x | {best} |"
+        )
+        print(lines[-1], flush=True)
+    return emit("\n".join(lines) + "\n", args.out)
+
+
+if __name__ == "__main__":
+    main()
