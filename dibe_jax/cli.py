@@ -340,6 +340,10 @@ def _export(args: argparse.Namespace) -> int:
     from dibe_jax.train.export import FORMATS, export_run
 
     formats = FORMATS if args.format == "all" else (args.format,)
+    if args.size is not None and len(args.size) > 2:
+        from dibe_jax.train import ConfigError
+
+        raise ConfigError(f"--size: expected H or H W, got {len(args.size)} numbers")
     size = None if args.size is None else (args.size * 2)[:2]
     report = export_run(
         args.workdir,
