@@ -173,7 +173,7 @@ GPU = Profile(
     compile_backend="inductor",
     compile_modes=("default", "max-autotune"),
     min_s_for_compile=45.0,
-    budgets={"losses": 40.0, "unet": 270.0, "data": 50.0, "cfd": 60.0},
+    budgets={"losses": 40.0, "unet": 270.0, "data": 50.0, "cfd": 60.0, "sweep": 60.0},
 )
 
 CPU_TINY = Profile(
@@ -203,7 +203,7 @@ CPU_TINY = Profile(
     compile_backend="eager",
     compile_modes=("default", "max-autotune"),
     min_s_for_compile=0.0,
-    budgets={"losses": 120.0, "unet": 240.0, "data": 60.0, "cfd": 120.0},
+    budgets={"losses": 120.0, "unet": 240.0, "data": 60.0, "cfd": 120.0, "sweep": 120.0},
     model_options={"num_stages": 1},
 )
 
@@ -1223,9 +1223,23 @@ def section_cfd(run: Run, config, data: dict | None, source: str) -> None:
     emit("\n".join(lines), run.path("cfd"))
 
 
+# ----------------------------------------------------------------------------- sweep
+
+
+def section_sweep(run: Run) -> None:
+    """K members of ``dibe-jax sweep`` as one program (vmap, lax.map) against K separate runs
+    (``benchmarks.sweep``: U-Net width 64, 160², batch 32, K = 1, 2, 4, 8 on a GPU)."""
+    from benchmarks import sweep
+
+    run.start_section("sweep")
+    mode = "cpu" if run.tiny else "gpu"
+    members = [1, 2] if run.tiny else [1, 2, 4, 8]
+    sweep.main(["--mode", mode, "--members", *map(str, members), "--out", str(run.path("sweep"))])
+
+
 # ----------------------------------------------------------------------------- main
 
-SECTIONS = ("losses", "data", "cfd", "unet")
+SECTIONS = ("losses", "data", "cfd", "unet", "sweep")
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -1312,6 +1326,7 @@ def main(argv: list[str] | None = None) -> Path:
         ("data", None, lambda: section_data(run, config, cfd)),
         ("cfd", "cfd", lambda: section_cfd(run, config, data, source)),
         ("data", "data", lambda: write_data_table(run, config)),
+        ("sweep", "sweep", lambda: section_sweep(run)),
     ]
     failed = []
     for section, table, fn in plan:

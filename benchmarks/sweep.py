@@ -19,8 +19,7 @@ tables.
     python -m benchmarks.sweep --mode cpu --out benchmarks/results/sweep_cpu.md
     python3 -m benchmarks.sweep --mode gpu --out benchmarks/results/sweep_gpu.md  # make bench-gpu
 
-On the GPU machine (no grain, no TFDS) ``dibe_jax.train.step`` is loaded from its file
-(``benchmarks._common.library_module``).
+It is also the ``sweep`` section of ``make bench-gpu`` (``benchmarks/gpu.py``).
 """
 
 from __future__ import annotations
@@ -34,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks._common import emit, host_line, jax_on_gpu, jax_side, library_module
+from benchmarks._common import emit, host_line, jax_on_gpu, jax_side
 
 MODES = {
     "cpu": {"width": 4, "size": 32, "batch": 4, "members": (1, 2, 4), "rounds": 5},
@@ -85,8 +84,8 @@ def measure(k: int, *, width: int, size: int, batch: int, rounds: int) -> dict[s
     from dibe_jax import losses
     from dibe_jax.data.augment import AugmentConfig
     from dibe_jax.data.device_augment import DevicePreprocess
+    from dibe_jax.train import step
 
-    step = library_module("train.step")
     mesh = step.make_mesh(jax.devices()[:1])
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (k, batch, size, size, 3), dtype=np.uint8)
