@@ -164,6 +164,8 @@ def main(argv: list[str] | None = None) -> str:
             f"{t['separate'] / t['vmap']:.2f}x | {t['separate'] / t['map']:.2f}x | {best} |"
         )
         print(lines[-1], flush=True)
+        if args.out is not None:  # the rows so far, in case a later K runs out of time
+            Path(args.out).write_text("\n".join(lines) + "\n")
     return emit("\n".join(lines) + "\n", args.out)
 
 
