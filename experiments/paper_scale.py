@@ -150,7 +150,11 @@ def mt_sources(root: Path, cls: str, scale: Scale) -> dict[str, list[dict[str, n
     from dibe_jax.data.images import read_image
 
     folder = root / f"MT_{cls}" / "Imgs"
-    stems = sorted(p.stem for p in folder.glob("*.jpg") if (folder / f"{p.stem}.png").is_file())
+    jpgs, pngs = ({p.stem for p in folder.glob(f"*.{ext}")} for ext in ("jpg", "png"))
+    if jpgs != pngs:  # the builder refuses unpaired files too
+        lonely = sorted(jpgs ^ pngs)
+        raise FileNotFoundError(f"{folder}: {len(lonely)} unpaired file(s), e.g. {lonely[0]}")
+    stems = sorted(jpgs)
     if scale.mt_images is not None:
         stems = stems[: scale.mt_images]
     if len(stems) < 2:
@@ -529,7 +533,8 @@ def main(argv: Sequence[str] | None = None, *, log: Callable[[str], None] = prin
     out = Path(args.out)
     for part in parts:
         log(estimate(part, sources, scale, args.compile_s))
-    log(f"[total] estimate on one H200: {total_estimate(parts, sources, scale, args.compile_s)}")
+    counted = parts + (["fig10"] if "table6" in parts and "fig10" not in parts else [])
+    log(f"[total] estimate on one H200: {total_estimate(counted, sources, scale, args.compile_s)}")
     if args.estimate:
         return 0
     results: dict[str, Any] = {}
