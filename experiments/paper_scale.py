@@ -60,6 +60,8 @@ from typing import Any
 
 import numpy as np
 
+from dibe_jax.errors import UserError
+
 if __package__ in (None, ""):  # `python experiments/paper_scale.py`: find `experiments`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -257,7 +259,10 @@ def train_sweep(
             members,
             workdir,
             sources=sources,
-            overwrite=True,
+            overwrite=overwrite,
+            # a killed launch continues from its checkpoints; another setting is refused
+            resume=not overwrite
+            and any((workdir / m.name / "config.json").exists() for m in members),
             strategy=scale.strategy,
             log=say,
             summary=summary,
@@ -539,20 +544,24 @@ def main(argv: Sequence[str] | None = None, *, log: Callable[[str], None] = prin
         return 0
     results: dict[str, Any] = {}
     sections = [_describe(scale, sources)]
-    for part in parts:
-        t = time.perf_counter()
-        kw = dict(overwrite=args.overwrite, say=log)
-        if part == "table5":
-            results[part] = run_table5(sources, scale, out, **kw)
-            sections.append(report_table5(results[part]))
-        elif part == "fig10":
-            results[part] = run_fig10(sources, scale, out, **kw)
-            sections.append(report_fig10(results[part]))
-        else:
-            fig10 = results.get("fig10") or run_fig10(sources, scale, out, **kw)
-            results[part] = run_table6(sources, scale, out, fig10, **kw)
-            sections.append(report_table6(results[part]))
-        log(f"[{part}] done in {time.perf_counter() - t:.1f} s")
+    try:
+        for part in parts:
+            t = time.perf_counter()
+            kw = dict(overwrite=args.overwrite, say=log)
+            if part == "table5":
+                results[part] = run_table5(sources, scale, out, **kw)
+                sections.append(report_table5(results[part]))
+            elif part == "fig10":
+                results[part] = run_fig10(sources, scale, out, **kw)
+                sections.append(report_fig10(results[part]))
+            else:
+                fig10 = results.get("fig10") or run_fig10(sources, scale, out, **kw)
+                results[part] = run_table6(sources, scale, out, fig10, **kw)
+                sections.append(report_table6(results[part]))
+            log(f"[{part}] done in {time.perf_counter() - t:.1f} s")
+    except UserError as e:  # e.g. a member folder holding another setting (--overwrite)
+        print(f"paper_scale: error: {e} (here: --overwrite or another --out)", file=sys.stderr)
+        return 2
     md = common.write_markdown(out / "paper_scale.md", "The DIBE paper at full scale", sections)
     common.write_json(out / "paper_scale.json", to_json(results))
     log(md.read_text())
