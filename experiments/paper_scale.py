@@ -42,10 +42,11 @@ one H200 (U-Net width 64, bf16, batch 32: one run steps 1,600 images/s at 160²;
 evaluation 3× faster than training), plus one compilation per distinct program
 (``--compile-s``, default :data:`COMPILE_S` = 20 s, an assumption: the width-64 448² step
 compiled in 86-95 s, smaller images compile faster; a warm persistent compilation cache makes
-it almost 0). Full mode: about 225 s of steps and 10 programs (4 losses × 2 input shapes for
-Table 5, one for Fig. 10's 15 members, one for Table 6), about 425 s in all; it stays within
-8 minutes while a compilation takes 25 s or less. ``--seeds 2`` or ``--epochs 30`` cut the
-step time by a third or more.
+it almost 0). Full mode computes in bfloat16 (parameters float32; ``--dtype float32`` as the
+paper, about 1.8× slower steps): about 225 s of steps and 10 programs (4 losses × 2 input
+shapes for Table 5, one for Fig. 10's 15 members, one for Table 6), about 425 s in all; it
+stays within 8 minutes while a compilation takes 25 s or less. ``--seeds 2`` or
+``--epochs 30`` cut the step time by a third or more.
 """
 
 from __future__ import annotations
@@ -89,6 +90,8 @@ COMPILE_S = 20.0
 #: 1,600 images/s; the 448² step 397 images/s, about twice the pixels, which K >= 2 members
 #: of a sweep are assumed to reach (an assumption until measured).
 PIXELS_PER_S = {"one": 1600.0 * 160**2, "sweep": 397.0 * 448**2}
+#: Relative step speed by computation dtype (448² step: 80.5 ms bfloat16, 145.5 ms float32).
+DTYPE_SPEED = {"bfloat16": 1.0, "float32": 80.5 / 145.5}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,14 +113,20 @@ class Scale:
     mt_images: int | None  # magnetic-tile pairs read per class (before the split), None: all
     losses: tuple[str, ...] = LOSSES
     datasets: tuple[str, ...] = DATASETS
+    dtype: str = "bfloat16"  # the model's computation dtype (parameters stay float32)
     strategy: str = "auto"
 
 
-FULL = Scale(False, 64, 50, 3, 32, 5, None, 224, ALPHAS, (0.1, 0.9), None, None, None)
+FULL = Scale(
+    quick=False, width=64, epochs=50, seeds=3, batch_size=32, eval_every=5, cfd_size=None,
+    mt_size=224, alphas=ALPHAS, bounds=(0.1, 0.9), max_runs=None, cfd_images=None,
+    mt_images=None, dtype="bfloat16",
+)  # fmt: skip
 #: Quick: every part, but Table 5 with 2 losses on 2 sets (each is its own compilation).
 QUICK = Scale(
-    True, 4, 2, 2, 4, 1, 32, 32, (0.3, 0.7), (0.3, 0.7), 1, 1, 10, ("dibe_reg", "dibe"),
-    ("cfd", "crack"),
+    quick=True, width=4, epochs=2, seeds=2, batch_size=4, eval_every=1, cfd_size=32,
+    mt_size=32, alphas=(0.3, 0.7), bounds=(0.3, 0.7), max_runs=1, cfd_images=1, mt_images=10,
+    losses=("dibe_reg", "dibe"), datasets=("cfd", "crack"), dtype="float32",
 )  # fmt: skip
 
 
@@ -207,6 +216,7 @@ def base_config(dataset: str, loss: str, scale: Scale):
         "optim.lr": 0.01,
         "optim.momentum": 0.9,
         "progress": False,
+        "dtype": scale.dtype,
         "data.dataset": f"in-memory {common.resolve_dataset(dataset).label}",
         "data.image_size": size,
     }
@@ -284,9 +294,9 @@ def train_sweep(
 # -------------------------------------------------------------------------------- estimate
 
 
-def _throughput(size: int, members: int) -> float:
+def _throughput(size: int, members: int, dtype: str) -> float:
     """Training images per second at ``size``² (:data:`PIXELS_PER_S`)."""
-    return PIXELS_PER_S["one" if members == 1 else "sweep"] / size**2
+    return PIXELS_PER_S["one" if members == 1 else "sweep"] / size**2 * DTYPE_SPEED[dtype]
 
 
 def estimate(part: str, sources: dict, scale: Scale, compile_s: float = COMPILE_S) -> str:
@@ -328,7 +338,7 @@ def _estimate(part: str, sources: dict, scale: Scale) -> tuple[int, float, int]:
         train_images = members * n_train * scale.epochs
         eval_images = members * n_val * evals
         images += train_images + eval_images
-        seconds += (train_images + eval_images / 3) / _throughput(size, members)
+        seconds += (train_images + eval_images / 3) / _throughput(size, members, scale.dtype)
     return images, seconds, programs
 
 
@@ -507,6 +517,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--seeds", type=int, help="seeds 0..N-1 per setting (full: 3)")
     p.add_argument("--epochs", type=int, help="training epochs (full: 50)")
     p.add_argument("--width", type=int, help="U-Net width (full: 64)")
+    p.add_argument(
+        "--dtype",
+        choices=("bfloat16", "float32"),
+        help="computation dtype (full: bfloat16, about 1.8x faster; the paper: float32)",
+    )
     p.add_argument("--strategy", choices=("auto", "vmap", "map"), default="auto")
     p.add_argument("--compile-s", type=float, default=COMPILE_S, help="assumed compile seconds")
     p.add_argument("--overwrite", action="store_true", help="train again finished sweeps")
@@ -522,7 +537,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None, *, log: Callable[[str], None] = print) -> int:
     args = parse_args(argv)
     scale = QUICK if args.quick else FULL
-    changes = {k: getattr(args, k) for k in ("seeds", "epochs", "width") if getattr(args, k)}
+    changes = {
+        k: getattr(args, k) for k in ("seeds", "epochs", "width", "dtype") if getattr(args, k)
+    }
     scale = dataclasses.replace(scale, strategy=args.strategy, **changes)
     if scale.epochs < scale.eval_every:
         scale = dataclasses.replace(scale, eval_every=scale.epochs)
