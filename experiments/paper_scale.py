@@ -33,7 +33,8 @@ Command::
 
 ``--data-dir`` is the raw data root (default ``$DIBE_JAX_DATA`` or ``../shared/data``; it holds
 ``crackforest/`` and ``magnetic_tile/``). Writes ``<out>/paper_scale.md`` (our tables beside
-the paper's) and ``<out>/paper_scale.json`` (every cell and search).
+the paper's) and ``<out>/paper_scale.json`` (every cell and search); a launch with fewer
+``--parts`` keeps the other parts' tables of an earlier launch at the same scale.
 
 Time (printed per part before it runs, ``--estimate`` prints it and stops; see
 :func:`estimate`): the images a part trains and evaluates at the pixel throughput measured on
@@ -53,6 +54,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -503,6 +505,14 @@ def to_json(results: dict) -> dict:
     return out
 
 
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 # ------------------------------------------------------------------------------ command line
 
 
@@ -545,7 +555,7 @@ def main(argv: Sequence[str] | None = None, *, log: Callable[[str], None] = prin
         scale = dataclasses.replace(scale, eval_every=scale.epochs)
     data_dir = Path(args.data_dir) if args.data_dir else common.data_root()
     parts = [p for p in PARTS if p in args.parts]
-    datasets = scale.datasets if "table5" in parts else ("cfd",)
+    datasets = scale.datasets  # all of them, so the tables' description is the same
     try:
         sources = load_sources(data_dir, datasets, scale)
     except (FileNotFoundError, ValueError) as e:
@@ -560,27 +570,35 @@ def main(argv: Sequence[str] | None = None, *, log: Callable[[str], None] = prin
     if args.estimate:
         return 0
     results: dict[str, Any] = {}
-    sections = [_describe(scale, sources)]
+    sections: dict[str, str] = {}
     try:
         for part in parts:
             t = time.perf_counter()
             kw = dict(overwrite=args.overwrite, say=log)
             if part == "table5":
                 results[part] = run_table5(sources, scale, out, **kw)
-                sections.append(report_table5(results[part]))
+                sections[part] = report_table5(results[part])
             elif part == "fig10":
                 results[part] = run_fig10(sources, scale, out, **kw)
-                sections.append(report_fig10(results[part]))
+                sections[part] = report_fig10(results[part])
             else:
                 fig10 = results.get("fig10") or run_fig10(sources, scale, out, **kw)
                 results[part] = run_table6(sources, scale, out, fig10, **kw)
-                sections.append(report_table6(results[part]))
+                sections[part] = report_table6(results[part])
             log(f"[{part}] done in {time.perf_counter() - t:.1f} s")
     except UserError as e:  # e.g. a member folder holding another setting (--overwrite)
         print(f"paper_scale: error: {e} (here: --overwrite or another --out)", file=sys.stderr)
         return 2
-    md = common.write_markdown(out / "paper_scale.md", "The DIBE paper at full scale", sections)
-    common.write_json(out / "paper_scale.json", to_json(results))
+    setting = json.loads(json.dumps(dataclasses.asdict(scale)))  # as read back (lists)
+    data = to_json(results) | {"scale": setting, "markdown": sections}
+    before = _read_json(out / "paper_scale.json")
+    if before.get("scale") == data["scale"]:  # keep the parts of earlier launches, same scale
+        data = {**before, **data, "markdown": {**before.get("markdown", {}), **sections}}
+    shown = [data["markdown"][p] for p in PARTS if p in data["markdown"]]
+    md = common.write_markdown(
+        out / "paper_scale.md", "The DIBE paper at full scale", [_describe(scale, sources), *shown]
+    )
+    common.write_json(out / "paper_scale.json", data)
     log(md.read_text())
     log(f"wrote {md} and {out / 'paper_scale.json'}")
     return 0

@@ -260,6 +260,8 @@ def test_paper_scale_quick_without_tfds(tmp_path: Path) -> None:
     rc, again = _paper_scale("--quick", "--out", str(tmp_path), "--parts", "fig10", "table6")
     assert rc == 0, again[-3000:]
     assert "finished members read back" in again and " members in " not in again
+    assert "| Crack (paper) | 0.717 | 0.723 |" in (tmp_path / "paper_scale.md").read_text()
+    assert "table5" in json.loads((tmp_path / "paper_scale.json").read_text())  # kept
     assert (tmp_path / "paper_scale.md").read_text().split("## Fig. 10")[1] == md.split(
         "## Fig. 10"
     )[1]
