@@ -37,17 +37,17 @@ the paper's) and ``<out>/paper_scale.json`` (every cell and search); a launch wi
 ``--parts`` keeps the other parts' tables of an earlier launch at the same scale.
 
 Time (printed per part before it runs, ``--estimate`` prints it and stops; see
-:func:`estimate`): the images a part trains and evaluates at the pixel throughput measured on
-one H200 (U-Net width 64, bf16, batch 32: one run steps 1,600 images/s at 160²; the 448² step
-397 images/s, about twice the pixels, which a sweep of K >= 2 members is *assumed* to reach;
-evaluation 3× faster than training), plus one compilation per distinct program
-(``--compile-s``, default :data:`COMPILE_S` = 20 s, an assumption: the width-64 448² step
-compiled in 86-95 s, smaller images compile faster; a warm persistent compilation cache makes
-it almost 0). Full mode computes in bfloat16 (parameters float32; ``--dtype float32`` as the
-paper, about 1.8× slower steps): about 225 s of steps and 10 programs (4 losses × 2 input
-shapes for Table 5, one for Fig. 10's 15 members, one for Table 6), about 425 s in all; it
-stays within 8 minutes while a compilation takes 25 s or less. ``--seeds 2`` or
-``--epochs 30`` cut the step time by a third or more.
+:func:`estimate`): the images a part trains at the rate measured on one H200 on 2026-12-04
+(:data:`LOOP_PIXELS_PER_S`: a CFD run's whole loop, 515 images/s at 160², evaluations and
+checkpoints included; a sweep's members run one after another, as measured faster than
+``vmap``), plus one compilation per distinct program (``--compile-s``, default
+:data:`COMPILE_S` = 25 s; a warm persistent compilation cache makes it about 1 s). Full
+mode (width 64, 50 epochs, 3 seeds, 10 programs: 4 losses × 2 input shapes for Table 5, one
+for Fig. 10's 15 members, one for Table 6) comes to about 1,540 s, **not** the 8 minutes the
+plan asked for: the loop, not the step (1,587 images/s), bounds it, and sweeping members in
+one program saves compilations, not throughput. ``--seeds 1 --epochs 20`` or
+``--seeds 2 --epochs 10`` fit in about 7 minutes. Full mode computes in bfloat16 (parameters
+float32; ``--dtype float32`` as the paper); the estimate assumes float32's loop rate.
 """
 
 from __future__ import annotations
@@ -86,14 +86,16 @@ LABELS |= {"dibe_dis": "DIBE_Dis"}
 MT_THRESHOLD = 127  # the magnetic_tile builder's binarization of the anti-aliased masks
 ALPHA_DIR = "alpha_dibe_cfd"  # Fig. 10's sweep and Table 6's searched values
 
-#: Assumed compile seconds of one program on the GPU (see the module docstring).
-COMPILE_S = 20.0
-#: Training pixels per second of one H200 (U-Net w64, bf16, batch 32): one run at 160² steps
-#: 1,600 images/s; the 448² step 397 images/s, about twice the pixels, which K >= 2 members
-#: of a sweep are assumed to reach (an assumption until measured).
-PIXELS_PER_S = {"one": 1600.0 * 160**2, "sweep": 397.0 * 448**2}
-#: Relative step speed by computation dtype (448² step: 80.5 ms bfloat16, 145.5 ms float32).
-DTYPE_SPEED = {"bfloat16": 1.0, "float32": 80.5 / 145.5}
+#: Compile seconds of one program on one H200 (a 50-epoch CFD run reached its first
+#: evaluation after 26 s, 5 epochs included; a warm persistent cache: about 1.4 s).
+COMPILE_S = 25.0
+#: Training pixels per second of one member on one H200, measured 2026-12-04 (U-Net w64,
+#: float32, batch 32, 160²): the whole training loop of a CFD run (data path, evaluation
+#: every 5 epochs, a checkpoint every epoch) ran 515 images/s (its step alone 1,587). A sweep
+#: runs its members one after another (``lax.map``: within 4 % of separate runs; ``vmap`` was
+#: 3x slower), so K members take K times as long. bfloat16 steps are faster (80.5 against
+#: 145.5 ms at 448²) but the loop was not measured in it: the estimate assumes float32's.
+LOOP_PIXELS_PER_S = 515.0 * 160**2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -296,9 +298,9 @@ def train_sweep(
 # -------------------------------------------------------------------------------- estimate
 
 
-def _throughput(size: int, members: int, dtype: str) -> float:
-    """Training images per second at ``size``² (:data:`PIXELS_PER_S`)."""
-    return PIXELS_PER_S["one" if members == 1 else "sweep"] / size**2 * DTYPE_SPEED[dtype]
+def _throughput(size: int) -> float:
+    """Training images per second of one member at ``size``² (:data:`LOOP_PIXELS_PER_S`)."""
+    return LOOP_PIXELS_PER_S / size**2
 
 
 def estimate(part: str, sources: dict, scale: Scale, compile_s: float = COMPILE_S) -> str:
@@ -306,7 +308,7 @@ def estimate(part: str, sources: dict, scale: Scale, compile_s: float = COMPILE_
     images, seconds, programs = _estimate(part, sources, scale)
     total = seconds + programs * compile_s
     return (
-        f"[{part}] estimate on one H200: {images:,} images ≈ {seconds:.0f} s of steps + "
+        f"[{part}] estimate on one H200: {images:,} images ≈ {seconds:.0f} s of training + "
         f"{programs} program(s) × {compile_s:g} s compile ≈ {total:.0f} s "
         "(CPU runs are far slower)"
     )
@@ -321,7 +323,7 @@ def total_estimate(parts, sources: dict, scale: Scale, compile_s: float = COMPIL
 
 
 def _estimate(part: str, sources: dict, scale: Scale) -> tuple[int, float, int]:
-    """``(images, seconds of steps, programs)`` of one part."""
+    """``(images trained and evaluated, seconds of the loops, programs)`` of one part."""
     seeds = scale.seeds
     evals = max(1, scale.epochs // scale.eval_every)
     if part == "table5":
@@ -340,7 +342,7 @@ def _estimate(part: str, sources: dict, scale: Scale) -> tuple[int, float, int]:
         train_images = members * n_train * scale.epochs
         eval_images = members * n_val * evals
         images += train_images + eval_images
-        seconds += (train_images + eval_images / 3) / _throughput(size, members, scale.dtype)
+        seconds += train_images / _throughput(size)  # evaluations included in the rate
     return images, seconds, programs
 
 
@@ -572,7 +574,8 @@ def main(argv: Sequence[str] | None = None, *, log: Callable[[str], None] = prin
     for part in parts:
         log(estimate(part, sources, scale, args.compile_s))
     counted = parts + (["fig10"] if "table6" in parts and "fig10" not in parts else [])
-    log(f"[total] estimate on one H200: {total_estimate(counted, sources, scale, args.compile_s)}")
+    total = total_estimate(counted, sources, scale, args.compile_s)
+    log(f"[total] estimate on one H200: {total}")
     if args.estimate:
         return 0
     results: dict[str, Any] = {}
