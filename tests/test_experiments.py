@@ -193,3 +193,95 @@ def test_every_experiment_runs_as_a_file_and_as_a_module():
     cmd = [sys.executable, "-I", "-c", _BOTH_WAYS, *SCRIPTS]
     out = subprocess.run(cmd, cwd=root, capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
+
+
+# ---------------------------------------------------------------- experiments/paper_scale.py
+
+_PAPER_DATA = Path(
+    os.environ.get("DIBE_JAX_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
+)
+_needs_paper_data = pytest.mark.skipif(
+    not ((_PAPER_DATA / "crackforest").is_dir() and (_PAPER_DATA / "magnetic_tile").is_dir()),
+    reason="CrackForest / magnetic tile not in ../shared/data (set DIBE_JAX_DATA)",
+)
+
+#: Runs paper_scale without TFDS, grain, array_record or tensorboardX (as on the GPU machine).
+_WITHOUT_TFDS = """
+import sys
+for name in ("tensorflow_datasets", "grain", "array_record", "tensorboardX", "tensorflow"):
+    sys.modules[name] = None  # any import of them raises ImportError
+from experiments import paper_scale
+sys.exit(paper_scale.main(sys.argv[1:]))
+"""
+
+
+def _paper_scale(*args: str) -> tuple[int, str]:
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=str(root), DIBE_JAX_DATA=str(_PAPER_DATA))
+    cmd = [sys.executable, "-c", _WITHOUT_TFDS, *args]
+    out = subprocess.run(cmd, cwd=root, capture_output=True, text=True, env=env, timeout=900)
+    return out.returncode, out.stdout + out.stderr
+
+
+@_needs_paper_data
+@pytest.mark.slow  # about a minute on 2 busy cores: 5 compilations
+def test_paper_scale_quick_without_tfds(tmp_path: Path) -> None:
+    """``paper_scale --quick`` runs all three parts from the raw files without TFDS or grain,
+    writes the tables beside the paper's, and a second launch reads the sweeps back."""
+    rc, text = _paper_scale("--quick", "--out", str(tmp_path))
+    assert rc == 0, text[-3000:]
+    for part in ("table5", "fig10", "table6"):
+        assert f"[{part}] estimate on one H200:" in text and f"[{part}] done in" in text
+    md = (tmp_path / "paper_scale.md").read_text()
+    assert "| CFD (paper) | 0.510 | 0.512 |" in md  # Table 5, DIBE_Reg and DIBE
+    assert "| Crack (paper) | 0.717 | 0.723 |" in md
+    assert "OII guidance" in md and "Grid search" in md
+    data = json.loads((tmp_path / "paper_scale.json").read_text())
+    assert set(data["table5"]) == {"cfd/dibe_reg", "cfd/dibe", "crack/dibe_reg", "crack/dibe"}
+    assert all(cell["seeds"] == [0, 1] for cell in data["table5"].values())
+    assert set(data["fig10"]) == {"alpha=0.3", "alpha=0.7"}
+    grid, guided = data["table6"]["grid"], data["table6"]["oii"]
+    assert [r["value"] for r in grid["runs"]] == [0.3, 0.7]  # Fig. 10's sweep, read back
+    assert guided["runs"][0]["value"] == 0.5 and guided["runs_needed"] == 1
+    runs = tmp_path / "runs"
+    for member in ("table5/crack/dibe/run/seed1", "alpha_dibe_cfd/alpha=0.5/seed0"):
+        config = json.loads((runs / member / "config.json").read_text())
+        assert config["epochs"] == 2 and config["model"]["options"]["width"] == 4
+        assert config["data"]["image_size"] == 32
+        assert (runs / member / "metrics.jsonl").read_text().count("\n") == 2  # 2 evaluations
+    config = json.loads((runs / "alpha_dibe_cfd/alpha=0.7/seed1/config.json").read_text())
+    assert config["loss"]["params"] == {"alpha": 0.7, "beta": 0.3} and config["seed"] == 1
+    sweep = json.loads((runs / "alpha_dibe_cfd" / "sweep.json").read_text())
+    assert len(sweep["members"]) == 4 and sweep["chunk"] == 4  # 2 α × 2 seeds, one program
+    # a second launch trains nothing and writes the same tables
+    rc, again = _paper_scale("--quick", "--out", str(tmp_path), "--parts", "fig10", "table6")
+    assert rc == 0, again[-3000:]
+    assert "finished members read back" in again and " members in " not in again
+    assert "| Crack (paper) | 0.717 | 0.723 |" in (tmp_path / "paper_scale.md").read_text()
+    assert "table5" in json.loads((tmp_path / "paper_scale.json").read_text())  # kept
+    assert (tmp_path / "paper_scale.md").read_text().split("## Fig. 10")[1] == md.split(
+        "## Fig. 10"
+    )[1]
+
+
+@_needs_paper_data
+def test_paper_scale_reads_the_builders_splits() -> None:
+    """The in-memory magnetic-tile split is the builder's (sorted stems, ``i % 5 < 3``), and
+    a missing data folder is refused with exit 2 before anything trains."""
+    from dibe_jax.datasets._common import pair_files, split_by_rule
+    from experiments import paper_scale
+
+    folder = _PAPER_DATA / "magnetic_tile" / "MT_Crack" / "Imgs"
+    stems = [s for s, _, _ in pair_files(folder, folder, image_ext=".jpg", label_ext=".png")]
+    assert paper_scale.mt_split(stems) == split_by_rule(stems)
+    scale = paper_scale.dataclasses.replace(paper_scale.QUICK, mt_images=None)
+    got = paper_scale.mt_sources(_PAPER_DATA / "magnetic_tile", "Crack", scale)
+    assert (len(got["train"]), len(got["validation"])) == (35, 22)  # the builder's Crack
+    ex = got["train"][0]
+    assert ex["image"].shape == ex["mask"].shape and ex["image"].shape[-1] == 1
+    assert set(ex["mask"].ravel().tolist()) <= {0, 1}
+    assert doctest.testmod(paper_scale).failed == 0
+    assert paper_scale.main(["--quick", "--data-dir", "/nonexistent"], log=print) == 2
