@@ -796,6 +796,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"dibe-jax: error: {_one_line(e)}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader of our output went away (`dibe-jax configs | head`)
+        try:  # Python's flush at exit would fail on the closed pipe again
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):  # stdout is no file here (replaced, e.g. by a test)
+            pass
+        return 141
     except Exception:  # noqa: BLE001 - a bug: shown in full, never as a user's mistake
         if args.debug:
             raise

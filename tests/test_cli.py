@@ -147,3 +147,25 @@ def test_sweep_refuses_an_unknown_loss_in_one_line(tmp_path, capsys):
     err = _err_lines(capsys)
     assert len(err) == 1 and err[0].startswith("dibe-jax: error: loss.name: unknown loss 'dibee'")
     assert not (tmp_path / "sw").exists()
+
+
+def test_a_closed_output_pipe_is_not_reported_as_a_bug(monkeypatch, capsys):
+    """`dibe-jax configs | head -1`: the reader going away ends the command quietly (141)."""
+
+    def closed(args):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    parser = cli.build_parser
+    monkeypatch.setattr(
+        cli,
+        "build_parser",
+        lambda: _with_func(parser(), "configs", closed),
+    )
+    assert cli.main(["configs"]) == 141
+    assert "internal error" not in capsys.readouterr().err
+
+
+def _with_func(parser, sub, func):
+    for action in parser._subparsers._group_actions:
+        action.choices[sub].set_defaults(func=func)
+    return parser
