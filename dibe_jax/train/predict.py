@@ -395,12 +395,12 @@ def _check_threshold(workdir: Path, threshold: float | None) -> None:
     if threshold is None:
         return
     if isinstance(threshold, bool) or not isinstance(threshold, int | float | np.floating):
-        raise ValueError(f"threshold: expected a number, got {threshold!r}")
+        raise UserError(f"threshold: expected a number, got {threshold!r}")
     if not np.isfinite(threshold):
-        raise ValueError(f"threshold: expected a finite logit, got {threshold}")
+        raise UserError(f"threshold: expected a finite logit, got {threshold}")
     info = workdir / "model.json"
     if info.is_file() and int(json.loads(info.read_text()).get("num_classes", 1)) > 1:
-        raise ValueError(
+        raise UserError(
             "threshold: a multi-class run predicts the argmax of its logits; a logit "
             "threshold applies to binary runs only"
         )
@@ -699,7 +699,7 @@ def predict(
     """
     workdir, inputs, out = Path(workdir), Path(inputs), Path(out)
     if scale not in SCALES:
-        raise ValueError(f"scale: expected one of {', '.join(SCALES)}, got {scale!r}")
+        raise UserError(f"scale: expected one of {', '.join(SCALES)}, got {scale!r}")
     files = _check_arguments(inputs, out, window, overlap, batch_size)
     _check_threshold(workdir, threshold)
     run = load_forward(workdir, best=best)
