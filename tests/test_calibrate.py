@@ -108,6 +108,7 @@ def test_edges_and_targets_are_checked():
 # -------------------------------------------------------------------------------- on a run
 
 
+@pytest.mark.slow  # end to end: trains or converts (make test-slow)
 def test_calibration_does_not_worsen_oii_and_is_recorded(run, calibrated):
     c = calibrated.choice
     assert c.at_zero["oii"] > 0  # this run under-segments at logit 0 (more misses)
@@ -119,6 +120,7 @@ def test_calibration_does_not_worsen_oii_and_is_recorded(run, calibrated):
     assert cal.recorded_threshold(run, calibrated.step).value == c.threshold
 
 
+@pytest.mark.slow  # end to end: trains or converts (make test-slow)
 def test_eval_rows_from_a_second_pass_equal_the_histogram_counts(run, calibrated, sources):
     c = calibrated.choice
     out = cal.metrics_at_thresholds(run, [0.0, c.threshold], sources=sources)
@@ -129,11 +131,13 @@ def test_eval_rows_from_a_second_pass_equal_the_histogram_counts(run, calibrated
         ]
 
 
+@pytest.mark.slow  # end to end: trains or converts (make test-slow)
 def test_iou_target_is_at_least_the_default_iou(run, sources):
     choice = cal.calibrate(run, target="iou", sources=sources, write=False).choice
     assert choice.at_threshold["iou"] >= choice.at_zero["iou"]
 
 
+@pytest.mark.slow  # end to end: trains or converts (make test-slow)
 def test_a_threshold_applies_only_to_its_checkpoint(run, calibrated, tmp_path):
     assert cal.recorded_threshold(run, calibrated.step + 1).value is None
     copy = tmp_path / "copy"
@@ -145,6 +149,7 @@ def test_a_threshold_applies_only_to_its_checkpoint(run, calibrated, tmp_path):
     assert recorded.value is None and "config.json changed" in recorded.reason
 
 
+@pytest.mark.slow  # end to end: trains or converts (make test-slow)
 def test_predict_uses_the_calibrated_threshold_and_says_so(run, calibrated, tmp_path, capsys):
     images = tmp_path / "in"
     images.mkdir()
@@ -215,6 +220,7 @@ def _fails(capsys, args: list[str], match: str) -> None:
     assert len(err) == 1 and err[0].startswith("dibe-jax: error:") and match in err[0], err
 
 
+@pytest.mark.slow  # end to end: trains or converts (make test-slow)
 def test_refused_inputs_exit_2_writing_nothing(run, calibrated, tmp_path, capsys):
     before = _snapshot(run)
     _fails(capsys, ["calibrate", "--workdir", str(run), "--target", "dice"], "--target")

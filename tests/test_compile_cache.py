@@ -36,6 +36,7 @@ def _entries(cache: Path) -> set[str]:
     return {p.name for p in cache.iterdir()}
 
 
+@pytest.mark.slow  # end to end: trains or converts (make test-slow)
 def test_a_second_launch_compiles_nothing_new(tmp_path):
     cache = tmp_path / "cache"
     first = _launch(tmp_path / "a", cache)

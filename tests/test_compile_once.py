@@ -42,6 +42,7 @@ def compiled_functions():
 
 
 @pytest.mark.parametrize("together", [True, False])
+@pytest.mark.slow  # end to end: trains or converts (make test-slow)
 def test_a_search_of_3_values_and_2_seeds_compiles_each_step_once(
     together, tmp_path, compiled_functions
 ):

@@ -26,6 +26,7 @@ def _comparable(record: dict) -> dict:
     return {k: v for k, v in record.items() if k != "seconds"}
 
 
+@pytest.mark.slow  # end to end: trains or converts (make test-slow)
 def test_two_device_step_in_process_equals_single_device_step():
     # The two fake CPU devices of conftest.py: the library's own path (loss_steps, replicate,
     # shard_batch) with the batch split over a 2-device mesh gives the loss, weights and

@@ -30,6 +30,9 @@ ort = pytest.importorskip("onnxruntime")
 sys.path.insert(0, str(Path(__file__).parent))
 from _train_script import make_examples, tiny_config  # noqa: E402
 
+# End to end (trainings in subprocesses or conversions): run by `make test-slow`.
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("DIBE_JAX_DATA", ROOT.parent / "shared" / "data"))
 CFD_IMAGE = SHARED_DATA / "crackforest" / "image" / "001.jpg"  # 480 x 320 RGB

@@ -400,6 +400,7 @@ def test_a_folder_of_the_builders_tiles_evaluates_identically(tmp_path, capsys):
     assert "its classes (background, crack, spot) differ from those of the run" in err
 
 
+@pytest.mark.slow  # end to end: trains or converts (make test-slow)
 def test_a_folder_over_the_memory_budget_streams_through_grain(tmp_path, caplog):
     from dibe_jax import train
 

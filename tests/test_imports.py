@@ -14,6 +14,11 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
+# End to end (trainings in subprocesses or conversions): run by `make test-slow`.
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 
 BLOCKED = ("grain", "tensorflow_datasets", "array_record", "tensorboardX")

@@ -271,6 +271,7 @@ def tiny_tfds(tmp_path_factory):
     return builder.as_data_source()
 
 
+@pytest.mark.slow  # end to end: trains or converts (make test-slow)
 def test_loader_over_tfds_source_with_workers(tiny_tfds):
     """Each worker batches its own records, so batches depend on ``worker_count``; the
     per-example output (order-free: keyed by file name) does not."""

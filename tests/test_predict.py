@@ -441,6 +441,7 @@ def half_scale_run(tmp_path_factory) -> Path:
     return workdir
 
 
+@pytest.mark.slow  # end to end: trains or converts (make test-slow)
 def test_predict_applies_the_training_scale(half_scale_run, tmp_path):
     from dibe_jax.data import augment
 

@@ -15,6 +15,9 @@ from dibe_jax.train import runs
 sys.path.insert(0, str(Path(__file__).parent))
 from _train_script import make_examples, tiny_config  # noqa: E402
 
+# End to end (trainings in subprocesses or conversions): run by `make test-slow`.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def sources():

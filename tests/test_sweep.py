@@ -35,6 +35,7 @@ def swept(tmp_path_factory, sources):
     return workdir, result
 
 
+@pytest.mark.slow  # end to end: trains or converts (make test-slow)
 def test_a_member_equals_its_separate_run(swept, sources, tmp_path):
     """Member (alpha 0.6, seed 1) against ``train_and_evaluate`` of the same config: its own
     initialisation, data order and augmentation, so the same run up to rounding."""
@@ -53,6 +54,7 @@ def test_a_member_equals_its_separate_run(swept, sources, tmp_path):
     assert len({round(r[0]["train_loss"], 6) for r in result.records}) == 4
 
 
+@pytest.mark.slow  # end to end: trains or converts (make test-slow)
 def test_members_are_run_folders_and_sweep_json_summarises(swept, sources):
     workdir, result = swept
     run = workdir / "alpha=0.3" / "seed1"
@@ -70,6 +72,7 @@ def test_members_are_run_folders_and_sweep_json_summarises(swept, sources):
     )
 
 
+@pytest.mark.slow  # end to end: trains or converts (make test-slow)
 def test_a_rerun_refuses_a_finished_sweep_without_resume_or_overwrite(swept, sources):
     workdir, result = swept
     with pytest.raises(train.ConfigError, match="already holds a run"):
