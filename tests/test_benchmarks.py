@@ -89,7 +89,9 @@ def test_bench_gpu_tiny_mode_runs_and_says_so(tiny_run):
     proc, out, before, after = tiny_run
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "TINY CPU MODE" in proc.stdout
-    assert sorted(p.name for p in out.glob("*.md")) == sorted(f"{t}_cpu_tiny.md" for t in TABLES)
+    written = sorted(p.name for p in out.glob("*.md"))
+    assert written == sorted(f"{t}_cpu_tiny.md" for t in (*TABLES, "sweep"))
+    assert "| 2 |" in (out / "sweep_cpu_tiny.md").read_text()  # the sweep section's K = 2 row
     assert after == before  # nothing written into benchmarks/results
     for name in TABLES:
         text = (out / f"{name}_cpu_tiny.md").read_text()
