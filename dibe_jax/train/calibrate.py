@@ -42,9 +42,10 @@ from dibe_jax.metrics import threshold as thresholds
 from dibe_jax.train.batches import device_preprocess, epoch_size, eval_batches
 from dibe_jax.train.checkpoints import CheckpointError, Checkpoints
 from dibe_jax.train.config import ConfigError
+from dibe_jax.train.evaluate import restore_for_eval
 from dibe_jax.train.state import build
 from dibe_jax.train.step import replicate
-from dibe_jax.train.workdir import ResumeMeta, load_config
+from dibe_jax.train.workdir import load_config
 
 __all__ = [
     "THRESHOLD_FILE",
@@ -113,16 +114,11 @@ def _restored(workdir: Path, split: str, best: bool, sources):
     ckpt = Checkpoints(ckpt_dir, keep=config.keep_checkpoints, create=False)
     try:
         built = build(config, sources, class_names=class_names, train=False)
-        try:
-            state, meta, step = ckpt.restore(built.state, best=best)
-        except CheckpointError as e:
-            if not best or type(e) is not CheckpointError:
-                raise
-            state, meta, step = ckpt.restore(built.state, best=False)
-    finally:
+    except BaseException:
         ckpt.close()
-    epoch = ResumeMeta.from_json(meta, step).epoch
-    return built, replicate(state, built.steps.replicated), epoch, step
+        raise
+    state, epoch, step = restore_for_eval(ckpt, built, best=best)
+    return built, state, epoch, step
 
 
 def _split_pass(built, state, epoch: int, per_batch: Callable, init, extra):

@@ -139,15 +139,23 @@ def evaluate_checkpoint(
         class_names = info.get("class_names")
     ckpt = Checkpoints(workdir / "checkpoints", keep=config.keep_checkpoints, create=False)
     built = build(config, sources, class_names=class_names, train=False)
-    try:
-        state, meta, step = ckpt.restore(built.state, best=best)
-    except CheckpointError as e:
-        if not best or type(e) is not CheckpointError:
-            raise
-        state, meta, step = ckpt.restore(built.state, best=False)
-    finally:
-        ckpt.close()
-    state = replicate(state, built.steps.replicated)
-    epoch = ResumeMeta.from_json(meta, step).epoch
+    state, epoch, step = restore_for_eval(ckpt, built, best=best)
     out = evaluate(built, state, max(0, epoch - 1))
     return {"split": split, "step": step, "epoch": epoch, **out}
+
+
+def restore_for_eval(ckpt: Checkpoints, built, *, best: bool = True) -> tuple[Any, int, int]:
+    """Restore ``built``'s state from ``ckpt`` (then closed) for evaluation: the best
+    checkpoint by validation IoU, or the latest when none was ranked (``best=False``: the
+    latest). Returns ``(replicated state, epoch, step)``."""
+    try:
+        try:
+            state, meta, step = ckpt.restore(built.state, best=best)
+        except CheckpointError as e:
+            if not best or type(e) is not CheckpointError:
+                raise
+            state, meta, step = ckpt.restore(built.state, best=False)
+    finally:
+        ckpt.close()
+    epoch = ResumeMeta.from_json(meta, step).epoch
+    return replicate(state, built.steps.replicated), epoch, step
