@@ -621,13 +621,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add(
         "sweep",
-        help="train loss hyperparameters x seeds in one compiled program",
+        help="train loss hyperparameters, learning rates x seeds in one compiled program",
         description="Train every combination of the --sweep values with every seed as the "
         "members of one jitted program (stacked states; --strategy vmap or lax.map); each "
         "member is a normal run folder WORKDIR/<value>/seed<k> (eval, predict and train "
         "--resume work on it) and WORKDIR/sweep.json summarises the settings by the mean of "
-        "the last 3 evaluations of every seed. Only real-valued loss hyperparameters may be "
-        "swept (the members share one program).",
+        "the last 3 evaluations of every seed. Only real-valued loss hyperparameters and the "
+        "optimiser's numbers (optim.lr, optim.momentum, optim.grad_clip) may be swept (the "
+        "members share one program).",
     )
     _add_train_options(p)
     p.add_argument(
@@ -635,8 +636,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="FIELD=V1,V2,...",
-        help="a loss hyperparameter and its values, e.g. loss.alpha=0.3,0.5,0.7 (repeat the "
-        "flag for a product of several)",
+        help="a field and its values, e.g. loss.alpha=0.3,0.5,0.7 or optim.lr=0.01,0.05 "
+        "(repeat the flag for a product of several)",
     )
     p.add_argument(
         "--seeds", type=int, nargs="+", default=[0], help="the seeds of every value (default 0)"

@@ -132,3 +132,95 @@ def test_evaluation_counts_are_exact_past_2_to_the_31():
         cm = add(cm, big)
     got = step.read_totals({**step.zero_totals(3), "cm": cm})["cm"]
     assert got.dtype == np.int64 and np.all(got == 4 * (2**31 - 1))
+
+
+def test_runs_that_differ_in_seed_and_optimiser_numbers_share_one_program(compiled_functions):
+    """The parameters' seed is an input of the program that draws them, and the learning
+    rate, momentum and schedule length live in the optimiser state: two runs that differ in
+    these share the graph definitions and the jitted steps, and the second run's model is
+    drawn without a compilation."""
+    a = tiny_config(**{"optim.schedule": "cosine", "epochs": 2})
+    b = tiny_config(
+        **{"optim.schedule": "cosine", "epochs": 3, "seed": 4, "optim.lr": 0.05},
+        **{"optim.momentum": 0.5},
+    )
+    tg, eg, state_a = train.make_state(a, in_channels=3, steps_per_epoch=5)
+    compiled_functions.clear()
+    tg_b, eg_b, state_b = train.make_state(b, in_channels=3, steps_per_epoch=5)
+    assert compiled_functions == []
+    assert tg_b == tg and eg_b == eg
+    mesh = train.make_mesh()
+    from dibe_jax.train.state import loss_steps
+
+    steps_a = loss_steps(a, tg, eg, mesh, num_classes=1)
+    steps_b = loss_steps(b, tg_b, eg_b, mesh, num_classes=1)
+    assert steps_a.train_jit is steps_b.train_jit
+    hyper_a = state_a[1]["opt_state"]["hyperparams"]
+    hyper_b = state_b[1]["opt_state"]["hyperparams"]
+    assert float(hyper_a["learning_rate"][...]) == pytest.approx(0.01)
+    assert float(hyper_b["learning_rate"][...]) == pytest.approx(0.05)
+    assert float(hyper_b["momentum"][...]) == pytest.approx(0.5)
+    assert float(hyper_a["decay_steps"][...]) == 10 and float(hyper_b["decay_steps"][...]) == 15
+    from flax import nnx
+
+    from dibe_jax.train.state import _create_model
+
+    def leaves(tree):
+        return [
+            np.asarray(
+                jax.random.key_data(x) if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key) else x
+            )
+            for x in jax.tree.leaves(tree)
+        ]
+
+    options = (("width", 4), ("num_stages", 1), ("dtype", np.float32))
+    eager = leaves(nnx.state(_create_model("unet", 3, 1, 4, options)))  # seed 4, not traced
+    for got, want in zip(leaves(state_b[0]), eager, strict=True):
+        np.testing.assert_array_equal(got, want)
+    assert any(np.any(x != y) for x, y in zip(leaves(state_a[0]), eager, strict=True))
+
+
+@pytest.mark.parametrize(
+    "schedule, step_epochs, grad_clip",
+    [("constant", [], None), ("cosine", [], None), ("step", [1, 2], None), ("cosine", [], 0.5)],
+)
+def test_the_optimiser_updates_as_optax_sgd_with_its_schedule(schedule, step_epochs, grad_clip):
+    """Our SGD, its numbers in the state, gives ``optax.sgd`` with ``optax``'s own schedule
+    (and ``clip_by_global_norm``) over steps that cross the boundaries: bit for bit, but
+    for the cosine schedule, where XLA folds optax's constants (``pi / decay_steps``, ``0.5
+    * lr``) into one and so rounds differently by an ulp."""
+    import optax
+
+    from dibe_jax.train.state import _optimizer
+
+    config = tiny_config(
+        **{"optim.schedule": schedule, "optim.step_epochs": step_epochs, "epochs": 3},
+        **{"optim.grad_clip": grad_clip, "optim.lr": 0.1, "optim.momentum": 0.8},
+    )
+    steps_per_epoch = 2
+    tx, values = _optimizer(config, steps_per_epoch)
+    lr = {
+        "constant": 0.1,
+        "cosine": optax.cosine_decay_schedule(0.1, 3 * steps_per_epoch),
+        "step": optax.piecewise_constant_schedule(0.1, {2: 0.1, 4: 0.1}),
+    }[schedule]
+    want_tx = optax.sgd(lr, momentum=0.8)
+    if grad_clip is not None:
+        want_tx = optax.chain(optax.clip_by_global_norm(grad_clip), want_tx)
+    rng = np.random.default_rng(0)
+    params = {"w": jnp.asarray(rng.normal(size=(3, 4)), jnp.float32)}
+    state, want_state = tx.init(params), want_tx.init(params)
+    state.hyperparams.update(
+        {k: jnp.asarray(v, state.hyperparams[k].dtype) for k, v in values.items()}
+    )
+    got, want = params, params
+    update, want_update = jax.jit(tx.update), jax.jit(want_tx.update)
+    for _ in range(7):
+        grads = {"w": jnp.asarray(rng.normal(size=(3, 4)), jnp.float32)}
+        u, state = update(grads, state, got)
+        got = optax.apply_updates(got, u)
+        with jax.numpy_dtype_promotion("standard"):  # optax's cosine schedule needs it
+            u, want_state = want_update(grads, want_state, want)
+        want = optax.apply_updates(want, u)
+        rtol = 1e-6 if schedule == "cosine" else 0
+        np.testing.assert_allclose(np.asarray(got["w"]), np.asarray(want["w"]), rtol=rtol)

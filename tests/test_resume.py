@@ -52,6 +52,66 @@ def test_resume_from_workdir_alone_extends_the_run(two_epochs, sources, tmp_path
     ]
 
 
+def _to_legacy_layout(run: Path) -> None:
+    """Rewrite every checkpoint of ``run`` as dibe_jax 0.1.0 wrote it before the learning
+    rate became part of the optimiser state: the ``optax.sgd`` chain's state alone."""
+    import shutil
+
+    import jax
+    import orbax.checkpoint as ocp
+    from flax import nnx
+
+    from dibe_jax.train.checkpoints import Checkpoints, _from_saveable, _to_saveable
+
+    _, _, like = train.make_state(train.load_config(run), in_channels=3, steps_per_epoch=4)
+    target = jax.tree.map(ocp.utils.to_shape_dtype_struct, _to_saveable(like))
+    ckpt, saved = Checkpoints(run / "checkpoints"), []
+    for kind in ("latest", "best"):
+        manager = getattr(ckpt, f"_{kind}")
+        for step in manager.all_steps():
+            args = ocp.args.Composite(
+                state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()
+            )
+            out = manager.restore(step, args=args)
+            state = nnx.State(dict(_from_saveable(out["state"], like)))
+            state[1] = nnx.State(dict(state[1]))
+            state[1]["opt_state"] = state[1]["opt_state"]["inner_state"]
+            saved.append((kind, step, state, dict(out["meta"])))
+    ckpt.close()
+    shutil.rmtree(run / "checkpoints")
+    ckpt = Checkpoints(run / "checkpoints")
+    for kind, step, state, meta in saved:
+        metrics = {"iou": 1.0} if kind == "best" else None
+        getattr(ckpt, f"_{kind}").save(step, args=ckpt._args(state, meta), metrics=metrics)
+    ckpt.wait()
+    ckpt.close()
+
+
+def test_a_run_saved_before_the_optimiser_held_its_learning_rate_resumes_and_evaluates(
+    two_epochs, sources, tmp_path
+):
+    """Checkpoints whose optimiser state is the plain ``optax.sgd`` chain (no
+    ``inject_hyperparams`` state) restore into the current layout: evaluation reads the
+    same counts, and a resume continues exactly as from a current checkpoint."""
+    import shutil
+
+    current, legacy = tmp_path / "current", tmp_path / "legacy"
+    shutil.copytree(two_epochs, current)
+    shutil.copytree(two_epochs, legacy)
+    _to_legacy_layout(legacy)
+    stored = list((legacy / "checkpoints" / "latest").glob("*/state/_METADATA"))
+    assert stored and all("inner_state" not in f.read_text() for f in stored)
+    want = train.evaluate_checkpoint(current, sources=sources)
+    got = train.evaluate_checkpoint(legacy, sources=sources)
+    assert _comparable(got) == _comparable(want)
+    records = []
+    for run in (current, legacy):
+        config = train.load_config(run)
+        config.epochs = 3
+        records.append(train.train_and_evaluate(config, run, resume=True, sources=sources))
+    assert _comparable(records[1]) == _comparable(records[0])
+
+
 def test_resume_refuses_a_changed_model_and_leaves_the_run_untouched(two_epochs, sources):
     before = _snapshot(two_epochs)
     config = train.load_config(two_epochs)

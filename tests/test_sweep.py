@@ -55,6 +55,23 @@ def test_a_member_equals_its_separate_run(swept, sources, tmp_path):
 
 
 @pytest.mark.slow  # end to end: trains or converts (make test-slow)
+def test_learning_rates_sweep_as_members_of_one_program(sources, tmp_path):
+    """The learning rate lives in the optimiser state: a sweep over it is one program, and a
+    member equals its separate run."""
+    result = sweep.train_sweep(
+        _config(epochs=1), tmp_path / "lr", {"optim.lr": [0.01, 0.1]}, [0], sources=sources
+    )
+    assert [m.name for m in result.members] == ["lr=0.01/seed0", "lr=0.1/seed0"]
+    member = result.members[1]
+    assert member.config.optim.lr == 0.1
+    train.train_and_evaluate(member.config, tmp_path / "alone", sources=sources)
+    separate = [json.loads(x) for x in (tmp_path / "alone" / "metrics.jsonl").open()]
+    got = result.records[1][0]["train_loss"]
+    assert got == pytest.approx(separate[0]["train_loss"], rel=1e-3)
+    assert got != pytest.approx(result.records[0][0]["train_loss"], rel=1e-3)
+
+
+@pytest.mark.slow  # end to end: trains or converts (make test-slow)
 def test_members_are_run_folders_and_sweep_json_summarises(swept, sources):
     workdir, result = swept
     run = workdir / "alpha=0.3" / "seed1"
@@ -85,6 +102,7 @@ def test_a_rerun_refuses_a_finished_sweep_without_resume_or_overwrite(swept, sou
         (["model.width=4,8"], "--sweep model.width: model.width would change the compiled"),
         (["batch_size=4,8"], "--sweep batch_size: batch_size would change the compiled"),
         (["loss.include_background=0,1"], "takes no real-valued hyperparameter"),
+        (["optim.grad_clip=0.5,1"], "optim.grad_clip would change the compiled program"),
         (["loss.alpha"], "expected FIELD=V1,V2"),
         (["loss.alpha=0.3,x"], "expected comma-separated numbers"),
     ],

@@ -160,8 +160,11 @@ def test_make_steps_reuses_only_for_equal_arguments():
     assert train.make_steps(tg, eg, dibe, {"alpha": 0.3}, mesh, num_classes=1) is first
     assert train.make_steps(tg, eg, dibe, {"alpha": 0.3}, mesh, skip_nonfinite=False) != first
     assert train.make_steps(tg, eg, losses.get("tversky"), {"alpha": 0.3}, mesh) != first
+    # the learning rate lives in the optimiser state: the same steps; a schedule does not
     other_lr = train.make_state(train.override(config, {"optim.lr": 0.5}), in_channels=3)
-    assert train.make_steps(other_lr[0], other_lr[1], dibe, {"alpha": 0.3}, mesh) != first
+    assert train.make_steps(other_lr[0], other_lr[1], dibe, {"alpha": 0.3}, mesh) is first
+    cosine = train.make_state(train.override(config, {"optim.schedule": "cosine"}), 3)
+    assert train.make_steps(cosine[0], cosine[1], dibe, {"alpha": 0.3}, mesh) != first
     weights = {"alpha": np.array([0.3])}  # not hashable: built afresh, never kept
     assert train.make_steps(tg, eg, dibe, weights, mesh) is not train.make_steps(
         tg, eg, dibe, weights, mesh

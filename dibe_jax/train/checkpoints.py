@@ -8,7 +8,10 @@ best IoU) so a resumed run continues exactly where the saved one was.
 
 Orbax writes each checkpoint to a temporary folder and renames it when complete, so a run
 killed mid-save leaves no half-written checkpoint behind; a checkpoint that is unreadable
-anyway (a corrupted file) is reported and the previous one is used.
+anyway (a corrupted file) is reported and the previous one is used. Checkpoints written
+before the learning rate became part of the optimiser state (``optax.inject_hyperparams``)
+still restore: their momentum and step are put into the current layout, with the config's
+hyperparameters.
 """
 
 from __future__ import annotations
@@ -19,8 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
+from flax import nnx
 
 from dibe_jax.errors import UserError
 
@@ -83,6 +88,48 @@ def _from_saveable(restored, like):
         restored,
         like,
     )
+
+
+def _is_legacy(stored: Any, like_state: Any) -> bool:
+    """Whether checkpoint metadata ``stored`` holds the optimiser state of dibe_jax 0.1.0
+    before the learning rate became part of it: the ``optax.sgd`` chain's state alone, where
+    ``like_state`` wraps that chain in ``optax.inject_hyperparams``' state."""
+    try:
+        old = stored["1"]["opt_state"]
+        new = like_state[1]["opt_state"]
+    except (KeyError, TypeError, IndexError):
+        return False
+    return "inner_state" in new and "inner_state" not in old
+
+
+_OPT = (1, "opt_state")  # where the optimiser state sits in the train state
+_INNER = (*_OPT, "inner_state")
+
+
+def _legacy_view(like_state: Any) -> Any:
+    """``like_state`` with the optimiser state as a legacy checkpoint stores it."""
+    flat = {}
+    for path, value in nnx.to_flat_state(like_state):
+        if path[:3] == _INNER:
+            flat[_OPT + path[3:]] = value
+        elif path[:2] != _OPT:
+            flat[path] = value
+    return nnx.from_flat_state(flat)
+
+
+def _from_legacy(restored: Any, like_state: Any) -> Any:
+    """A legacy checkpoint's state in the current layout: its model, step and momentum; the
+    hyperparameters are the config's (which the legacy run's optimiser held as constants)."""
+    flat = {}
+    for path, value in nnx.to_flat_state(restored):
+        flat[_INNER + path[2:] if path[:2] == _OPT else path] = value
+    step = flat[(1, "step")]
+    for path, value in nnx.to_flat_state(like_state):
+        if path == (*_OPT, "count"):  # the steps taken, as the hyperparameters' own counter
+            flat[path] = value.replace(jnp.asarray(step[...], value[...].dtype))
+        elif path[:3] == (*_OPT, "hyperparams"):
+            flat[path] = value
+    return nnx.from_flat_state(flat)
 
 
 def _handlers() -> dict[str, ocp.CheckpointHandler]:
@@ -158,10 +205,13 @@ class Checkpoints:
             steps = [manager.best_step()]
         if not steps:
             raise CheckpointError(f"no checkpoint in {manager.directory}")
-        target = jax.tree.map(ocp.utils.to_shape_dtype_struct, _to_saveable(like_state))
-        self._check_shapes(manager, steps[0], target)
         errors = []
-        for step in steps:
+        for i, step in enumerate(steps):
+            legacy = _is_legacy(self._stored_tree(manager, step), like_state)
+            like = _legacy_view(like_state) if legacy else like_state
+            target = jax.tree.map(ocp.utils.to_shape_dtype_struct, _to_saveable(like))
+            if i == 0:
+                self._check_shapes(manager, step, target)
             try:
                 out = manager.restore(
                     step,
@@ -169,7 +219,10 @@ class Checkpoints:
                         state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()
                     ),
                 )
-                return _from_saveable(out["state"], like_state), dict(out["meta"]), step
+                state = _from_saveable(out["state"], like)
+                if legacy:
+                    state = _from_legacy(state, like_state)
+                return state, dict(out["meta"]), step
             except Exception as e:  # noqa: BLE001 - any failure means "unreadable"
                 path = Path(manager.directory) / str(step)
                 log.warning(
@@ -178,14 +231,22 @@ class Checkpoints:
                 errors.append(f"{path} ({_first_line(e)})")
         raise CheckpointError("no readable checkpoint: " + "; ".join(errors))
 
+    @staticmethod
+    def _stored_tree(manager, step: int) -> Any:
+        """The stored state's metadata tree of checkpoint ``step``, None when unreadable."""
+        try:
+            return manager.item_metadata(step)["state"].tree
+        except Exception:  # noqa: BLE001 - unreadable metadata: let restore report it
+            return None
+
     def _check_shapes(self, manager, step: int, target) -> None:
         """:class:`CheckpointMismatchError` naming the first array whose shape differs
         between checkpoint ``step`` and ``target`` (a corrupt checkpoint passes: its
         metadata is unreadable, and restoring reports it as unreadable)."""
-        try:
-            stored = _shapes(manager.item_metadata(step)["state"].tree)
-        except Exception:  # noqa: BLE001 - unreadable metadata: let restore report it
+        tree = self._stored_tree(manager, step)
+        if tree is None:
             return
+        stored = _shapes(tree)
         wanted = _shapes(target)
         where = Path(manager.directory) / str(step)
         for key in sorted(set(stored) | set(wanted)):

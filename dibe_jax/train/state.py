@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
@@ -35,35 +36,82 @@ def validate(
     checks.validate(config, in_memory=in_memory, class_names=class_names)
 
 
-def _optimizer(config: Config, steps_per_epoch: int) -> optax.GradientTransformation:
-    """SGD with momentum as ``config.optim`` says, for a run of ``steps_per_epoch``."""
+def _optimizer(
+    config: Config, steps_per_epoch: int
+) -> tuple[optax.GradientTransformation, dict[str, Any]]:
+    """SGD with momentum as ``config.optim`` says, for a run of ``steps_per_epoch``:
+    ``(transformation, values)``.
+
+    The transformation depends only on the kind of schedule (its number of step
+    boundaries) and on whether gradients are clipped; every number (learning rate,
+    momentum, schedule length or boundaries, clipping norm) is one of ``values``, which
+    :func:`make_state` puts in the optimiser state (``optax.inject_hyperparams``). So runs
+    that differ in these numbers share one graph definition, and one compiled step.
+    """
     o = config.optim
-    # only what the schedule uses, so that equal transformations are one object
-    total = max(1, config.epochs * steps_per_epoch) if o.schedule == "cosine" else 0
-    per_epoch = steps_per_epoch if o.schedule == "step" else 0
-    return _sgd(o.lr, o.momentum, o.schedule, tuple(o.step_epochs), o.grad_clip, total, per_epoch)
+    values: dict[str, Any] = {"learning_rate": float(o.lr), "momentum": float(o.momentum)}
+    boundaries = sorted(set(o.step_epochs)) if o.schedule == "step" else []
+    if o.schedule == "cosine":
+        values["decay_steps"] = float(max(1, config.epochs * steps_per_epoch))
+    elif o.schedule == "step":
+        values["boundaries"] = np.asarray([e * steps_per_epoch for e in boundaries], np.int32)
+    if o.grad_clip is not None:
+        values["max_norm"] = float(o.grad_clip)
+    return _sgd(o.schedule, len(boundaries), o.grad_clip is not None), values
 
 
-@functools.lru_cache(maxsize=32, typed=True)
-def _sgd(
-    lr: float,
-    momentum: float,
-    schedule: str,
-    step_epochs: tuple[int, ...],
-    grad_clip: float | None,
-    total: int,
-    steps_per_epoch: int,
-) -> optax.GradientTransformation:
-    """The optax transformation of these settings, one object for equal settings: it is part
-    of the optimiser's graph definition, so equal settings give equal graph definitions and
-    :func:`~dibe_jax.train.step.make_steps` can hand back the steps it already compiled."""
+@functools.lru_cache(maxsize=32)
+def _sgd(schedule: str, n_boundaries: int, clip: bool) -> optax.GradientTransformation:
+    """The optax transformation of this structure, one object for equal structures: it is
+    part of the optimiser's graph definition, so runs with equal structures have equal
+    graph definitions and :func:`~dibe_jax.train.step.make_steps` hands back the steps it
+    already compiled. The numbers here are placeholders; :func:`make_state` sets the run's."""
+    placeholders: dict[str, Any] = {"learning_rate": 0.0, "momentum": 0.0}
     if schedule == "cosine":
-        lr = optax.cosine_decay_schedule(lr, total)
+        placeholders["decay_steps"] = 1.0
     elif schedule == "step":
-        lr = optax.piecewise_constant_schedule(lr, {e * steps_per_epoch: 0.1 for e in step_epochs})
+        placeholders["boundaries"] = np.zeros(n_boundaries, np.int32)
+    if clip:
+        placeholders["max_norm"] = 1.0
+    return optax.inject_hyperparams(_scheduled_sgd, static_args=("schedule",))(
+        schedule=schedule, **placeholders
+    )
+
+
+def _scheduled_sgd(
+    learning_rate: jax.Array,
+    momentum: jax.Array,
+    decay_steps: jax.Array | None = None,
+    boundaries: jax.Array | None = None,
+    max_norm: jax.Array | None = None,
+    *,
+    schedule: str = "constant",
+) -> optax.GradientTransformation:
+    """``optax.sgd`` with momentum, its learning rate ``learning_rate`` (constant), cosine
+    decay to 0 over ``decay_steps`` steps, or times 0.1 at each of ``boundaries`` (steps);
+    gradients first clipped to global norm ``max_norm`` when given. The schedules compute
+    what ``optax.cosine_decay_schedule`` and ``optax.piecewise_constant_schedule`` compute,
+    operation for operation, with traced lengths and boundaries."""
+    if schedule == "cosine":
+
+        def lr(count):
+            count = jnp.minimum(count.astype(decay_steps.dtype), decay_steps)
+            return learning_rate * (0.5 * (1 + jnp.cos(jnp.pi * count / decay_steps)))
+
+    elif schedule == "step":
+
+        def lr(count):
+            v = learning_rate
+            for i in range(boundaries.shape[0]):
+                indicator = jnp.maximum(0.0, jnp.sign(boundaries[i] - count).astype(v.dtype))
+                v = v * indicator + (1 - indicator) * 0.1 * v
+            return v
+
+    else:
+        lr = learning_rate
     tx = optax.sgd(lr, momentum=momentum)
-    if grad_clip is not None:
-        tx = optax.chain(optax.clip_by_global_norm(grad_clip), tx)
+    if max_norm is not None:
+        tx = optax.chain(optax.clip_by_global_norm(max_norm), tx)
     return tx
 
 
@@ -81,8 +129,12 @@ def make_state(config: Config, in_channels: int, steps_per_epoch: int = 1, *, nu
     if key is None or options.get("backbone_checkpoint") is not None:  # reads files
         model = _create_model(*args, tuple(options.items()))
     else:
-        model = _create_model_jitted(*args, key)
-    optimizer = nnx.Optimizer(model, _optimizer(config, steps_per_epoch), wrt=nnx.Param)
+        model = _create_model_jitted(*args[:3], np.int32(config.seed), key)
+    tx, values = _optimizer(config, steps_per_epoch)
+    optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+    hyperparams = optimizer.opt_state.hyperparams  # the run's numbers, inputs of the step
+    for name, value in values.items():
+        hyperparams[name][...] = jnp.asarray(value, hyperparams[name][...].dtype)
     model.eval()
     eval_graphdef, _ = nnx.split((model, optimizer))
     model.train()
@@ -91,23 +143,25 @@ def make_state(config: Config, in_channels: int, steps_per_epoch: int = 1, *, nu
 
 
 def _create_model(
-    name: str, in_channels: int, num_classes: int, seed: int, options: tuple
+    name: str, in_channels: int, num_classes: int, seed: int | jax.Array, options: tuple
 ) -> nnx.Module:
-    """Model ``name`` with parameters drawn from ``seed`` (dropout from ``seed + 1``)."""
-    rngs = nnx.Rngs(params=seed, dropout=seed + 1)
+    """Model ``name`` with parameters drawn from ``seed`` (dropout from ``seed + 1``), an
+    int or a traced ``int32`` scalar (the same keys)."""
+    rngs = nnx.Rngs(params=jax.random.key(seed), dropout=jax.random.key(seed + 1))
     return models.create(
         name, in_channels=in_channels, num_classes=num_classes, rngs=rngs, **dict(options)
     )
 
 
-@functools.partial(nnx.jit, static_argnums=(0, 1, 2, 3, 4))
+@functools.partial(nnx.jit, static_argnums=(0, 1, 2, 4))
 def _create_model_jitted(
-    name: str, in_channels: int, num_classes: int, seed: int, options: tuple
+    name: str, in_channels: int, num_classes: int, seed: jax.Array, options: tuple
 ) -> nnx.Module:
     """:func:`_create_model` as one jitted program, ``options`` as
     :func:`~dibe_jax.models.registry.options_key` gives them: one compilation instead of
     one per parameter shape when run eagerly (U-Net width 8 builds in 3.0 s instead of
-    4.4 s, cache empty), none for equal arguments within a process. The values are the
+    4.4 s, cache empty). The seed is an input (an ``int32`` scalar): every seed of one
+    model shares the program, and equal arguments compile nothing. The values are the
     eager ones bit for bit (the initialisers of :mod:`dibe_jax.models.blocks` keep XLA
     from folding their scale into the random draw)."""
     return _create_model(name, in_channels, num_classes, seed, tuple((k, v) for k, _, v in options))

@@ -1,9 +1,11 @@
-"""K runs in one compiled program: a sweep over loss hyperparameters and seeds.
+"""K runs in one compiled program: a sweep over loss hyperparameters, optimiser numbers and
+seeds.
 
 The members of a sweep share the model, the data, the batch size and the image size, and
 differ only in what is an input of the compiled step (:class:`~dibe_jax.train.step.StepInputs`:
 the loss's real-valued hyperparameters and the augmentation seed) and in their state (the
-parameters drawn from their own seed, BatchNorm statistics, optimiser and dropout RNG state).
+parameters drawn from their own seed, BatchNorm statistics, dropout RNG state, and the
+optimiser state with its learning rate, momentum and schedule numbers).
 Their states are stacked along a leading axis ``[K]`` and one jitted program trains them all:
 
 * ``"vmap"``: :func:`jax.vmap` of the run's own train step over the stacked states, batches
@@ -155,8 +157,17 @@ def parse_sweep(specs: Sequence[str]) -> dict[str, list[float]]:
     return out
 
 
+def _optim_fields(config: Config) -> tuple[str, ...]:
+    """The optimiser's numbers a sweep may vary: they live in the optimiser state
+    (:func:`~dibe_jax.train.state.make_state`), not in the program. The clipping norm only
+    when clipping is on (turning it on or off changes the program)."""
+    clip = ("optim.grad_clip",) if config.optim.grad_clip is not None else ()
+    return ("optim.lr", "optim.momentum", *clip)
+
+
 def _check_field(config: Config, field: str) -> str:
-    """The loss hyperparameter ``field`` names; :class:`ConfigError` for any other field."""
+    """The short name of sweepable ``field`` (a real-valued loss hyperparameter or an
+    optimiser number); :class:`ConfigError` for any other field."""
     group, _, name = field.partition(".")
     if config.loss.name not in losses.names():  # before validation, which needs the values
         raise ConfigError(
@@ -168,16 +179,19 @@ def _check_field(config: Config, field: str) -> str:
         default = takes[name]
         if isinstance(default, float) and not isinstance(default, bool):
             return name
+    if field in _optim_fields(config):
+        return name
     which = (
         f"loss {config.loss.name!r} takes no real-valued hyperparameter {name!r}"
         if group == "loss"
-        else f"{field} would change the compiled program (shapes, model, data or optimiser)"
+        else f"{field} would change the compiled program (shapes, model, data or schedule)"
     )
     sweepable = [f"loss.{k}" for k, v in takes.items() if isinstance(v, float)]
     raise ConfigError(
         f"--sweep {field}: {which}; the members of a sweep share one program, so only the "
-        f"loss's real-valued hyperparameters vary ({', '.join(sweepable) or 'none'}) "
-        "besides --seeds; train other settings as separate sweeps"
+        f"loss's real-valued hyperparameters ({', '.join(sweepable) or 'none'}) and "
+        f"{', '.join(_optim_fields(config))} vary besides --seeds; train other settings as "
+        "separate sweeps"
     )
 
 
@@ -186,9 +200,10 @@ def members(
 ) -> list[Member]:
     """The runs of a sweep: every combination of the swept values, each with every seed.
 
-    Fields must be real-valued loss hyperparameters (anything else would change the
-    compiled program: refused in one line); the values are set as given (no β = 1 − α
-    rule: sweep both fields, or use ``oii-search``); :func:`train_members` validates them.
+    Fields must be real-valued loss hyperparameters or the optimiser's numbers (anything
+    else would change the compiled program: refused in one line); the values are set as
+    given (no β = 1 − α rule: sweep both fields, or use ``oii-search``);
+    :func:`train_members` validates them.
     """
     if not seeds:
         raise ConfigError("--seeds: give at least one seed")
@@ -289,10 +304,11 @@ def train_members(
     first = runs[0].config
     for m in runs[1:]:
         for key, old, new in _diff(first, m.config):
-            if key != "seed" and not _is_loss_float(first, key):
+            if key != "seed" and not _sweepable(first, key):
                 raise ConfigError(
                     f"{m.name}: {key} is {new!r} but {old!r} in {runs[0].name}; the members of "
-                    "a sweep differ only in real-valued loss hyperparameters and seed"
+                    "a sweep differ only in real-valued loss hyperparameters, optimiser "
+                    "numbers and seed"
                 )
     for m in runs:  # each value against the loss's ranges, before anything is opened
         checks.validate(m.config, in_memory=sources is not None, class_names=class_names)
@@ -373,7 +389,9 @@ def _diff(a: Config, b: Config) -> list[tuple[str, Any, Any]]:
     return diff(a, b)
 
 
-def _is_loss_float(config: Config, key: str) -> bool:
+def _sweepable(config: Config, key: str) -> bool:
+    if key in _optim_fields(config):
+        return True
     group, _, name = key.partition(".")
     if group != "loss":
         return False
