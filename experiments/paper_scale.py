@@ -37,17 +37,26 @@ the paper's) and ``<out>/paper_scale.json`` (every cell and search); a launch wi
 ``--parts`` keeps the other parts' tables of an earlier launch at the same scale.
 
 Time (printed per part before it runs, ``--estimate`` prints it and stops; see
-:func:`estimate`): the images a part trains at the rate measured on one H200 on 2026-12-04
-(:data:`LOOP_PIXELS_PER_S`: a CFD run's whole loop, 515 images/s at 160², evaluations and
-checkpoints included; a sweep's members run one after another, as measured faster than
-``vmap``), plus one compilation per distinct program (``--compile-s``, default
-:data:`COMPILE_S` = 25 s; a warm persistent compilation cache makes it about 1 s). Full
-mode (width 64, 50 epochs, 3 seeds, 10 programs: 4 losses × 2 input shapes for Table 5, one
-for Fig. 10's 15 members, one for Table 6) comes to about 1,540 s, well over 8 minutes on one
-GPU: the loop, not the step (1,587 images/s), bounds it, and sweeping members in
-one program saves compilations, not throughput. ``--seeds 1 --epochs 20`` or
-``--seeds 2 --epochs 10`` fit in about 7 minutes. Full mode computes in float32 as the paper
-(``--dtype bfloat16``: faster steps, parameters still float32, not in the estimate).
+:func:`estimate`): the images a part trains and evaluates at the step rate measured on one
+H200 on 2026-12-04 (:data:`STEP_PIXELS_PER_S`: U-Net width 64, batch 32, 1,587 images/s at
+160² in float32; bfloat16 steps :data:`BF16_SPEEDUP` = 1.82x faster, as measured at 448²;
+an evaluation image costs :data:`EVAL_COST` of a training one), plus one compilation per
+distinct program (``--compile-s``, default :data:`COMPILE_S` = 25 s; a warm persistent
+compilation cache makes it about 1.4 s). A sweep's members run one after another
+(``lax.map``, as measured faster than ``vmap``), so K members take K times as long.
+
+Checkpoints are what made the measured loop slow: a CFD run that saved its 250 MB state at
+every epoch end ran 515 images/s against its step's 1,587 (orbax writes asynchronously, but
+a save waits for the previous one, and an epoch at 160² takes 0.23 s). So full mode saves a
+member only at its evaluations (``checkpoint_every_epochs`` = ``eval_every`` = 5: 10 saves
+a member, each hidden behind the next 5 epochs of training), and computes in bfloat16
+(parameters, optimiser state and losses stay float32; ``--dtype float32`` for the paper's
+precision). Full mode (width 64, 50 epochs, 3 seeds, 10 programs: 4 losses × 2 input shapes
+for Table 5, one for Fig. 10's 15 members, one for Table 6) is estimated at about 8 minutes
+cold (about 4 minutes of it training, the rest compiling; about 4.5 minutes with a warm
+compilation cache) and about 12 minutes in float32. These are estimates from the measured
+step, not a measured run; the compile time is the least certain part (the width-64 step
+took 89 s to compile cold at 448² in bfloat16).
 """
 
 from __future__ import annotations
@@ -89,13 +98,16 @@ ALPHA_DIR = "alpha_dibe_cfd"  # Fig. 10's sweep and Table 6's searched values
 #: Compile seconds of one program on one H200 (a 50-epoch CFD run reached its first
 #: evaluation after 26 s, 5 epochs included; a warm persistent cache: about 1.4 s).
 COMPILE_S = 25.0
-#: Training pixels per second of one member on one H200, measured 2026-12-04 (U-Net w64,
-#: float32, batch 32, 160²): the whole training loop of a CFD run (data path, evaluation
-#: every 5 epochs, a checkpoint every epoch) ran 515 images/s (its step alone 1,587). A sweep
-#: runs its members one after another (``lax.map``: within 4 % of separate runs; ``vmap`` was
-#: 3x slower), so K members take K times as long. bfloat16 steps are faster (80.5 against
-#: 145.5 ms at 448²) but the loop was not measured in it.
-LOOP_PIXELS_PER_S = 515.0 * 160**2
+#: Training pixels per second of one member's step on one H200, measured 2026-12-04 (U-Net
+#: w64, float32, batch 32, 160²: 1,587 images/s; the whole loop of a run that saved a
+#: checkpoint every epoch ran 515). A sweep runs its members one after another (``lax.map``:
+#: within 4 % of separate runs; ``vmap`` was 3x slower), so K members take K times as long.
+STEP_PIXELS_PER_S = 1587.0 * 160**2
+#: bfloat16 over float32 step time, measured at 448² (80.6 against 147.0 ms a step).
+BF16_SPEEDUP = 1.82
+#: Seconds of one evaluation image relative to a training image (forward pass only: about a
+#: third of a training step's work).
+EVAL_COST = 1 / 3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,12 +131,13 @@ class Scale:
     datasets: tuple[str, ...] = DATASETS
     dtype: str = "float32"  # the model's computation dtype (parameters stay float32)
     strategy: str = "auto"
+    checkpoint_every_epochs: int = 1  # full mode: at its evaluations only
 
 
 FULL = Scale(
     quick=False, width=64, epochs=50, seeds=3, batch_size=32, eval_every=5, cfd_size=None,
     mt_size=224, alphas=ALPHAS, bounds=(0.1, 0.9), max_runs=None, cfd_images=None,
-    mt_images=None, dtype="float32",
+    mt_images=None, dtype="bfloat16", checkpoint_every_epochs=5,
 )  # fmt: skip
 #: Quick: every part, but Table 5 with 2 losses on 2 sets (each is its own compilation).
 QUICK = Scale(
@@ -217,6 +230,7 @@ def base_config(dataset: str, loss: str, scale: Scale):
         "epochs": scale.epochs,
         "batch_size": scale.batch_size,
         "eval_every": scale.eval_every,
+        "checkpoint_every_epochs": scale.checkpoint_every_epochs,
         "optim.lr": 0.01,
         "optim.momentum": 0.9,
         "progress": False,
@@ -298,9 +312,11 @@ def train_sweep(
 # -------------------------------------------------------------------------------- estimate
 
 
-def _throughput(size: int) -> float:
-    """Training images per second of one member at ``size``² (:data:`LOOP_PIXELS_PER_S`)."""
-    return LOOP_PIXELS_PER_S / size**2
+def _throughput(size: int, dtype: str) -> float:
+    """Training images per second of one member at ``size``² (:data:`STEP_PIXELS_PER_S`,
+    :data:`BF16_SPEEDUP`)."""
+    speedup = BF16_SPEEDUP if dtype == "bfloat16" else 1.0
+    return STEP_PIXELS_PER_S * speedup / size**2
 
 
 def estimate(part: str, sources: dict, scale: Scale, compile_s: float = COMPILE_S) -> str:
@@ -342,7 +358,7 @@ def _estimate(part: str, sources: dict, scale: Scale) -> tuple[int, float, int]:
         train_images = members * n_train * scale.epochs
         eval_images = members * n_val * evals
         images += train_images + eval_images
-        seconds += train_images / _throughput(size)  # evaluations included in the rate
+        seconds += (train_images + EVAL_COST * eval_images) / _throughput(size, scale.dtype)
     return images, seconds, programs
 
 
@@ -538,7 +554,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--dtype",
         choices=("bfloat16", "float32"),
-        help="computation dtype (default float32 as the paper; bfloat16 steps ~1.8x faster)",
+        help="computation dtype (full mode: bfloat16, ~1.8x faster steps; float32 as the paper)",
     )
     p.add_argument("--strategy", choices=("auto", "vmap", "map"), default="auto")
     p.add_argument("--compile-s", type=float, default=COMPILE_S, help="assumed compile seconds")

@@ -194,7 +194,7 @@ def test_a_config_file_typo_is_refused_in_one_line(tmp_path, capsys):
     assert str(e.value) == (
         f"--config {typo}: unknown config field 'epoch'; config has: model, loss, data, optim, "
         "seed, epochs, batch_size, eval_every, dtype, nonfinite, keep_checkpoints, "
-        "checkpoint_every_steps, progress"
+        "checkpoint_every_epochs, checkpoint_every_steps, progress"
     )
     nested = _write(
         tmp_path / "n.py", "    c = train.Config()\n    c.optim.mom = 0\n    return c\n"

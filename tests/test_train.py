@@ -273,3 +273,18 @@ def test_magnetic_tile_trains_without_image_size(tmp_path, caplog):
 def _cleanup_tmp():
     yield
     shutil.rmtree(ROOT / "results" / "_tmp", ignore_errors=True)
+
+
+def test_checkpoint_every_epochs_saves_at_its_epochs_evaluations_and_the_end(tmp_path, sources):
+    """``checkpoint_every_epochs=3`` over 5 epochs, evaluated every 2: checkpoints at epochs
+    2 and 4 (evaluations, the best among them), 3 (its own period) and 5 (the end), no more;
+    a resume continues from the latest."""
+    config = tiny_config(epochs=5, eval_every=2, checkpoint_every_epochs=3, keep_checkpoints=5)
+    train.train_and_evaluate(config, tmp_path / "run", sources=sources)
+    steps_per_epoch = 16 // 8
+    latest = sorted(int(p.name) for p in (tmp_path / "run/checkpoints/latest").iterdir())
+    assert [s // steps_per_epoch for s in latest] == [2, 3, 4, 5]
+    config = train.load_config(tmp_path / "run")
+    config.epochs = 6
+    resumed = train.train_and_evaluate(config, tmp_path / "run", resume=True, sources=sources)
+    assert resumed["epoch"] == 6

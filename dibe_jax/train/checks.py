@@ -54,6 +54,7 @@ RESUMABLE = (
     "epochs",
     "eval_every",
     "progress",
+    "checkpoint_every_epochs",
     "checkpoint_every_steps",
     "keep_checkpoints",
     "nonfinite",
@@ -288,6 +289,7 @@ def validate(
     _at_least("epochs", config.epochs, 1)
     _at_least("eval_every", config.eval_every, 1)
     _at_least("keep_checkpoints", config.keep_checkpoints, 1)
+    _at_least("checkpoint_every_epochs", config.checkpoint_every_epochs, 1)
     _at_least("checkpoint_every_steps", config.checkpoint_every_steps, 1)
     _at_least("data.worker_count", config.data.worker_count, 0)
     _at_least("data.memory_budget_mb", config.data.memory_budget_mb, 0)

@@ -154,7 +154,9 @@ class Config:
 
     ``dtype`` is the model's computation dtype; ``nonfinite`` what a non-finite loss or
     gradient does: ``"raise"`` (stop, naming the step) or ``"skip"`` (drop the update);
-    ``checkpoint_every_steps`` saves besides every epoch end.
+    ``checkpoint_every_epochs`` saves the epoch-end checkpoint every N epochs (and always
+    after an evaluation, at the last epoch and on a signal; a crash loses at most N epochs);
+    ``checkpoint_every_steps`` saves besides the epoch ends.
     """
 
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
@@ -168,6 +170,7 @@ class Config:
     dtype: Precision = "float32"
     nonfinite: NonFinite = "raise"
     keep_checkpoints: int = 3
+    checkpoint_every_epochs: int = 1
     checkpoint_every_steps: int | None = None
     progress: bool = True
 

@@ -357,9 +357,24 @@ def _train_epoch(run: Launch, state, epoch: int, start: ResumeMeta) -> tuple[Any
     return state, step, jax.device_get(acc)
 
 
+def epoch_end_save(config: Config, epoch: int, *, evaluated: bool) -> bool:
+    """Whether epoch ``epoch`` (0-based) ends with a checkpoint: every
+    ``checkpoint_every_epochs`` epochs, after an evaluation (the best checkpoint is chosen
+    among the evaluated ones) and at the last epoch.
+
+    >>> from dibe_jax.train import Config
+    >>> c = Config(epochs=10, eval_every=5, checkpoint_every_epochs=3)
+    >>> [e + 1 for e in range(10) if epoch_end_save(c, e, evaluated=(e + 1) % 5 == 0)]
+    [3, 5, 6, 9, 10]
+    """
+    n = epoch + 1
+    return n % config.checkpoint_every_epochs == 0 or evaluated or n == config.epochs
+
+
 def _end_epoch(run: Launch, state, epoch: int, step: int, acc: Mapping[str, Any]) -> ResumeMeta:
-    """Log the epoch's training loss, evaluate when due, save the epoch-end checkpoint
-    (the best one by IoU, or mIoU); the position the next epoch starts from."""
+    """Log the epoch's training loss, evaluate when due, save the epoch-end checkpoint when
+    due (:func:`epoch_end_save`; the best one by IoU, or mIoU); the position the next epoch
+    starts from."""
     built, config = run.built, run.config
     skipped = int(acc["skipped"])
     count = int(acc["loss_count"])
@@ -384,7 +399,8 @@ def _end_epoch(run: Launch, state, epoch: int, step: int, acc: Mapping[str, Any]
     meta = ResumeMeta(
         epoch=epoch + 1, step=step, pipeline=built.train_pipeline, seconds=seconds, skipped=skipped
     )
-    run.ckpt.save(step, state, meta.to_json(), iou=iou)
+    if epoch_end_save(config, epoch, evaluated=iou is not None) or run.signals.received:
+        run.ckpt.save(step, state, meta.to_json(), iou=iou)
     if run.signals.received:
         run.ckpt.wait()
         raise Interrupted(run.signals.received, step, epoch + 1, run.workdir)

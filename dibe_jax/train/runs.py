@@ -308,6 +308,7 @@ _SAME_TRAINING = frozenset(
     {
         "eval_every",  # evaluation records only, and a finished run has its records
         "progress",
+        "checkpoint_every_epochs",
         "checkpoint_every_steps",
         "keep_checkpoints",
         "nonfinite",

@@ -59,6 +59,7 @@ from dibe_jax.train.checkpoints import Checkpoints
 from dibe_jax.train.config import Config, ConfigError, override
 from dibe_jax.train.evaluate import summarize
 from dibe_jax.train.launch import model_info
+from dibe_jax.train.loop import epoch_end_save
 from dibe_jax.train.runs import SeedRuns
 from dibe_jax.train.state import build, loss_steps, make_state
 from dibe_jax.train.step import (
@@ -608,7 +609,8 @@ class _MemberWriter:
             "seconds": seconds,
             "skipped": skipped,
         }
-        self.ckpt.save(step, state, meta, iou=iou)
+        if epoch_end_save(self.member.config, epoch, evaluated=summary is not None):
+            self.ckpt.save(step, state, meta, iou=iou)
 
     def close(self, *, plots: bool = True) -> list[dict[str, Any]]:
         try:
