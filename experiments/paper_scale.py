@@ -280,7 +280,7 @@ def train_sweep(
     from dibe_jax.train import reporting, runs
     from dibe_jax.train.sweep import train_members
 
-    done = [runs._finished(workdir / m.name, m.config) for m in members]
+    done = [runs.finished_records(workdir / m.name, m.config) for m in members]
     if overwrite or any(r is None for r in done):
         t = time.perf_counter()
         result = train_members(
@@ -305,7 +305,7 @@ def train_sweep(
         out.setdefault(m.setting, []).append((m.config.seed, recs))
     wall: dict[str, float] = {}
     for m in members:  # each member's share of its sweep's wall time
-        wall[m.setting] = wall.get(m.setting, 0.0) + runs._wall(workdir / m.name)
+        wall[m.setting] = wall.get(m.setting, 0.0) + runs.recorded_wall_seconds(workdir / m.name)
     return {s: runs.SeedRuns([r for _, r in v], [k for k, _ in v], wall[s]) for s, v in out.items()}
 
 

@@ -149,6 +149,20 @@ def test_a_threshold_applies_only_to_its_checkpoint(run, calibrated, tmp_path):
     assert recorded.value is None and "config.json changed" in recorded.reason
 
 
+def test_overwriting_a_run_replaces_its_threshold_too(run, calibrated, sources, tmp_path):
+    """``threshold.json`` belongs to the run's checkpoints: a run that holds only it is a
+    run, and ``--overwrite`` removes it with the rest."""
+    from dibe_jax import train
+
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    from dibe_jax.train.workdir import existing_outputs
+
+    assert "threshold.json" in existing_outputs(copy)
+    train.train_and_evaluate(tiny_config(epochs=1), copy, overwrite=True, sources=sources)
+    assert not (copy / "threshold.json").exists()
+
+
 @pytest.mark.slow  # end to end: trains or converts (make test-slow)
 def test_predict_uses_the_calibrated_threshold_and_says_so(run, calibrated, tmp_path, capsys):
     images = tmp_path / "in"

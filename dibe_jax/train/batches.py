@@ -34,7 +34,7 @@ from dibe_jax.train.config import Config, ConfigError
 from dibe_jax.train.step import shard_batch
 
 if TYPE_CHECKING:
-    from dibe_jax.train.state import Built
+    from dibe_jax.train.built import Built
 
 __all__ = [
     "augment_config",

@@ -24,7 +24,7 @@ from dibe_jax.train.checkpoints import CheckpointError, Checkpoints
 from dibe_jax.train.config import Config, ConfigError
 from dibe_jax.train.state import Built, build
 from dibe_jax.train.step import read_totals, replicate, zero_totals
-from dibe_jax.train.workdir import ResumeMeta, load_config
+from dibe_jax.train.workdir import ResumeMeta, load_config, resolve
 
 __all__ = ["evaluate", "evaluate_checkpoint", "summarize"]
 
@@ -129,8 +129,6 @@ def evaluate_checkpoint(
                 f"trained in or pass --{field.replace('_', '-')}"
             )
     if sources is None:
-        from dibe_jax.train.loop import resolve  # (loop imports this module)
-
         config = resolve(config)
         if dataset is not None:
             _check_same_task(config, info, workdir)

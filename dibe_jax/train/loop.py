@@ -38,10 +38,8 @@ what one launch opens (checkpoints, metrics, progress bar, signal handlers).
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import logging
-import os
 import signal
 import time
 from collections.abc import Mapping, Sequence
@@ -59,7 +57,7 @@ from dibe_jax.train.evaluate import evaluate, evaluate_checkpoint
 from dibe_jax.train.launch import Launch
 from dibe_jax.train.state import Built, build, loss_steps, make_state, validate
 from dibe_jax.train.step import replicate
-from dibe_jax.train.workdir import ResumeMeta, Workdir, existing_outputs, load_config
+from dibe_jax.train.workdir import ResumeMeta, Workdir, existing_outputs, load_config, resolve
 
 __all__ = [
     "Interrupted",
@@ -101,34 +99,6 @@ class Interrupted(Exception):  # noqa: N818 - it is the event, not an error
             f"{name}: saved a checkpoint at step {step} (epoch {epoch + 1}) "
             f"in {workdir / 'checkpoints'}"
         )
-
-
-def resolve(config: Config) -> Config:
-    """A copy of ``config`` with absolute ``data.data_dir`` / ``data.manual_dir`` (a run's
-    ``config.json`` then works from any directory) and the dataset's default image size
-    filled in when the dataset's images differ in size and ``data.image_size`` is None
-    (magnetic_tile, a folder of mixed sizes: the size stated by
-    :func:`dibe_jax.datasets.default_image_size`)."""
-    config = copy.deepcopy(config)
-    for field in ("data_dir", "manual_dir"):
-        value = getattr(config.data, field)
-        if value is not None:
-            setattr(config.data, field, os.path.abspath(os.path.expanduser(value)))
-    if config.data.image_size is None:
-        from dibe_jax import datasets
-
-        where = config.data.manual_dir  # a folder dataset's own sizes
-        if datasets.native_image_size(config.data.dataset, manual_dir=where) is None:
-            size = datasets.default_image_size(config.data.dataset, manual_dir=where)
-            if size is not None:
-                log.info(
-                    "%s images differ in size: training at %dx%d (data.image_size)",
-                    config.data.dataset,
-                    size,
-                    size,
-                )
-                config.data.image_size = size
-    return config
 
 
 def _new_epoch_sums(loss_sum: float, loss_count: int, skipped: int) -> dict[str, jax.Array]:

@@ -8,7 +8,6 @@ all of it together as a :class:`Built`, compiling nothing.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -20,9 +19,9 @@ import optax
 from flax import nnx
 
 from dibe_jax import losses, models
-from dibe_jax.data import in_memory
 from dibe_jax.train import checks
 from dibe_jax.train.batches import device_preprocess, device_splits, open_sources
+from dibe_jax.train.built import Built
 from dibe_jax.train.config import Config, ConfigError
 from dibe_jax.train.step import make_mesh, make_steps, replicate
 
@@ -186,38 +185,6 @@ def loss_steps(config: Config, train_graphdef, eval_graphdef, mesh, *, num_class
         skip_nonfinite=True,
         preprocess=device_preprocess(config),
     )
-
-
-@dataclasses.dataclass
-class Built:
-    """A model, its optimiser state and the jitted steps, ready to train or evaluate."""
-
-    config: Config
-    state: Any
-    steps: Any
-    mesh: Any
-    train_source: Sequence
-    eval_source: Sequence
-    steps_per_epoch: int
-    local_batch: int
-    train_graphdef: Any
-    eval_graphdef: Any
-    classes: tuple[str, ...] = checks.BINARY_CLASSES
-    data_label: str = "the in-memory data"  # the dataset, for messages
-    train_arrays: in_memory.ArraySplit | None = None  # decoded: the device data path
-    eval_arrays: in_memory.ArraySplit | None = None
-    #: the size every training image has, None when they differ (model.json: predict's scale)
-    native_size: tuple[int, int] | None = None
-
-    @property
-    def num_outputs(self) -> int:
-        """Model outputs: 1 (binary, sigmoid) or the number of classes (softmax)."""
-        return checks.model_outputs(self.classes)
-
-    @property
-    def train_pipeline(self) -> str:
-        """The training split's data path: ``"device"`` or ``"grain"``."""
-        return "device" if self.train_arrays is not None else "grain"
 
 
 def build(

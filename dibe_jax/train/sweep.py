@@ -60,7 +60,7 @@ from dibe_jax.train.config import Config, ConfigError, override
 from dibe_jax.train.evaluate import summarize
 from dibe_jax.train.launch import model_info
 from dibe_jax.train.loop import epoch_end_save
-from dibe_jax.train.runs import SeedRuns
+from dibe_jax.train.seed_runs import SeedRuns
 from dibe_jax.train.state import build, loss_steps, make_state
 from dibe_jax.train.step import (
     StepInputs,

@@ -1,5 +1,8 @@
 """The run folder: what a run writes, its stored config, and where its checkpoints resume.
 
+:func:`resolve` makes a config portable before it is stored (absolute data paths, the
+dataset's default image size filled in).
+
 A run folder describes itself: ``config.json`` is the truth for resume, evaluation and
 prediction (:func:`load_config`); ``model.json`` records the model's input channels, outputs
 and classes; each checkpoint carries a :class:`ResumeMeta` that says where training continues.
@@ -9,8 +12,10 @@ training step can put the folder back as it found it.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -22,10 +27,21 @@ from dibe_jax.errors import RunNotFoundError
 from dibe_jax.files import atomic_write_text
 from dibe_jax.train.config import Config, ConfigError, from_dict
 
-__all__ = ["OUTPUTS", "ResumeMeta", "Workdir", "existing_outputs", "load_config"]
+__all__ = ["OUTPUTS", "ResumeMeta", "Workdir", "existing_outputs", "load_config", "resolve"]
 
-#: What a training run writes into its folder.
-OUTPUTS = ("config.json", "model.json", "metrics.jsonl", "checkpoints", "tensorboard", "plots")
+log = logging.getLogger(__name__)
+
+#: What a training run writes into its folder (and ``dibe-jax calibrate``'s threshold, which
+#: belongs to the run's checkpoints: ``--overwrite`` replaces it with them).
+OUTPUTS = (
+    "config.json",
+    "model.json",
+    "metrics.jsonl",
+    "checkpoints",
+    "tensorboard",
+    "plots",
+    "threshold.json",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,3 +169,31 @@ class Workdir:
             self.parked.rmdir()
         if not self.existed and self.path.is_dir() and not any(self.path.iterdir()):
             self.path.rmdir()
+
+
+def resolve(config: Config) -> Config:
+    """A copy of ``config`` with absolute ``data.data_dir`` / ``data.manual_dir`` (a run's
+    ``config.json`` then works from any directory) and the dataset's default image size
+    filled in when the dataset's images differ in size and ``data.image_size`` is None
+    (magnetic_tile, a folder of mixed sizes: the size stated by
+    :func:`dibe_jax.datasets.default_image_size`)."""
+    config = copy.deepcopy(config)
+    for field in ("data_dir", "manual_dir"):
+        value = getattr(config.data, field)
+        if value is not None:
+            setattr(config.data, field, os.path.abspath(os.path.expanduser(value)))
+    if config.data.image_size is None:
+        from dibe_jax import datasets
+
+        where = config.data.manual_dir  # a folder dataset's own sizes
+        if datasets.native_image_size(config.data.dataset, manual_dir=where) is None:
+            size = datasets.default_image_size(config.data.dataset, manual_dir=where)
+            if size is not None:
+                log.info(
+                    "%s images differ in size: training at %dx%d (data.image_size)",
+                    config.data.dataset,
+                    size,
+                    size,
+                )
+                config.data.image_size = size
+    return config
