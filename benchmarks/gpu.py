@@ -1233,7 +1233,7 @@ def section_sweep(run: Run) -> None:
 
     run.start_section("sweep")
     mode = "cpu" if run.tiny else "gpu"
-    members = [1, 2] if run.tiny else [1, 2, 4, 8]
+    members = [2] if run.tiny else [1, 2, 4, 8]  # tiny: one row shows the section works
     sweep.main(["--mode", mode, "--members", *map(str, members), "--out", str(run.path("sweep"))])
 
 

@@ -91,7 +91,11 @@ def test_bench_gpu_tiny_mode_runs_and_says_so(tiny_run):
     assert "TINY CPU MODE" in proc.stdout
     written = sorted(p.name for p in out.glob("*.md"))
     assert written == sorted(f"{t}_cpu_tiny.md" for t in (*TABLES, "sweep"))
-    assert "| 2 |" in (out / "sweep_cpu_tiny.md").read_text()  # the sweep section's K = 2 row
+    sweep = (out / "sweep_cpu_tiny.md").read_text()  # the sweep section (benchmarks/sweep.py)
+    row = next(line for line in sweep.splitlines() if line.startswith("| 2 |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert all(float(c) > 0 for c in cells[1:4])  # separate, vmap, map (ms)
+    assert re.fullmatch(r"[\d.]+x", cells[4]) and cells[6] in ("vmap", "map", "separate")
     assert after == before  # nothing written into benchmarks/results
     for name in TABLES:
         text = (out / f"{name}_cpu_tiny.md").read_text()
