@@ -1,8 +1,8 @@
 """The PNG files :func:`dibe_jax.train.predict.predict` writes, and the overlays they show.
 
-Each PNG is written atomically (:func:`_save_png_atomic`: a temporary file in the output
+Each PNG is written atomically (``_save_png_atomic``: a temporary file in the output
 folder, then ``os.replace``). A binary run's overlay shows the defects in red over the image
-(:func:`_overlay`); a multi-class run's overlay colours each defect class over the image
+(``_overlay``); a multi-class run's overlay colours each defect class over the image
 (:data:`PALETTE`), with a legend naming the classes in a band below it
 (:func:`class_overlay`).
 """
