@@ -20,65 +20,68 @@ of ``eval``'s 0.428 (``experiments/predict_scale.py``). ``scale="native"`` runs 
 at its own size (the behaviour of older versions), which is right only when training did not
 resize.
 
-At the chosen scale the models are fully convolutional, so the image is processed as MONAI's
-``sliding_window_inference`` and nnU-Net do:
-
-* an image no larger than the window (by default the run's training size,
-  ``workdir/model.json`` ``image_size``) is run whole, reflect-padded up to the network's size
-  multiple (:func:`dibe_jax.models.input_size_rule`) and cropped back;
-* a larger image is cut into overlapping windows of the window's shape (default overlap
-  0.25; the image is reflect-padded first wherever it is smaller than the window). The
-  windows run ``batch_size`` at a time through one jitted forward (the last batch is padded,
-  so each window shape compiles once), and their **logits** are blended with a Gaussian
-  importance map (:func:`blend_weights`, σ = window / 8, never exactly 0) before the
-  threshold ``ŷ = 1 iff logit ≥ 0``.
+At the chosen scale the models are fully convolutional, so each image is processed by
+:func:`~dibe_jax.train.sliding_window.predict_logits`: run whole when it is no larger than
+the window (by default the run's training size, ``workdir/model.json`` ``image_size``), else
+cut into overlapping windows whose logits are blended with a Gaussian importance map
+(:mod:`dibe_jax.train.sliding_window`).
 
 Preprocessing is the training pipeline's: :func:`~dibe_jax.datasets._common.read_image`
 decodes, :func:`~dibe_jax.data.augment.to_float` maps ``uint8`` to ``[0, 1]``.
 
-Padding mode: ``numpy.pad(mode="reflect")`` (mirror about the edge pixel, which is not
-repeated), chosen over edge padding so the padded border continues the texture of the image
-rather than smearing its last row; padded pixels are cropped away again.
-
 :func:`predict` writes ``<stem>_mask.png`` (0 / 255, the input's ``H x W``) and
 ``<stem>_overlay.png`` (defects in red over the image) for each readable input, each PNG
-written atomically (a temporary file in ``out`` then ``os.replace``), and returns a
-:class:`PredictReport` of what was written and what was skipped (unreadable files).
+written atomically (a temporary file in ``out`` then ``os.replace``;
+:mod:`dibe_jax.train.overlays`), and returns a :class:`PredictReport` of what was written
+and what was skipped (unreadable files).
 
 A multi-class run (``model.json`` names its classes) predicts ``argmax_c`` of the blended
 softmax logits: ``<stem>_mask.png`` holds the class ids (``uint8``, 0 = background, as the
 dataset's masks), and ``<stem>_overlay.png`` colours each defect class over the image, with a
-legend naming the classes in a band below it (:func:`class_overlay`).
+legend naming the classes in a band below it
+(:func:`~dibe_jax.train.overlays.class_overlay`).
+
+This module also exports ``predict_logits``, ``blend_weights`` and ``window_starts`` of
+:mod:`~dibe_jax.train.sliding_window` and ``class_overlay`` and ``PALETTE`` of
+:mod:`~dibe_jax.train.overlays`, so one import serves a script that predicts.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import io
 import json
 import logging
-from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
 import numpy as np
 from flax import nnx
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image
 
 from dibe_jax import models
 from dibe_jax.data import augment
 from dibe_jax.data.images import read_image
 from dibe_jax.errors import DatasetFileError, RunNotFoundError, UserError
-from dibe_jax.files import atomic_write_bytes
 from dibe_jax.train import checks
 from dibe_jax.train.checkpoints import CheckpointError, Checkpoints
+from dibe_jax.train.overlays import PALETTE, _overlay, _save_png_atomic, class_overlay
+from dibe_jax.train.sliding_window import (
+    Window,
+    _as_pair,
+    _check_batch_size,
+    _check_overlap,
+    blend_weights,
+    predict_logits,
+    window_starts,
+)
 from dibe_jax.train.state import make_state
 from dibe_jax.train.workdir import load_config
 
 __all__ = [
+    "PALETTE",
     "SCALES",
     "LoadedRun",
     "PredictReport",
@@ -99,212 +102,6 @@ SCALES = ("train", "native")
 log = logging.getLogger(__name__)
 
 _SUFFIXES = (".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff")
-_PAD_MODE = "reflect"
-_MIN_WEIGHT = 1e-6  # floor of the importance map: never exactly 0, even for tiny sigma
-
-Window = int | tuple[int, int] | Sequence[int]
-
-
-# --------------------------------------------------------------------------------------------
-# The core: logits of one image at its native resolution
-
-
-def _round_up(n: int, multiple: int) -> int:
-    return -(-n // multiple) * multiple
-
-
-def _as_pair(window: Window | None, name: str = "window") -> tuple[int, int]:
-    """``S`` or ``(rows, cols)`` -> ``(rows, cols)`` of positive ints; ValueError otherwise."""
-    values = [window, window] if np.ndim(window) == 0 else list(window)  # type: ignore[arg-type]
-    if len(values) != 2 or not all(
-        isinstance(v, int | np.integer) and not isinstance(v, bool) for v in values
-    ):
-        raise UserError(f"{name} must be an int or (rows, cols) of ints, got {window!r}")
-    if min(values) < 1:
-        raise UserError(f"{name} must be positive, got {window!r}")
-    return int(values[0]), int(values[1])
-
-
-def _check_overlap(overlap: float) -> None:
-    try:
-        ok = 0 <= float(overlap) < 1
-    except (TypeError, ValueError):
-        ok = False
-    if not ok:
-        raise UserError(f"overlap must be in [0, 1), got {overlap!r}")
-
-
-def _check_batch_size(batch_size: int) -> None:
-    if (
-        isinstance(batch_size, bool)
-        or not isinstance(batch_size, int | np.integer)
-        or batch_size < 1
-    ):
-        raise UserError(f"batch_size must be a positive int, got {batch_size!r}")
-
-
-def blend_weights(shape: tuple[int, int], *, sigma_scale: float = 0.125) -> np.ndarray:
-    """Gaussian importance map of one window: ``float32 [rows, cols]``, peak 1, all > 0.
-
-    .. math::
-        w(i, j) = \\max\\Big(g_r(i)\\, g_c(j),\\ 10^{-6}\\Big),\\qquad
-        g_n(i) = \\exp\\Big(-\\frac{(i - (n-1)/2)^2}{2\\,(\\sigma_s n)^2}\\Big)
-
-    with ``σ_s = sigma_scale`` (1/8, MONAI's ``mode="gaussian"`` and nnU-Net). Window
-    borders, where a fully convolutional network sees its zero padding instead of the
-    neighbouring pixels, count ``exp(-8) ≈ 3e-4`` times less than the centre.
-
-    >>> w = blend_weights((4, 6))
-    >>> w.shape, w.dtype, bool(w.min() > 0), float(w.max()) <= 1.0
-    ((4, 6), dtype('float32'), True, True)
-    """
-    rows, cols = _as_pair(shape, "shape")
-    if not sigma_scale > 0:
-        raise ValueError(f"sigma_scale must be positive, got {sigma_scale}")
-
-    def axis(n: int) -> np.ndarray:
-        x = np.arange(n, dtype=np.float64) - (n - 1) / 2
-        return np.exp(-0.5 * (x / (sigma_scale * n)) ** 2)
-
-    g = np.outer(axis(rows), axis(cols))
-    return np.maximum(g / g.max(), _MIN_WEIGHT).astype(np.float32)
-
-
-def window_starts(size: int, window: int, overlap: float, *, multiple: int = 1) -> list[int]:
-    """Start offsets of windows of length ``window`` covering ``[0, size)`` (``size >= window``).
-
-    The step is ``window * (1 - overlap)`` rounded down to a multiple of ``multiple`` (at
-    least ``multiple``), as in MONAI but on the network's stride grid: when ``size`` and
-    ``window`` are multiples of ``multiple`` too, every window is pooled on the same grid as
-    the whole image would be. The last window ends exactly at ``size``.
-
-    >>> window_starts(320, 160, 0.25), window_starts(480, 160, 0.25, multiple=16)
-    ([0, 120, 160], [0, 112, 224, 320])
-    >>> window_starts(96, 160, 0.5)
-    [0]
-    """
-    if size <= window:
-        return [0]
-    step = max(multiple, int(window * (1 - overlap)) // multiple * multiple)
-    n = -(-(size - window) // step) + 1
-    return sorted({min(i * step, size - window) for i in range(n)})
-
-
-def _pad_to(image: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, tuple[slice, slice]]:
-    """Reflect-pad ``image [H, W, C]`` to ``size`` (centred); return it and the crop back."""
-    h, w = image.shape[:2]
-    dh, dw = size[0] - h, size[1] - w
-    top, left = dh // 2, dw // 2
-    if dh or dw:
-        image = np.pad(image, ((top, dh - top), (left, dw - left), (0, 0)), mode=_PAD_MODE)
-    return image, (slice(top, top + h), slice(left, left + w))
-
-
-def _check_out(y: np.ndarray, x: np.ndarray) -> np.ndarray:
-    if y.ndim != 4 or y.shape[:3] != x.shape[:3]:
-        raise ValueError(
-            f"forward must map [N, h, w, C] to [N, h, w, K]; got {x.shape} -> {y.shape}"
-        )
-    return y
-
-
-def predict_logits(
-    forward: Callable[[np.ndarray], Any],
-    image: np.ndarray,
-    *,
-    multiple: int,
-    window: Window,
-    overlap: float = 0.25,
-    batch_size: int = 8,
-    minimum: int = 1,
-) -> np.ndarray:
-    """Logits of ``image`` at its native resolution: whole, or blended sliding windows.
-
-    Args:
-      forward: ``x float32 [N, h, w, C] -> logits [N, h, w, K]`` (e.g. a jitted model in
-        eval mode). It is called with ``N = 1`` and the padded image shape on the whole-image
-        path, and with ``N = batch_size`` and ``(h, w) = window`` on the sliding path, so a
-        jitted ``forward`` compiles once per window shape (plus once per distinct padded
-        shape of the images run whole).
-      image: ``float32 [H, W, C]`` preprocessed as in training (``augment.to_float``).
-      multiple: ``H`` and ``W`` given to ``forward`` must be multiples of this (the network's
-        total stride, :func:`dibe_jax.models.input_size_rule`).
-      window: ``S`` or ``(rows, cols)``; rounded up to ``multiple`` and ``minimum``. An image
-        with ``H <= rows`` and ``W <= cols`` is run whole, reflect-padded up to ``multiple``
-        (and ``minimum``); a larger one in overlapping windows of this shape.
-      overlap: fraction of a window shared with its neighbour, in ``[0, 1)``.
-      batch_size: windows per call of ``forward`` (the last batch is padded with zeros).
-      minimum: smallest ``h``, ``w`` that ``forward`` accepts.
-
-    Returns:
-      ``float32 [H, W, K]``: blended logits ``Σ_k w_k z_k / Σ_k w_k`` over the windows ``k``
-      covering each pixel (weights :func:`blend_weights`, accumulated in float64, so a
-      constant forward comes back exactly); ``ŷ = logits >= 0``.
-
-    Raises:
-      ValueError: an argument out of range (the message names it) or a ``forward`` output
-        of the wrong shape.
-
-    >>> box = lambda x: x.mean(axis=-1, keepdims=True) - 0.5  # any [N, h, w, C] -> [N, h, w, 1]
-    >>> image = np.random.default_rng(0).random((50, 70, 3), dtype=np.float32)
-    >>> z = predict_logits(box, image, multiple=8, window=32, overlap=0.25, batch_size=4)
-    >>> z.shape, z.dtype, bool(np.allclose(z, box(image[None])[0], atol=1e-6))
-    ((50, 70, 1), dtype('float32'), True)
-    """
-    image = np.asarray(image, np.float32)
-    if image.ndim != 3:
-        raise ValueError(f"image must be [H, W, C], got shape {image.shape}")
-    if isinstance(multiple, bool) or int(multiple) != multiple or multiple < 1:
-        raise ValueError(f"multiple must be a positive int, got {multiple!r}")
-    if isinstance(minimum, bool) or int(minimum) != minimum or minimum < 1:
-        raise ValueError(f"minimum must be a positive int, got {minimum!r}")
-    multiple, minimum = int(multiple), int(minimum)
-    rows, cols = (_round_up(max(s, minimum), multiple) for s in _as_pair(window))
-    _check_overlap(overlap)
-    _check_batch_size(batch_size)
-    h, w = image.shape[:2]
-
-    if h <= rows and w <= cols:  # whole image, padded up to the size multiple only
-        size = (_round_up(max(h, minimum), multiple), _round_up(max(w, minimum), multiple))
-        x, crop = _pad_to(image, size)
-        y = _check_out(np.asarray(forward(x[None]), np.float32), x[None])
-        return np.ascontiguousarray(y[0][crop])
-
-    # padded to a multiple as well, so every window start lies on the stride grid
-    size = (_round_up(max(h, rows), multiple), _round_up(max(w, cols), multiple))
-    x, crop = _pad_to(image, size)
-    starts = [
-        (r, c)
-        for r in window_starts(size[0], rows, overlap, multiple=multiple)
-        for c in window_starts(size[1], cols, overlap, multiple=multiple)
-    ]
-    weights = blend_weights((rows, cols)).astype(np.float64)
-    total = np.zeros(size, np.float64)
-    acc: np.ndarray | None = None
-    pending: deque = deque()
-
-    def consume() -> None:
-        nonlocal acc
-        batch, chunk, y = pending.popleft()
-        y = _check_out(np.asarray(y, np.float32), batch)
-        if acc is None:
-            acc = np.zeros((*size, y.shape[-1]), np.float64)
-        for j, (r, c) in enumerate(chunk):
-            acc[r : r + rows, c : c + cols] += weights[..., None] * y[j]
-            total[r : r + rows, c : c + cols] += weights
-
-    for i in range(0, len(starts), batch_size):
-        chunk = starts[i : i + batch_size]
-        batch = np.zeros((batch_size, rows, cols, image.shape[-1]), np.float32)
-        for j, (r, c) in enumerate(chunk):
-            batch[j] = x[r : r + rows, c : c + cols]
-        pending.append((batch, chunk, forward(batch)))
-        if len(pending) > 1:  # the next batch runs while this one is blended
-            consume()
-    while pending:
-        consume()
-    assert acc is not None
-    return (acc / total[..., None])[crop].astype(np.float32)
 
 
 # --------------------------------------------------------------------------------------------
@@ -416,87 +213,9 @@ def _threshold_for(workdir: Path, step: int | None, threshold: float | None):
     return (recorded.value or 0.0), recorded.reason
 
 
-def _save_png_atomic(array: np.ndarray, path: Path) -> None:
-    """Write ``array`` as PNG at ``path`` so a killed run leaves no half-written file there."""
-    buf = io.BytesIO()
-    Image.fromarray(array).save(buf, format="png")
-    atomic_write_bytes(path, buf.getvalue())
-
-
-def _overlay(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """``uint8 [H, W, 3]``: ``image`` with ``mask > 0`` pixels blended 60 % towards red."""
-    rgb = np.repeat(image, 3, axis=-1) if image.shape[-1] == 1 else image.copy()
-    hit = mask > 0
-    rgb[hit] = (0.4 * rgb[hit] + 0.6 * np.array([255, 0, 0])).astype(np.uint8)
-    return rgb
-
-
-#: Overlay colours of classes 1, 2, ... (class 0, the background, is left as it is): a
-#: palette of distinct colours (Trubetskoy's), red first as in binary overlays.
-PALETTE = (
-    (230, 25, 75),
-    (60, 180, 75),
-    (0, 130, 200),
-    (255, 225, 25),
-    (245, 130, 48),
-    (145, 30, 180),
-    (70, 240, 240),
-    (240, 50, 230),
-    (210, 245, 60),
-    (0, 128, 128),
-)
-
-
-def _legend(names: Sequence[str], colours: Sequence[tuple[int, int, int]], width: int):
-    """``uint8 [h, w, 3]`` band naming each class next to a swatch of its colour, entries
-    wrapped to ``width`` pixels (wider only if one entry is)."""
-    font = ImageFont.load_default()
-    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    pad, swatch, row = 4, 10, 14
-    sizes = [swatch + 4 + int(np.ceil(probe.textlength(n, font=font))) for n in names]
-    width = max(width, max(sizes, default=0) + 2 * pad)
-    places, x, y = [], pad, pad
-    for size in sizes:
-        if x > pad and x + size > width - pad:
-            x, y = pad, y + row
-        places.append((x, y))
-        x += size + 3 * pad
-    band = Image.new("RGB", (width, y + row + pad), (24, 24, 24))
-    draw = ImageDraw.Draw(band)
-    for (x, y), name, colour in zip(places, names, colours, strict=True):
-        draw.rectangle((x, y + 1, x + swatch - 1, y + swatch), fill=colour)
-        draw.text((x + swatch + 4, y - 1), name, fill=(255, 255, 255), font=font)
-    return np.asarray(band)
-
-
-def class_overlay(image: np.ndarray, ids: np.ndarray, class_names: Sequence[str]) -> np.ndarray:
-    """``uint8 [H + h, max(W, w), 3]``: ``image`` with each defect class blended 60 % towards
-    its colour (:data:`PALETTE`), above a legend band naming the classes and their colours.
-
-    Args:
-      image: ``uint8 [H, W, 1]`` or ``[H, W, 3]``.
-      ids: ``[H, W]`` class ids, 0 the background (left as it is).
-      class_names: every class, background first.
-
-    >>> ov = class_overlay(np.zeros((20, 30, 1), np.uint8), np.eye(20, 30, dtype=np.uint8),
-    ...                    ["background", "crack"])
-    >>> ov.dtype, ov.shape[0] > 20, ov.shape[2], ov[0, 0].tolist()
-    (dtype('uint8'), True, 3, [138, 15, 45])
-    """
-    rgb = np.repeat(image, 3, axis=-1) if image.shape[-1] == 1 else image.copy()
-    colours = [PALETTE[(c - 1) % len(PALETTE)] for c in range(1, len(class_names))]
-    for c, colour in enumerate(colours, start=1):
-        hit = ids == c
-        rgb[hit] = (0.4 * rgb[hit] + 0.6 * np.array(colour)).astype(np.uint8)
-    legend = _legend(list(class_names[1:]), colours, rgb.shape[1])
-    if legend.shape[1] > rgb.shape[1]:
-        extra = legend.shape[1] - rgb.shape[1]
-        rgb = np.pad(rgb, ((0, 0), (0, extra), (0, 0)), constant_values=24)
-    return np.concatenate([rgb, legend], axis=0)
-
-
 class LoadedRun(NamedTuple):
-    """A run's checkpoint ready for :func:`predict_logits` (see :func:`load_forward`).
+    """A run's checkpoint ready for :func:`~dibe_jax.train.sliding_window.predict_logits`
+    (see :func:`load_forward`).
 
     Attributes:
       forward: jitted ``x float32 [N, h, w, C] -> logits float32 [N, h, w, K]`` in eval
@@ -663,12 +382,12 @@ def predict(
     """Write ``<stem>_mask.png`` and ``<stem>_overlay.png`` under ``out`` for each input image.
 
     Each image is resized as training resized its images (``scale="train"``; see the module
-    docstring), predicted (:func:`predict_logits`: whole when it fits the window, else
-    blended overlapping windows), and its logits resized back to the image's size; for a
-    multi-class run ``ŷ = argmax_c`` logits, written as class
-    ids with a colour overlay and its legend (:func:`class_overlay`). Masks and overlays
-    always have the input's size. A binary run's pixels are ``ŷ = 1 iff logit ≥ t``, with ``t``
-    the run's calibrated threshold (``threshold.json``, :mod:`dibe_jax.train.calibrate`)
+    docstring), predicted (:func:`~dibe_jax.train.sliding_window.predict_logits`: whole when
+    it fits the window, else blended overlapping windows), and its logits resized back to the
+    image's size; for a multi-class run ``ŷ = argmax_c`` logits, written as class ids with a
+    colour overlay and its legend (:func:`~dibe_jax.train.overlays.class_overlay`). Masks and
+    overlays always have the input's size. A binary run's pixels are ``ŷ = 1 iff logit ≥ t``,
+    with ``t`` the run's calibrated threshold (``threshold.json``, :mod:`dibe_jax.train.calibrate`)
     when it was calibrated for this checkpoint, else 0.
 
     Args:
