@@ -3,7 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 # Install stamps: the package alone (what the main job needs), then the test extra (pytest,
-# ruff, PyTorch for the parity tests) or the docs extra on top of it.
+# ruff, PyTorch for the parity tests) or the docs extra on top of it. --no-compile: Python
+# compiles the modules it imports when it first imports them, instead of pip compiling every
+# module of every package (a fresh test install: 53 s instead of 136 s here).
 CORE_STAMP := $(VENV)/.installed-core
 STAMP := $(VENV)/.installed-test
 DOCS_STAMP := $(VENV)/.installed-docs
@@ -12,16 +14,16 @@ DOCS_STAMP := $(VENV)/.installed-docs
 
 $(CORE_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e .
+	$(PY) -m pip install -q --no-compile --upgrade pip
+	$(PY) -m pip install -q --no-compile -e .
 	touch $(CORE_STAMP)
 
 $(STAMP): $(CORE_STAMP)
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q --no-compile -e '.[test]'
 	touch $(STAMP)
 
 $(DOCS_STAMP): $(CORE_STAMP)
-	$(PY) -m pip install -q -e '.[docs]'
+	$(PY) -m pip install -q --no-compile -e '.[docs]'
 	touch $(DOCS_STAMP)
 
 setup: $(CORE_STAMP)
@@ -50,7 +52,7 @@ test-slow: $(STAMP)
 
 # Benchmarks need the PyTorch CPU wheel (never a runtime dependency).
 bench: $(STAMP)
-	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q --no-compile torch==2.13.0
 	$(PY) -m benchmarks.losses --out benchmarks/results/losses_cpu.md
 	$(PY) -m benchmarks.train --out benchmarks/results/train_cpu.md
 
