@@ -14,17 +14,20 @@ DOCS_STAMP := $(VENV)/.installed-docs
 
 .PHONY: setup demo analyze test bench bench-data bench-gpu docs clean
 
+VENV_NEW := test -x $(PY) || { $(PYTHON) -m venv $(VENV) && $(PY) -m pip install -q --no-compile --upgrade pip; }
+
 $(CORE_STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --no-compile --upgrade pip
+	$(VENV_NEW)
 	$(PY) -m pip install -q --no-compile -e .
 	$(COMPILE) > /dev/null || true  # a speed-up only: a file that does not compile is skipped
 	touch $(CORE_STAMP)
 
-$(STAMP): $(CORE_STAMP)
+# The package and the test extra in one pip call (one resolution) when nothing is installed.
+$(STAMP): pyproject.toml
+	$(VENV_NEW)
 	$(PY) -m pip install -q --no-compile -e '.[test]'
 	$(COMPILE) > /dev/null || true
-	touch $(STAMP)
+	touch $(CORE_STAMP) $(STAMP)
 
 $(DOCS_STAMP): $(CORE_STAMP)
 	$(PY) -m pip install -q --no-compile -e '.[docs]'

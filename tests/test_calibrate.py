@@ -149,6 +149,7 @@ def test_a_threshold_applies_only_to_its_checkpoint(run, calibrated, tmp_path):
     assert recorded.value is None and "config.json changed" in recorded.reason
 
 
+@pytest.mark.slow  # end to end: trains or converts (make test-slow)
 def test_overwriting_a_run_replaces_its_threshold_too(run, calibrated, sources, tmp_path):
     """``threshold.json`` belongs to the run's checkpoints: a run that holds only it is a
     run, and ``--overwrite`` removes it with the rest."""

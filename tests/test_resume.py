@@ -87,6 +87,7 @@ def _to_legacy_layout(run: Path) -> None:
     ckpt.close()
 
 
+@pytest.mark.slow  # end to end: trains or converts (make test-slow)
 def test_a_run_saved_before_the_optimiser_held_its_learning_rate_resumes_and_evaluates(
     two_epochs, sources, tmp_path
 ):

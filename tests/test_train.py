@@ -275,6 +275,7 @@ def _cleanup_tmp():
     shutil.rmtree(ROOT / "results" / "_tmp", ignore_errors=True)
 
 
+@pytest.mark.slow  # end to end: trains or converts (make test-slow)
 def test_checkpoint_every_epochs_saves_at_its_epochs_evaluations_and_the_end(tmp_path, sources):
     """``checkpoint_every_epochs=3`` over 5 epochs, evaluated every 2: checkpoints at epochs
     2 and 4 (evaluations, the best among them), 3 (its own period) and 5 (the end), no more;
