@@ -1233,8 +1233,11 @@ def section_sweep(run: Run) -> None:
 
     run.start_section("sweep")
     mode = "cpu" if run.tiny else "gpu"
-    members = [2] if run.tiny else [1, 2, 4, 8]  # tiny: one row shows the section works
-    sweep.main(["--mode", mode, "--members", *map(str, members), "--out", str(run.path("sweep"))])
+    args = ["--mode", mode, "--out", str(run.path("sweep"))]
+    if run.tiny:  # one row, the tiny U-Net of the other sections: shows the section works
+        stages = run.profile.model_options.get("num_stages", 4)
+        args += ["--members", "2", "--rounds", "2", "--num-stages", str(stages)]
+    sweep.main(args)
 
 
 # ----------------------------------------------------------------------------- main

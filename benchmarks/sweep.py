@@ -52,12 +52,14 @@ MODES = {
 }
 
 
-def _state(width: int, seed: int):
-    """A U-Net (paper defaults, ``width``) and its SGD optimiser as ``dibe-jax train`` builds
-    them (:func:`dibe_jax.train.make_state`): ``(train graphdef, eval graphdef, state)``."""
+def _state(width: int, seed: int, num_stages: int = 4):
+    """A U-Net (paper defaults, ``width``, ``num_stages``) and its SGD optimiser as ``dibe-jax
+    train`` builds them (:func:`dibe_jax.train.make_state`): ``(train graphdef, eval graphdef,
+    state)``."""
     from dibe_jax import train
 
-    config = train.override(train.Config(), {"model.width": width, "seed": seed})
+    values = {"model.width": width, "model.num_stages": num_stages, "seed": seed}
+    config = train.override(train.Config(), values)
     return train.make_state(config, in_channels=3)
 
 
@@ -74,7 +76,14 @@ def _timed(fn, rounds: int) -> float:
 
 
 def measure(
-    k: int, *, width: int, size: int, batch: int, rounds: int, vmap_max: int = 8
+    k: int,
+    *,
+    width: int,
+    size: int,
+    batch: int,
+    rounds: int,
+    vmap_max: int = 8,
+    num_stages: int = 4,
 ) -> dict[str, float]:
     """Seconds per step of all ``k`` members: separate, vmap (``k <= vmap_max``), map."""
     from dibe_jax import losses
@@ -88,7 +97,7 @@ def measure(
     masks = (rng.random((k, batch, size, size, 1)) < 0.01).astype(np.uint8)
     members = []
     for j in range(k):
-        tg, eg, state = _state(width, j)
+        tg, eg, state = _state(width, j, num_stages)
         steps = step.make_steps(
             tg,
             eg,
@@ -118,7 +127,8 @@ def measure(
         if strategy == "vmap" and k > vmap_max:
             continue
         train_many = step.stacked_steps(pure, strategy)[0]
-        box = [jax.tree.map(lambda *xs: jnp.stack(xs), *[_state(width, j)[2] for j in range(k)])]
+        states = [_state(width, j, num_stages)[2] for j in range(k)]
+        box = [jax.tree.map(lambda *xs: jnp.stack(xs), *states)]
 
         def together(train_many=train_many, box=box):
             box[0], stats = train_many(box[0], stacked_batch, counter[0], inputs)
@@ -136,6 +146,7 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--rounds", type=int, help="timed steps per measurement")
     parser.add_argument("--out", type=Path, help="write the Markdown table here")
     parser.add_argument("--vmap-max", type=int, help="the largest K to run vmapped")
+    parser.add_argument("--num-stages", type=int, default=4, help="U-Net pooling stages")
     args = parser.parse_args(argv)
     mode = args.mode or ("gpu" if jax_on_gpu() else "cpu")
     m = dict(MODES[mode])
@@ -145,7 +156,8 @@ def main(argv: list[str] | None = None) -> str:
     lines = [
         f"# One program for K runs ({mode} mode)",
         "",
-        f"U-Net width {m['width']}, {m['size']}², batch {m['batch']} per member, DIBE loss, SGD "
+        f"U-Net width {m['width']} ({args.num_stages} pooling stage(s)), {m['size']}², "
+        f"batch {m['batch']} per member, DIBE loss, SGD "
         "with momentum, uint8 batches augmented on the device; milliseconds per training "
         f"step of all K members (median of {rounds} steps after compilation). separate: the "
         "single run's jitted step once per member; vmap / map: one program over the stacked "
@@ -160,7 +172,13 @@ def main(argv: list[str] | None = None) -> str:
     ]
     for k in members:
         t = measure(
-            k, width=m["width"], size=m["size"], batch=m["batch"], rounds=rounds, vmap_max=vmap_max
+            k,
+            width=m["width"],
+            size=m["size"],
+            batch=m["batch"],
+            rounds=rounds,
+            vmap_max=vmap_max,
+            num_stages=args.num_stages,
         )
         best = min(t, key=t.get)
         vmap_ms = f"{t['vmap'] * 1e3:.1f}" if "vmap" in t else "not run"

@@ -137,11 +137,37 @@ def _xla_optimizations(request):
         jax.config.update("jax_disable_most_optimizations", before)
 
 
+#: The longest tests of ``make test-slow``, longest first (seconds on two cores, from a fresh
+#: clone): they start first, and ``make test-slow`` hands tests to its two workers one at a
+#: time as they free up (``--dist load --maxschedchunk 1``), so that both finish together
+#: instead of one worker running a two-minute test alone at the end.
+LONGEST_FIRST = (
+    "tests/test_main_job.py::",  # 114 s
+    "tests/test_benchmarks.py::",  # make bench-gpu's tiny mode, about 100 s
+    "tests/test_analysis.py::test_notebook_executes",  # 76 s
+    "tests/test_experiments.py::test_paper_scale_quick_without_tfds",  # 71 s
+    "tests/test_resume.py::test_resume_after_sigkill",  # 46 s
+    "tests/test_folder_dataset.py::test_a_folder_of_the_builders_tiles",  # 41 s
+)
+
+
+def _longest_first_rank(nodeid: str) -> int:
+    return next(
+        (i for i, p in enumerate(LONGEST_FIRST) if nodeid.startswith(p)), len(LONGEST_FIRST)
+    )
+
+
 def pytest_collection_modifyitems(config, items):
-    """Long end-to-end tests (``@pytest.mark.slow``) first, each group in its file order:
-    under ``pytest -n 2`` they then spread over both workers early instead of leaving one
-    worker alone with a minute-long test at the end."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    """Long end-to-end tests (``@pytest.mark.slow``) first, the longest of them
+    (:data:`LONGEST_FIRST`) before the others, each group in its file order: under
+    ``pytest -n 2`` they then spread over both workers early instead of leaving one worker
+    alone with a minute-long test at the end."""
+    items.sort(
+        key=lambda item: (
+            item.get_closest_marker("slow") is None,
+            _longest_first_rank(item.nodeid),
+        )
+    )
 
 
 # ------------------------------------------------------------- shared tiny training data
