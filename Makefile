@@ -56,7 +56,7 @@ test: $(STAMP)
 # quality trainings); CI runs both targets.
 .PHONY: test-slow
 test-slow: $(STAMP)
-	$(PY) -m pytest -q -n 2 --dist load --maxschedchunk 1 -m slow --durations=25
+	$(PY) -m pytest -q -n 2 --dist worksteal -m slow --durations=25
 
 # Benchmarks need the PyTorch CPU wheel (never a runtime dependency).
 bench: $(STAMP)

@@ -138,9 +138,11 @@ def _xla_optimizations(request):
 
 
 #: The longest tests of ``make test-slow``, longest first (seconds on two cores, from a fresh
-#: clone): they start first, and ``make test-slow`` hands tests to its two workers one at a
-#: time as they free up (``--dist load --maxschedchunk 1``), so that both finish together
-#: instead of one worker running a two-minute test alone at the end.
+#: clone). They come first, so the first worker of ``--dist worksteal`` starts with them while
+#: the other works through the rest and steals the first's remaining short tests: both finish
+#: together instead of one worker running a two-minute test alone at the end. (``--dist
+#: load`` would balance as well but sets module fixtures up on both workers: one more
+#: two-minute benchmark run.)
 LONGEST_FIRST = (
     "tests/test_main_job.py::",  # 114 s
     "tests/test_benchmarks.py::",  # make bench-gpu's tiny mode, about 100 s
