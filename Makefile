@@ -4,10 +4,12 @@ VENV := .venv
 PY := $(VENV)/bin/python
 # Install stamps: the package alone (what the main job needs), then the test extra (pytest,
 # ruff, PyTorch for the parity tests) or the docs extra on top of it. pip installs without
-# compiling bytecode (one module after another) and compileall compiles it on every core
-# instead, leaving out PyTorch (only the parity tests and benchmarks import it, and its import
-# time is its libraries): a fresh test install takes about 90 s instead of 136 s here.
-COMPILE := $(PY) -m compileall -q -j 0 -x '/site-packages/(torch|torchgen|functorch)/' $(VENV)/lib
+# compiling bytecode (it would compile all 14,000 modules of the venv, most of them never
+# imported: TFDS's dataset builders, sympy, scipy, pip itself) and Python writes the bytecode of
+# what is imported the first time it is (about 8 s once, against 43 s for compileall on two
+# cores). That needs bytecode writing on, so the recipes run without PYTHONDONTWRITEBYTECODE
+# (without bytecode every process would recompile jax and friends: 13 s per import, not 5 s).
+unexport PYTHONDONTWRITEBYTECODE
 CORE_STAMP := $(VENV)/.installed-core
 STAMP := $(VENV)/.installed-test
 DOCS_STAMP := $(VENV)/.installed-docs
@@ -19,19 +21,16 @@ VENV_NEW := test -x $(PY) || { $(PYTHON) -m venv $(VENV) && $(PY) -m pip install
 $(CORE_STAMP): pyproject.toml
 	$(VENV_NEW)
 	$(PY) -m pip install -q --no-compile -e .
-	$(COMPILE) > /dev/null || true  # a speed-up only: a file that does not compile is skipped
 	touch $(CORE_STAMP)
 
 # The package and the test extra in one pip call (one resolution) when nothing is installed.
 $(STAMP): pyproject.toml
 	$(VENV_NEW)
 	$(PY) -m pip install -q --no-compile -e '.[test]'
-	$(COMPILE) > /dev/null || true
 	touch $(CORE_STAMP) $(STAMP)
 
 $(DOCS_STAMP): $(CORE_STAMP)
 	$(PY) -m pip install -q --no-compile -e '.[docs]'
-	$(COMPILE) > /dev/null || true
 	touch $(DOCS_STAMP)
 
 setup: $(CORE_STAMP)
