@@ -4,13 +4,15 @@
 from __future__ import annotations
 
 import json
+import math
+import shutil
 import sys
 from pathlib import Path
 
 import pytest
 
 from dibe_jax import cli, train
-from dibe_jax.train import sweep
+from dibe_jax.train import stacked, sweep
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _train_script import make_examples, tiny_config  # noqa: E402
@@ -94,6 +96,48 @@ def test_a_rerun_refuses_a_finished_sweep_without_resume_or_overwrite(swept, sou
     workdir, result = swept
     with pytest.raises(train.ConfigError, match="already holds a run"):
         sweep.train_members(result.members, workdir, sources=sources)
+
+
+@pytest.mark.slow  # end to end: trains or converts (make test-slow)
+def test_a_resumed_sweep_extends_its_members_in_smaller_chunks(
+    swept, sources, tmp_path, monkeypatch
+):
+    """``--resume`` with more epochs continues every member from its last epoch end, keeping
+    its records; members that do not fit the device memory together (here: any chunk of more
+    than one, refused by the first step) are trained in halved chunks, and the log says so."""
+    workdir, result = swept
+    copy = tmp_path / "sweep"
+    shutil.copytree(workdir, copy)
+    real = stacked.stacked_steps
+
+    def tight_memory(pure, strategy):
+        train_many, eval_many, add = real(pure, strategy)
+
+        def train_one_at_a_time(state, batch, step, inputs, **kwargs):
+            if len(inputs.seed) > 1:
+                raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory (simulated)")
+            return train_many(state, batch, step, inputs, **kwargs)
+
+        return train_one_at_a_time, eval_many, add
+
+    monkeypatch.setattr(stacked, "stacked_steps", tight_memory)
+    lines = []
+    runs = sweep.members(_config(epochs=3), {"loss.alpha": [0.3, 0.6]}, [0, 1])
+    again = sweep.train_members(runs, copy, sources=sources, resume=True, log=lines.append)
+    assert "sweep: 4 members do not fit the device memory together; training in chunks of 2" in (
+        lines
+    )
+    assert "sweep: 2 members do not fit the device memory together; training in chunks of 1" in (
+        lines
+    )
+    assert "sweep: trained members 4-4 of 4 (chunks of 1, strategy map)" in lines
+    for before, after in zip(result.records, again.records, strict=True):
+        assert [r["epoch"] for r in after] == [1, 2, 3]
+        assert after[:2] == before  # the finished epochs are kept as they were
+        assert math.isfinite(after[2]["train_loss"]) and 0.0 <= after[2]["iou"] <= 1.0
+    member = copy / "alpha=0.6" / "seed1"
+    assert train.evaluate_checkpoint(member, best=False, sources=sources)["epoch"] == 3
+    assert json.loads((copy / "sweep.json").read_text())["chunk"] == 1
 
 
 @pytest.mark.parametrize(

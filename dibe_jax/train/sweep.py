@@ -20,7 +20,7 @@ Every member draws its own data order (:class:`~dibe_jax.data.in_memory.Batches`
 augmentation (its seed's keys) and initial parameters, exactly as the separate ``train`` run
 with its config; so a member is that run up to floating-point rounding of the batched
 program. Each member is a normal run folder, ``workdir/<value>/seed<k>`` (``config.json``,
-``model.json``, ``metrics.jsonl``, ``checkpoints/`` saved at every epoch end, ``plots/``,
+``model.json``, ``metrics.jsonl``, ``checkpoints/`` (:mod:`dibe_jax.train.stacked`), ``plots/``,
 ``tensorboard/``): ``dibe-jax eval``, ``predict`` and ``train --resume`` work on it.
 ``workdir/sweep.json`` summarises the settings by the reporting statistic
 (:class:`~dibe_jax.train.runs.SeedRuns`: the last 3 evaluations of every seed).
@@ -34,41 +34,21 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import functools
 import itertools
-import json
-import logging
-import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
-import numpy as np
-from jax.sharding import NamedSharding
-from jax.sharding import PartitionSpec as P
 
 from dibe_jax import losses
-from dibe_jax.data import in_memory
-from dibe_jax.files import atomic_write_json, atomic_write_text
-from dibe_jax.train import checks, reporting
-from dibe_jax.train.batches import epoch_size
-from dibe_jax.train.checkpoints import Checkpoints
+from dibe_jax.files import atomic_write_json
+from dibe_jax.train import checks
 from dibe_jax.train.config import Config, ConfigError, override
-from dibe_jax.train.evaluate import summarize
-from dibe_jax.train.launch import model_info
-from dibe_jax.train.loop import epoch_end_save
 from dibe_jax.train.seed_runs import SeedRuns
-from dibe_jax.train.state import build, loss_steps, make_state
-from dibe_jax.train.step import (
-    StepInputs,
-    read_totals,
-    shard_batch,
-    stacked_steps,
-    zero_totals,
-)
+from dibe_jax.train.stacked import ChunkTooBig, train_chunk
+from dibe_jax.train.state import build
 from dibe_jax.train.workdir import existing_outputs, load_config
 
 __all__ = [
@@ -80,8 +60,6 @@ __all__ = [
     "train_members",
     "train_sweep",
 ]
-
-log = logging.getLogger(__name__)
 
 #: The strategy ``"auto"`` picks per platform, as ``benchmarks/sweep.py`` measured it. GPU
 #: (``benchmarks/results/gpu_2026-12-04_library/sweep_gpu.md``, one H200, U-Net width 64,
@@ -223,26 +201,6 @@ def members(
     return out
 
 
-# ----------------------------------------------------------------------------- programs
-
-
-def _stack(trees: Sequence[Any]) -> Any:
-    return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
-
-
-def _member(tree: Any, k: int) -> Any:
-    return jax.tree.map(lambda x: x[k], tree)
-
-
-def _out_of_memory(e: BaseException) -> bool:
-    text = str(e)
-    return "RESOURCE_EXHAUSTED" in text or "Out of memory" in text or "out of memory" in text
-
-
-class _TooBig(Exception):
-    """The members of a chunk do not fit the device's memory together."""
-
-
 # ----------------------------------------------------------------------------- training
 
 
@@ -274,8 +232,8 @@ def train_members(
     """Train ``runs`` (members of one sweep) in ``workdir/<member.name>``.
 
     Args:
-      runs: members whose configs differ only in real-valued loss hyperparameters and
-        seed (:func:`members` builds them).
+      runs: members whose configs differ only in real-valued loss hyperparameters, the
+        optimiser's numbers and seed (:func:`members` builds them).
       workdir: the sweep's folder; ``sweep.json`` goes there (unless ``summary`` is False).
       sources, class_names: in-memory splits, as in
         :func:`~dibe_jax.train.train_and_evaluate`.
@@ -302,17 +260,8 @@ def train_members(
         raise ConfigError(f"--strategy: expected one of {', '.join(STRATEGIES)}, got {strategy!r}")
     if chunk is not None and chunk < 1:
         raise ConfigError(f"--sweep-chunk: expected a number >= 1, got {chunk}")
+    _check_members(runs, in_memory=sources is not None, class_names=class_names)
     first = runs[0].config
-    for m in runs[1:]:
-        for key, old, new in _diff(first, m.config):
-            if key != "seed" and not _sweepable(first, key):
-                raise ConfigError(
-                    f"{m.name}: {key} is {new!r} but {old!r} in {runs[0].name}; the members of "
-                    "a sweep differ only in real-valued loss hyperparameters, optimiser "
-                    "numbers and seed"
-                )
-    for m in runs:  # each value against the loss's ranges, before anything is opened
-        checks.validate(m.config, in_memory=sources is not None, class_names=class_names)
     workdir = Path(workdir)
     dirs = [workdir / m.name for m in runs]
     for m, d in zip(runs, dirs, strict=True):
@@ -335,13 +284,60 @@ def train_members(
         raise ConfigError("a sweep runs in one process; train members separately across hosts")
     platform = jax.devices()[0].platform
     chosen = AUTO_STRATEGY.get(platform, "map") if strategy == "auto" else strategy
-    size = chunk or len(runs)
+    records, size = _train_in_chunks(
+        runs, dirs, built, chosen, chunk or len(runs), overwrite=overwrite, resume=resume, say=say
+    )
+    wall = time.perf_counter() - t0
+    done = [r or [] for r in records]
+    for d, recs in zip(dirs, done, strict=True):
+        atomic_write_json(d / "wall.json", {"seconds": round(wall / len(runs), 2)})
+        if recs:
+            last = recs[-1]
+            key = "miou" if "miou" in last else "iou"
+            oii = "macro_oii" if "miou" in last else "oii"
+            say(f"{d}: epoch {last['epoch']} {key} {last[key]:.3f} {oii} {last[oii]:+.3f}")
+    result = SweepResult(runs, done, {})
+    result.summary = _summary(result, chosen, size, wall)
+    if summary:
+        atomic_write_json(workdir / "sweep.json", result.summary)
+    return result
+
+
+def _check_members(runs: Sequence[Member], **validate: Any) -> None:
+    """Every member of one program (only sweepable fields and the seed differ) with values
+    that :func:`~dibe_jax.train.checks.validate` accepts."""
+    first = runs[0].config
+    for m in runs[1:]:
+        for key, old, new in _diff(first, m.config):
+            if key != "seed" and not _sweepable(first, key):
+                raise ConfigError(
+                    f"{m.name}: {key} is {new!r} but {old!r} in {runs[0].name}; the members of "
+                    "a sweep differ only in real-valued loss hyperparameters, optimiser "
+                    "numbers and seed"
+                )
+    for m in runs:  # each value against the loss's ranges, before anything is opened
+        checks.validate(m.config, **validate)
+
+
+def _train_in_chunks(
+    runs: list[Member],
+    dirs: list[Path],
+    built: Any,
+    chosen: str,
+    size: int,
+    *,
+    overwrite: bool,
+    resume: bool,
+    say: Callable[[str], None],
+) -> tuple[list[list[dict[str, Any]] | None], int]:
+    """Train ``runs`` ``size`` members at a time, halving ``size`` when a chunk does not fit
+    the device memory; every member's records and the chunk size that fitted."""
     records: list[list[dict[str, Any]] | None] = [None] * len(runs)
     start = 0
     while start < len(runs):
         part = list(range(start, min(len(runs), start + size)))
         try:
-            out = _train_chunk(
+            out = train_chunk(
                 [runs[i] for i in part],
                 [dirs[i] for i in part],
                 built,
@@ -349,7 +345,7 @@ def train_members(
                 overwrite=overwrite,
                 resume=resume,
             )
-        except _TooBig:
+        except ChunkTooBig:
             if size == 1:
                 raise ConfigError(
                     "one member does not fit the device memory; lower batch_size or the image size"
@@ -368,20 +364,7 @@ def train_members(
         for i, r in zip(part, out, strict=True):
             records[i] = r
         start += len(part)
-    wall = time.perf_counter() - t0
-    done = [r or [] for r in records]
-    for d, recs in zip(dirs, done, strict=True):
-        atomic_write_json(d / "wall.json", {"seconds": round(wall / len(runs), 2)})
-        if recs:
-            last = recs[-1]
-            key = "miou" if "miou" in last else "iou"
-            oii = "macro_oii" if "miou" in last else "oii"
-            say(f"{d}: epoch {last['epoch']} {key} {last[key]:.3f} {oii} {last[oii]:+.3f}")
-    result = SweepResult(runs, done, {})
-    result.summary = _summary(result, chosen, size, wall)
-    if summary:
-        atomic_write_json(workdir / "sweep.json", result.summary)
-    return result
+    return records, size
 
 
 def _diff(a: Config, b: Config) -> list[tuple[str, Any, Any]]:
@@ -416,232 +399,6 @@ def _check_folder(config: Config, run_dir: Path, *, overwrite: bool, resume: boo
             f"{run_dir} already holds a run ({', '.join(existing)}); pass --resume to continue "
             "the sweep, --overwrite to replace it, or choose another --workdir"
         )
-
-
-def _train_chunk(
-    runs: list[Member],
-    dirs: list[Path],
-    built: Any,
-    strategy: str,
-    *,
-    overwrite: bool,
-    resume: bool,
-) -> list[list[dict[str, Any]]]:
-    """Train one chunk of members together from their first (or resumed) epoch to the end."""
-    from tqdm.auto import tqdm
-
-    first = runs[0].config
-    k = len(runs)
-    states, inputs, metas = [], [], []
-    pure = None
-    for m, d in zip(runs, dirs, strict=True):
-        tg, eg, state = make_state(
-            m.config, _in_channels(built), built.steps_per_epoch, num_classes=built.num_outputs
-        )
-        steps = loss_steps(m.config, tg, eg, built.mesh, num_classes=built.num_outputs)
-        if tg != built.train_graphdef or eg != built.eval_graphdef:
-            raise ConfigError(f"{m.name}: its model or optimiser differs from the sweep's")
-        pure = steps.pure
-        meta, step = None, 0
-        if resume and (d / "checkpoints" / "latest").is_dir():
-            ckpt = Checkpoints(d / "checkpoints", keep=m.config.keep_checkpoints)
-            if ckpt.latest_step() is not None:
-                state, meta, step = ckpt.restore(state)
-            ckpt.close()
-        states.append(state)
-        inputs.append(steps.inputs)
-        metas.append((meta, step))
-    done = {(meta or {}).get("epoch", 0) for meta, _ in metas}
-    loaders = {(meta or {}).get("loader") for meta, _ in metas}
-    if len(done) > 1 or loaders != {None}:
-        raise ConfigError(
-            "--resume: the members' latest checkpoints are not at one epoch end; resume them "
-            "one by one with `dibe-jax train --resume --workdir MEMBER`"
-        )
-    start_epoch, step = done.pop(), metas[0][1]
-    if start_epoch > first.epochs:
-        raise ConfigError(f"epochs: the members have already trained {start_epoch} epochs")
-    train_many, eval_many, add = stacked_steps(pure, strategy)
-    replicated = built.steps.replicated
-    batch_sharding = NamedSharding(built.mesh, P(None, "data"))
-    stacked = jax.device_put(_stack(states), replicated)
-    stacked_inputs = jax.device_put(StepInputs(*_stack_inputs(inputs)), replicated)
-    del states
-    writers = _open_members(runs, dirs, built, metas, overwrite=overwrite, resume=resume)
-    bar = tqdm(
-        total=first.epochs * built.steps_per_epoch,
-        initial=step,
-        unit="step",
-        disable=not first.progress,
-        dynamic_ncols=True,
-        desc=f"{k} members",
-    )
-    t_start = time.perf_counter()
-    try:
-        for epoch in range(start_epoch, first.epochs):
-            size = epoch_size(first, epoch)
-            its = [
-                in_memory.Batches(
-                    built.train_arrays,
-                    batch_size=built.local_batch,
-                    train=True,
-                    seed=m.config.seed,
-                    epoch=epoch,
-                )
-                for m in runs
-            ]
-            acc = {
-                "loss_sum": jnp.zeros((k,), jnp.float32),
-                "loss_count": jnp.zeros((k,), jnp.int32),
-                "skipped": jnp.zeros((k,), jnp.int32),
-            }
-            for i in range(built.steps_per_epoch):
-                host = [it.host_batch(i) for it in its]
-                batch = {key: np.stack([b[key] for b in host]) for key in ("image", "mask")}
-                batch = jax.device_put(batch, batch_sharding)
-                try:
-                    stacked, stats = train_many(stacked, batch, step, stacked_inputs, size=size)
-                    if i == 0 and epoch == start_epoch:
-                        jax.block_until_ready(stats)
-                except Exception as e:  # noqa: BLE001 - only memory exhaustion is handled
-                    if i == 0 and epoch == start_epoch and _out_of_memory(e):
-                        raise _TooBig from e
-                    raise
-                acc = add(acc, stats)
-                step += 1
-                bar.update(1)
-            acc = jax.device_get(acc)
-            _raise_if_nonfinite(runs, acc, first)
-            evaluate = (epoch + 1) % first.eval_every == 0 or epoch + 1 == first.epochs
-            summaries = (
-                _evaluate(built, eval_many, stacked, stacked_inputs, size, k) if evaluate else None
-            )
-            seconds = time.perf_counter() - t_start
-            for j, w in enumerate(writers):
-                count = int(acc["loss_count"][j])
-                train_loss = float(acc["loss_sum"][j]) / count if count else float("nan")
-                w.epoch_end(
-                    epoch,
-                    step,
-                    train_loss,
-                    int(acc["skipped"][j]),
-                    seconds,
-                    None if summaries is None else summaries[j],
-                    _member(stacked, j),
-                )
-            if summaries is not None:
-                bar.set_postfix(**reporting.postfix(summaries[0]))
-        bar.close()
-    except BaseException:
-        bar.close()
-        for w in writers:
-            w.close(plots=False)
-        raise
-    return [w.close() for w in writers]
-
-
-def _stack_inputs(inputs: Sequence[StepInputs]) -> tuple[dict[str, jax.Array], jax.Array]:
-    loss = {key: jnp.stack([i.loss[key] for i in inputs]) for key in inputs[0].loss}
-    return loss, jnp.stack([i.seed for i in inputs])
-
-
-def _in_channels(built: Any) -> int:
-    return int(built.train_arrays.images.shape[-1])
-
-
-def _raise_if_nonfinite(runs: list[Member], acc: dict[str, np.ndarray], config: Config) -> None:
-    from dibe_jax.train.loop import NonFiniteError
-
-    if config.nonfinite != "raise":
-        return
-    for m, skipped in zip(runs, acc["skipped"], strict=True):
-        if int(skipped):
-            raise NonFiniteError(
-                f"{m.name}: loss or gradients not finite in {int(skipped)} step(s); those "
-                "updates were not applied. Set nonfinite='skip' to drop such updates instead."
-            )
-
-
-def _evaluate(built, eval_many, stacked, inputs, size, k: int) -> list[dict[str, Any]]:
-    """Every member's evaluation summary (the same batches for all)."""
-
-    totals = jax.device_put(_stack([zero_totals(built.num_outputs)] * k), built.steps.replicated)
-    put = functools.partial(shard_batch, mesh=built.mesh)
-    for batch in in_memory.Batches(
-        built.eval_arrays, batch_size=built.local_batch, train=False, put=put
-    ):
-        totals = eval_many(stacked, batch, totals, inputs, size=size)
-    host = jax.device_get(totals)
-    return [summarize(read_totals(_member(host, j)), built) for j in range(k)]
-
-
-class _MemberWriter:
-    """A member's run folder, written as ``train_and_evaluate`` writes one."""
-
-    def __init__(self, member: Member, run_dir: Path, built: Any, meta, start_step: int) -> None:
-        self.member, self.dir, self.built = member, run_dir, built
-        config = member.config
-        self.elapsed0 = (meta or {}).get("seconds", 0.0)
-        self.ckpt = Checkpoints(run_dir / "checkpoints", keep=config.keep_checkpoints)
-        self.mlog = reporting.MetricsLog(run_dir)
-        self.mlog.truncate_after(start_step)
-
-    def epoch_end(self, epoch, step, train_loss, skipped, seconds, summary, state) -> None:
-        seconds = self.elapsed0 + seconds
-        self.mlog.scalar("train/loss", train_loss, step)
-        iou = None
-        if summary is not None:
-            record = {
-                "epoch": epoch + 1,
-                "step": step,
-                "train_loss": train_loss,
-                **summary,
-                "skipped_steps": skipped,
-                "seconds": round(seconds, 3),
-            }
-            self.mlog.write(record)
-            iou = summary["miou" if self.built.num_outputs > 1 else "iou"]
-        meta = {
-            "epoch": epoch + 1,
-            "loader": None,
-            "pipeline": "device",
-            "step": step,
-            "seconds": seconds,
-            "skipped": skipped,
-        }
-        if epoch_end_save(self.member.config, epoch, evaluated=summary is not None):
-            self.ckpt.save(step, state, meta, iou=iou)
-
-    def close(self, *, plots: bool = True) -> list[dict[str, Any]]:
-        try:
-            self.ckpt.wait()
-        finally:
-            self.ckpt.close()
-        records = self.mlog.read()
-        self.mlog.close()
-        if plots and records:
-            reporting.plot_history(records, self.dir / "plots")
-        return records
-
-
-def _open_members(runs, dirs, built, metas, *, overwrite: bool, resume: bool):
-    """Write each member's ``config.json`` and ``model.json`` (replacing a previous run with
-    ``overwrite``) and open its checkpoints and metrics log."""
-    writers = []
-    info = json.dumps(model_info(built)) + "\n"  # the same model for every member
-    for m, d, (meta, step) in zip(runs, dirs, metas, strict=True):
-        if overwrite and not (resume and meta is not None):
-            for name in existing_outputs(d):
-                path = d / name
-                if path.is_dir():
-                    shutil.rmtree(path)
-                else:
-                    path.unlink()
-        d.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(d / "config.json", m.config.to_json() + "\n")
-        atomic_write_text(d / "model.json", info)
-        writers.append(_MemberWriter(m, d, built, meta, step))
-    return writers
 
 
 def _summary(result: SweepResult, strategy: str, chunk: int, wall: float) -> dict[str, Any]:
