@@ -6,12 +6,14 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import signal
 import sys
 from pathlib import Path
 
 import pytest
 
 from dibe_jax import cli, train
+from dibe_jax.data import in_memory
 from dibe_jax.train import stacked, sweep
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -138,6 +140,71 @@ def test_a_resumed_sweep_extends_its_members_in_smaller_chunks(
     member = copy / "alpha=0.6" / "seed1"
     assert train.evaluate_checkpoint(member, best=False, sources=sources)["epoch"] == 3
     assert json.loads((copy / "sweep.json").read_text())["chunk"] == 1
+
+
+class _SignalAfter:
+    """Stands in for :class:`~dibe_jax.train.launch.Signals`: SIGINT "arrives" once the
+    members have read ``steps`` training batches each."""
+
+    def __init__(self, reads: list, steps: int, members: int) -> None:
+        self.reads, self.after = reads, steps * members
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+    @property
+    def received(self):
+        return signal.SIGINT if len(self.reads) >= self.after else None
+
+
+def _comparable(records: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in records]
+
+
+@pytest.mark.slow  # end to end: trains or converts (make test-slow)
+def test_a_signal_saves_every_member_and_the_resumed_sweep_equals_the_uninterrupted(
+    swept, sources, tmp_path, monkeypatch
+):
+    """SIGINT in the middle of epoch 2 (of 2; 4 steps an epoch): every member saves its
+    state, data position and running loss after the current step, and ``--resume`` ends
+    with the records of the sweep that was never interrupted."""
+    _, whole = swept
+    runs = sweep.members(_config(), {"loss.alpha": [0.3, 0.6]}, [0, 1])
+    reads: list[int] = []
+    real = in_memory.Batches.host_batch
+
+    def counted(self, index):
+        if self.train:
+            reads.append(index)
+        return real(self, index)
+
+    monkeypatch.setattr(in_memory.Batches, "host_batch", counted)
+    monkeypatch.setattr(stacked, "Signals", lambda: _SignalAfter(reads, 6, len(runs)))
+    with pytest.raises(train.Interrupted) as stop:
+        sweep.train_members(runs, tmp_path / "s", sources=sources)
+    assert (stop.value.step, stop.value.epoch, stop.value.workdir) == (6, 1, tmp_path / "s")
+    member = tmp_path / "s" / "alpha=0.6" / "seed1"
+    lines = (member / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["epoch"] for x in lines] == [1]  # epoch 2 was not finished
+    monkeypatch.undo()
+    again = sweep.train_members(runs, tmp_path / "s", sources=sources, resume=True)
+    for before, after in zip(whole.records, again.records, strict=True):
+        assert _comparable(after) == _comparable(before)
+
+
+def test_an_interrupted_sweep_says_how_to_resume_it(monkeypatch, tmp_path, capsys):
+    def interrupted(runs, workdir, **kwargs):
+        raise train.Interrupted(signal.SIGINT, 7, 1, Path(workdir), resume="unused")
+
+    monkeypatch.setattr(sweep, "train_members", interrupted)
+    wd = str(tmp_path / "s")
+    rc = cli.main(["sweep", "--workdir", wd, "--sweep", "loss.alpha=0.3,0.5", "--overwrite"])
+    err = capsys.readouterr().err
+    assert rc == 130 and "step 7" in err
+    assert f"resume with: dibe-jax sweep --workdir {wd} --sweep loss.alpha=0.3,0.5 --resume" in err
 
 
 @pytest.mark.parametrize(

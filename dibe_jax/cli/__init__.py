@@ -93,8 +93,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     raises them instead); an interrupted training returns 130 (SIGINT) or 143 (SIGTERM)
     after saving; any other exception is a bug: its traceback, a line saying so, status 1.
     """
-    argv = _config_dot_flags(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
+    given = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(_config_dot_flags(given))
+    args.argv = given  # the command as typed, for the line that says how to resume it
     _setup_logging()
     from dibe_jax.errors import UserError
     from dibe_jax.train import compile_cache
@@ -110,7 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.func(args)
     except Interrupted as e:
         print(f"dibe-jax: interrupted by {e}", file=sys.stderr)
-        print(f"resume with: dibe-jax train --workdir {e.workdir} --resume", file=sys.stderr)
+        print(f"resume with: {e.resume}", file=sys.stderr)
         return 128 + int(e.signum)
     except KeyboardInterrupt:
         if args.debug:

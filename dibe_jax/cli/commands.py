@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 from pathlib import Path
 
 from dibe_jax.cli.options import config_from_args, maybe_distributed
@@ -194,21 +195,24 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     if args.seed is not None:
         raise train.ConfigError("--seed: a sweep takes its seeds from --seeds")
-    if args.config and args.resume:
-        raise train.ConfigError("--config: not with --resume (each member keeps its config)")
     config = config_from_args(args)
     members = sweep.members(config, sweep.parse_sweep(args.sweep), args.seeds)
     workdir = Path(args.workdir)
     print(f"sweep: {len(members)} members ({len(args.seeds)} seed(s) each) in {workdir}")
-    result = sweep.train_members(
-        members,
-        workdir,
-        overwrite=args.overwrite,
-        resume=args.resume,
-        strategy=args.strategy,
-        chunk=args.sweep_chunk,
-        log=print,
-    )
+    try:
+        result = sweep.train_members(
+            members,
+            workdir,
+            overwrite=args.overwrite,
+            resume=args.resume,
+            strategy=args.strategy,
+            chunk=args.sweep_chunk,
+            log=print,
+        )
+    except train.Interrupted as e:  # every member saved: the same command continues them
+        again = [a for a in args.argv if a not in ("--overwrite", "--resume")]
+        e.resume = shlex.join(["dibe-jax", *again, "--resume"])
+        raise
     keys = ("miou", "macro_oii") if "miou" in (result.records[0] or [{}])[-1] else ("iou", "oii")
     print(f"\n| setting | seeds | {keys[0]} (last 3) | {keys[1]} (last 3) |\n|---|---|---|---|")
     for name in dict.fromkeys(m.setting for m in result.members):

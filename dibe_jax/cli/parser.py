@@ -229,7 +229,8 @@ def _add_sweep(add: _Add) -> None:
         "--resume work on it) and WORKDIR/sweep.json summarises the settings by the mean of "
         "the last 3 evaluations of every seed. Only real-valued loss hyperparameters and the "
         "optimiser's numbers (optim.lr, optim.momentum, optim.grad_clip) may be swept (the "
-        "members share one program).",
+        "members share one program). Ctrl-C (SIGINT) or SIGTERM saves every member after the "
+        "current step; the same command with --resume continues them.",
     )
     add_train_options(p)
     p.add_argument(

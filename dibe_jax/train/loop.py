@@ -89,15 +89,19 @@ class Interrupted(Exception):  # noqa: N818 - it is the event, not an error
       signum: the signal (``signal.SIGINT`` or ``signal.SIGTERM``).
       step, epoch: where the saved checkpoint continues from (``epoch`` is the epoch in
         progress, 0-based, or the number of finished epochs at an epoch end).
-      workdir: the run.
+      workdir: the run (of a sweep: the sweep's folder, a checkpoint in each member's).
+      resume: the command that continues it.
     """
 
-    def __init__(self, signum: int, step: int, epoch: int, workdir: Path) -> None:
+    def __init__(
+        self, signum: int, step: int, epoch: int, workdir: Path, resume: str | None = None
+    ) -> None:
         self.signum, self.step, self.epoch, self.workdir = signum, step, epoch, workdir
+        self.resume = resume or f"dibe-jax train --workdir {workdir} --resume"
         name = signal.Signals(signum).name
+        where = workdir / "checkpoints" if resume is None else f"every member's folder in {workdir}"
         super().__init__(
-            f"{name}: saved a checkpoint at step {step} (epoch {epoch + 1}) "
-            f"in {workdir / 'checkpoints'}"
+            f"{name}: saved a checkpoint at step {step} (epoch {epoch + 1}) in {where}"
         )
 
 

@@ -12,8 +12,10 @@ and splits them into chunks.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
+import os
 import shutil
 import time
 from collections.abc import Sequence
@@ -33,8 +35,8 @@ from dibe_jax.train.batches import epoch_size
 from dibe_jax.train.checkpoints import Checkpoints
 from dibe_jax.train.config import Config, ConfigError
 from dibe_jax.train.evaluate import summarize
-from dibe_jax.train.launch import model_info
-from dibe_jax.train.loop import epoch_end_save
+from dibe_jax.train.launch import Signals, model_info
+from dibe_jax.train.loop import Interrupted, epoch_end_save
 from dibe_jax.train.state import loss_steps, make_state
 from dibe_jax.train.step import StepInputs, read_totals, shard_batch, stacked_steps, zero_totals
 from dibe_jax.train.workdir import existing_outputs
@@ -85,7 +87,8 @@ def train_chunk(
 
     first = runs[0].config
     states, inputs, metas, pure = _restore_members(runs, dirs, built, resume=resume)
-    start_epoch, step = _start(metas, first.epochs)
+    start = _start(metas, first.epochs, len(runs))
+    step = start.step
     train_many, eval_many, add = stacked_steps(pure, strategy)
     replicated = built.steps.replicated
     stacked = jax.device_put(_stack(states), replicated)
@@ -102,29 +105,44 @@ def train_chunk(
     )
     t_start = time.perf_counter()
     try:
-        for epoch in range(start_epoch, first.epochs):
-            size = epoch_size(first, epoch)
-            stacked, acc = _train_epoch(
-                runs, built, train_many, add, stacked, stacked_inputs, epoch, step, size, bar,
-                first_of_chunk=epoch == start_epoch,
-            )  # fmt: skip
-            step += built.steps_per_epoch
-            _raise_if_nonfinite(runs, acc, first)
-            evaluate = (epoch + 1) % first.eval_every == 0 or epoch + 1 == first.epochs
-            summaries = (
-                _evaluate(built, eval_many, stacked, stacked_inputs, size, len(runs))
-                if evaluate
-                else None
-            )
-            seconds = time.perf_counter() - t_start
-            for j, w in enumerate(writers):
-                count = int(acc["loss_count"][j])
-                train_loss = float(acc["loss_sum"][j]) / count if count else float("nan")
-                summary = None if summaries is None else summaries[j]
-                skipped = int(acc["skipped"][j])
-                w.epoch_end(epoch, step, train_loss, skipped, seconds, summary, _member(stacked, j))
-            if summaries is not None:
-                bar.set_postfix(**reporting.postfix(summaries[0]))
+        with Signals() as signals:
+            for epoch in range(start.epoch, first.epochs):
+                size = epoch_size(first, epoch)
+                resumed = epoch == start.epoch
+                begin = start.batch if resumed else 0
+                stacked, acc, end = _train_epoch(
+                    runs, built, train_many, add, stacked, stacked_inputs, epoch, step, size, bar,
+                    begin=begin, sums=start.sums if resumed else None, signals=signals,
+                    first_of_chunk=resumed,
+                )  # fmt: skip
+                step += end - begin
+                _raise_if_nonfinite(runs, acc, first)
+                seconds = time.perf_counter() - t_start
+                if signals.received and end < built.steps_per_epoch:  # save where it stopped
+                    position = json.dumps({"in_memory_batch": end})
+                    for j, w in enumerate(writers):
+                        w.save_position(epoch, step, position, acc, j, seconds, _member(stacked, j))
+                    raise _interrupted(signals.received, step, epoch, dirs)
+                evaluate = (epoch + 1) % first.eval_every == 0 or epoch + 1 == first.epochs
+                summaries = (
+                    _evaluate(built, eval_many, stacked, stacked_inputs, size, len(runs))
+                    if evaluate
+                    else None
+                )
+                for j, w in enumerate(writers):
+                    count = int(acc["loss_count"][j])
+                    train_loss = float(acc["loss_sum"][j]) / count if count else float("nan")
+                    summary = None if summaries is None else summaries[j]
+                    skipped = int(acc["skipped"][j])
+                    state = _member(stacked, j)
+                    w.epoch_end(
+                        epoch, step, train_loss, skipped, seconds, summary, state,
+                        save=bool(signals.received),
+                    )  # fmt: skip
+                if summaries is not None:
+                    bar.set_postfix(**reporting.postfix(summaries[0]))
+                if signals.received:
+                    raise _interrupted(signals.received, step, epoch + 1, dirs)
         bar.close()
     except BaseException:
         bar.close()
@@ -132,6 +150,14 @@ def train_chunk(
             w.close(plots=False)
         raise
     return [w.close() for w in writers]
+
+
+def _interrupted(signum: int, step: int, epoch: int, dirs: Sequence[Path]) -> Interrupted:
+    """The signal that stopped a chunk, after every member saved a checkpoint."""
+    workdir = Path(os.path.commonpath([str(d) for d in dirs]))
+    if len(dirs) == 1:  # the sweep's folder holds the setting's folder, then the seed's
+        workdir = workdir.parent.parent
+    return Interrupted(signum, step, epoch, workdir, resume="the same sweep with --resume")
 
 
 def _restore_members(runs, dirs, built, *, resume: bool):
@@ -159,27 +185,59 @@ def _restore_members(runs, dirs, built, *, resume: bool):
     return states, inputs, metas, pure
 
 
-def _start(metas, epochs: int) -> tuple[int, int]:
-    """The epoch and step the chunk starts from: every member's checkpoint at one epoch end."""
-    done = {(meta or {}).get("epoch", 0) for meta, _ in metas}
-    loaders = {(meta or {}).get("loader") for meta, _ in metas}
-    if len(done) > 1 or loaders != {None}:
+@dataclasses.dataclass(frozen=True)
+class _Start:
+    """Where a chunk continues: ``epoch`` (0-based) at its batch ``batch`` (0 at an epoch
+    end), after ``step`` steps, with each member's running sums of that epoch."""
+
+    epoch: int
+    step: int
+    batch: int
+    sums: dict[str, np.ndarray]
+
+
+def _start(metas, epochs: int, k: int) -> _Start:
+    """Where the chunk starts: every member's checkpoint at one position (an epoch end, or
+    the same batch of an epoch that a signal interrupted)."""
+    positions = {((m or {}).get("epoch", 0), step, (m or {}).get("loader")) for m, step in metas}
+    if len(positions) > 1:
         raise ConfigError(
-            "--resume: the members' latest checkpoints are not at one epoch end; resume them "
+            "--resume: the members' latest checkpoints are not at one position; resume them "
             "one by one with `dibe-jax train --resume --workdir MEMBER`"
         )
-    start_epoch = done.pop()
-    if start_epoch > epochs:
-        raise ConfigError(f"epochs: the members have already trained {start_epoch} epochs")
-    return start_epoch, metas[0][1]
+    epoch, step, loader = positions.pop()
+    batch = 0
+    if loader is not None:
+        try:
+            batch = json.loads(loader)["in_memory_batch"]
+        except (ValueError, KeyError, TypeError):
+            raise ConfigError(
+                "--resume: the members' checkpoints continue a grain loader; resume them one "
+                "by one with `dibe-jax train --resume --workdir MEMBER`"
+            ) from None
+    if epoch > epochs or (loader is not None and epoch >= epochs):
+        raise ConfigError(f"epochs: the members have already trained {epoch} epochs")
+
+    def running(key: str, dtype) -> np.ndarray:
+        values = [(m or {}).get(key, 0) if loader is not None else 0 for m, _ in metas]
+        return np.asarray(values, dtype).reshape(k)
+
+    sums = {
+        "loss_sum": running("loss_sum", np.float32),
+        "loss_count": running("loss_count", np.int32),
+        "skipped": running("skipped", np.int32),
+    }
+    return _Start(epoch, step, batch, sums)
 
 
 def _train_epoch(
     runs, built, train_many, add, stacked, stacked_inputs, epoch, step, size, bar, *,
-    first_of_chunk: bool,
+    begin: int, sums: dict[str, np.ndarray] | None, signals: Signals, first_of_chunk: bool,
 ):  # fmt: skip
-    """One epoch of every member (each on its own seed's batch order); returns the stacked
-    state and the members' loss sums, counts and skipped steps, on the host."""
+    """Epoch ``epoch`` of every member (each on its own seed's batch order) from its batch
+    ``begin`` (``sums``: the members' running sums up to there) until its end or a signal:
+    the stacked state, the members' loss sums, counts and skipped steps on the host, and the
+    index of the first batch not trained."""
     k = len(runs)
     batch_sharding = NamedSharding(built.mesh, P(None, "data"))
     its = [
@@ -192,26 +250,32 @@ def _train_epoch(
         )
         for m in runs
     ]
-    acc = {
-        "loss_sum": jnp.zeros((k,), jnp.float32),
-        "loss_count": jnp.zeros((k,), jnp.int32),
-        "skipped": jnp.zeros((k,), jnp.int32),
-    }
-    for i in range(built.steps_per_epoch):
+    if sums is None:
+        sums = {
+            "loss_sum": np.zeros((k,), np.float32),
+            "loss_count": np.zeros((k,), np.int32),
+            "skipped": np.zeros((k,), np.int32),
+        }
+    acc = {key: jnp.asarray(value) for key, value in sums.items()}
+    end = begin
+    for i in range(begin, built.steps_per_epoch):
         host = [it.host_batch(i) for it in its]
         batch = {key: np.stack([b[key] for b in host]) for key in ("image", "mask")}
         batch = jax.device_put(batch, batch_sharding)
         try:
-            stacked, stats = train_many(stacked, batch, step + i, stacked_inputs, size=size)
-            if i == 0 and first_of_chunk:
+            stacked, stats = train_many(stacked, batch, step + i - begin, stacked_inputs, size=size)
+            if i == begin and first_of_chunk:
                 jax.block_until_ready(stats)
         except Exception as e:  # noqa: BLE001 - only memory exhaustion is handled
-            if i == 0 and first_of_chunk and _out_of_memory(e):
+            if i == begin and first_of_chunk and _out_of_memory(e):
                 raise ChunkTooBig from e
             raise
         acc = add(acc, stats)
         bar.update(1)
-    return stacked, jax.device_get(acc)
+        end = i + 1
+        if signals.received:
+            break
+    return stacked, jax.device_get(acc), end
 
 
 def _stack(trees: Sequence[Any]) -> Any:
@@ -273,7 +337,23 @@ class _MemberWriter:
         self.mlog = reporting.MetricsLog(run_dir)
         self.mlog.truncate_after(start_step)
 
-    def epoch_end(self, epoch, step, train_loss, skipped, seconds, summary, state) -> None:
+    def save_position(self, epoch, step, position, acc, j, seconds, state) -> None:
+        """A checkpoint inside epoch ``epoch`` (0-based), at the data ``position``."""
+        meta = {
+            "epoch": epoch,
+            "loader": position,
+            "pipeline": "device",
+            "step": step,
+            "seconds": self.elapsed0 + seconds,
+            "skipped": int(acc["skipped"][j]),
+            "loss_sum": float(acc["loss_sum"][j]),
+            "loss_count": int(acc["loss_count"][j]),
+        }
+        self.ckpt.save(step, state, meta)
+
+    def epoch_end(
+        self, epoch, step, train_loss, skipped, seconds, summary, state, *, save: bool = False
+    ) -> None:
         seconds = self.elapsed0 + seconds
         self.mlog.scalar("train/loss", train_loss, step)
         iou = None
@@ -296,7 +376,7 @@ class _MemberWriter:
             "seconds": seconds,
             "skipped": skipped,
         }
-        if epoch_end_save(self.member.config, epoch, evaluated=summary is not None):
+        if save or epoch_end_save(self.member.config, epoch, evaluated=summary is not None):
             self.ckpt.save(step, state, meta, iou=iou)
 
     def close(self, *, plots: bool = True) -> list[dict[str, Any]]:
