@@ -7,8 +7,10 @@ seed), the time of one training step of all K, steady state (after compilation),
   each member one after another: what K separate runs in one process cost;
 * **vmap**: one program over the stacked members (``stacked_steps(..., "vmap")``: XLA turns
   the members' convolutions into grouped convolutions);
-* **map**: one program with ``jax.lax.map`` over the members (each member's convolutions as
-  in a single run, without a dispatch per member).
+* **map**: one program with ``jax.lax.map`` over the members (each member's convolutions in
+  the body of a loop, without a dispatch per member);
+* **loop**: one call per member of a program that steps that member's slot of the stacked
+  state in place (``stacked_steps(..., "loop")``: the single run's step, compiled once).
 
 The step is the one ``dibe-jax train`` runs: U-Net, DIBE loss, SGD with momentum, ``uint8``
 batches augmented on the device. Modes: ``--mode cpu`` (U-Net width 4, 32², batch 4,
@@ -17,6 +19,8 @@ setting). The ``auto`` strategy of :data:`dibe_jax.train.sweep.AUTO_STRATEGY` fo
 tables.
 
     python -m benchmarks.sweep --mode cpu --out benchmarks/results/sweep_cpu.md
+    python -m benchmarks.sweep --mode cpu --width 8 --size 96 --batch 16 --members 2 \
+        --rounds 3 --num-stages 4 --out benchmarks/results/sweep_cpu_demo.md  # make demo's
     python3 -m benchmarks.sweep --mode gpu --out benchmarks/results/sweep_gpu.md  # make bench-gpu
 
 It is also the ``sweep`` section of ``make bench-gpu`` (``benchmarks/gpu.py``).
@@ -85,7 +89,7 @@ def measure(
     vmap_max: int = 8,
     num_stages: int = 4,
 ) -> dict[str, float]:
-    """Seconds per step of all ``k`` members: separate, vmap (``k <= vmap_max``), map."""
+    """Seconds per step of all ``k`` members: separate, vmap (``k <= vmap_max``), map, loop."""
     from dibe_jax import losses
     from dibe_jax.data.augment import AugmentConfig
     from dibe_jax.data.device_augment import DevicePreprocess
@@ -147,9 +151,15 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--out", type=Path, help="write the Markdown table here")
     parser.add_argument("--vmap-max", type=int, help="the largest K to run vmapped")
     parser.add_argument("--num-stages", type=int, default=4, help="U-Net pooling stages")
+    parser.add_argument("--width", type=int, help="U-Net width (default: the mode's)")
+    parser.add_argument("--size", type=int, help="image side in pixels (default: the mode's)")
+    parser.add_argument("--batch", type=int, help="batch per member (default: the mode's)")
     args = parser.parse_args(argv)
     mode = args.mode or ("gpu" if jax_on_gpu() else "cpu")
     m = dict(MODES[mode])
+    m.update(
+        {k: v for k, v in (("width", args.width), ("size", args.size), ("batch", args.batch)) if v}
+    )
     members = tuple(args.members or m["members"])
     rounds = args.rounds or m["rounds"]
     vmap_max = args.vmap_max or m["vmap_max"]
@@ -161,14 +171,16 @@ def main(argv: list[str] | None = None) -> str:
         "with momentum, uint8 batches augmented on the device; milliseconds per training "
         f"step of all K members (median of {rounds} steps after compilation). separate: the "
         "single run's jitted step once per member; vmap / map: one program over the stacked "
-        "members (`dibe_jax.train.step.stacked_steps`). Speed-up: separate / that. "
+        "members, loop: one program per member stepping its slot of the stacked state "
+        "(`dibe_jax.train.step.stacked_steps`). Speed-up: separate / that. "
         f"vmap runs up to K = {vmap_max} (a larger vmapped program compiles for minutes on "
         "a GPU and runs slower than the others already at K = 2).",
         "",
         f"{jax_side()}. {host_line()}.",
         "",
-        "| K | separate (ms) | vmap (ms) | map (ms) | vmap speed-up | map speed-up | faster |",
-        "|---|---|---|---|---|---|---|",
+        "| K | separate (ms) | vmap (ms) | map (ms) | loop (ms) | vmap speed-up | map speed-up "
+        "| loop speed-up | fastest |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for k in members:
         t = measure(
@@ -185,7 +197,8 @@ def main(argv: list[str] | None = None) -> str:
         vmap_x = f"{t['separate'] / t['vmap']:.2f}x" if "vmap" in t else "—"
         lines.append(
             f"| {k} | {t['separate'] * 1e3:.1f} | {vmap_ms} | {t['map'] * 1e3:.1f} | "
-            f"{vmap_x} | {t['separate'] / t['map']:.2f}x | {best} |"
+            f"{t['loop'] * 1e3:.1f} | {vmap_x} | {t['separate'] / t['map']:.2f}x | "
+            f"{t['separate'] / t['loop']:.2f}x | {best} |"
         )
         print(lines[-1], flush=True)
         if args.out is not None:  # the rows so far, in case a later K runs out of time

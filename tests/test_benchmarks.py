@@ -94,8 +94,9 @@ def test_bench_gpu_tiny_mode_runs_and_says_so(tiny_run):
     sweep = (out / "sweep_cpu_tiny.md").read_text()  # the sweep section (benchmarks/sweep.py)
     row = next(line for line in sweep.splitlines() if line.startswith("| 2 |"))
     cells = [c.strip() for c in row.strip("|").split("|")]
-    assert all(float(c) > 0 for c in cells[1:4])  # separate, vmap, map (ms)
-    assert re.fullmatch(r"[\d.]+x", cells[4]) and cells[6] in ("vmap", "map", "separate")
+    assert all(float(c) > 0 for c in cells[1:5])  # separate, vmap, map, loop (ms)
+    assert all(re.fullmatch(r"[\d.]+x", c) for c in cells[5:8])
+    assert cells[8] in ("vmap", "map", "loop", "separate")
     assert after == before  # nothing written into benchmarks/results
     for name in TABLES:
         text = (out / f"{name}_cpu_tiny.md").read_text()

@@ -10,6 +10,9 @@ import signal
 import sys
 from pathlib import Path
 
+import jax
+import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from dibe_jax import cli, train
@@ -132,7 +135,8 @@ def test_a_resumed_sweep_extends_its_members_in_smaller_chunks(
     assert "sweep: 2 members do not fit the device memory together; training in chunks of 1" in (
         lines
     )
-    assert "sweep: trained members 4-4 of 4 (chunks of 1, strategy map)" in lines
+    auto = sweep.AUTO_STRATEGY[jax.default_backend()]
+    assert f"sweep: trained members 4-4 of 4 (chunks of 1, strategy {auto})" in lines
     for before, after in zip(result.records, again.records, strict=True):
         assert [r["epoch"] for r in after] == [1, 2, 3]
         assert after[:2] == before  # the finished epochs are kept as they were
@@ -140,6 +144,58 @@ def test_a_resumed_sweep_extends_its_members_in_smaller_chunks(
     member = copy / "alpha=0.6" / "seed1"
     assert train.evaluate_checkpoint(member, best=False, sources=sources)["epoch"] == 3
     assert json.loads((copy / "sweep.json").read_text())["chunk"] == 1
+
+
+def _host(tree) -> list[np.ndarray]:
+    """The leaves as NumPy arrays (random keys as their key data)."""
+    keys = jax.dtypes.prng_key
+    return [
+        np.asarray(jax.random.key_data(x) if jnp.issubdtype(x.dtype, keys) else x)
+        for x in jax.tree.leaves(tree)
+    ]
+
+
+def test_every_strategy_steps_each_member_as_its_separate_run():
+    """One training step of 2 members (own parameters, alpha and augmentation seed) with each
+    strategy against the single run's step of each, to float32 rounding (XLA may order a
+    sum differently in another program)."""
+    from dibe_jax import losses
+    from dibe_jax.data.augment import AugmentConfig
+    from dibe_jax.data.device_augment import DevicePreprocess
+    from dibe_jax.train import step
+
+    mesh = train.make_mesh(jax.devices()[:1])
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (2, 4, 32, 32, 3), dtype=np.uint8)
+    masks = (rng.random((2, 4, 32, 32, 1)) < 0.05).astype(np.uint8)
+    states, members = [], []
+    for j, alpha in enumerate((0.3, 0.6)):
+        config = tiny_config(seed=j, **{"loss.name": "tversky"})
+        tg, eg, state = train.make_state(config, in_channels=3)
+        prep = DevicePreprocess(augment=AugmentConfig(), seed=j)
+        tversky = losses.get("tversky")
+        members.append(step.make_steps(tg, eg, tversky, {"alpha": alpha}, mesh, preprocess=prep))
+        states.append(state)
+    copy = lambda tree: jax.tree.map(jnp.array, tree)  # noqa: E731 - the steps donate states
+    separate = [
+        m.train(copy(s), {"image": images[j], "mask": masks[j]}, 3)
+        for j, (m, s) in enumerate(zip(members, states, strict=True))
+    ]
+    inputs = step.StepInputs(
+        {key: jnp.stack([m.inputs.loss[key] for m in members]) for key in members[0].inputs.loss},
+        jnp.stack([m.inputs.seed for m in members]),
+    )
+    batches = {"image": jnp.asarray(images), "mask": jnp.asarray(masks)}
+    for strategy in step.STRATEGIES:
+        train_many = step.stacked_steps(members[0].pure, strategy)[0]
+        stacked_states = jax.tree.map(lambda *xs: jnp.stack(xs), *map(copy, states))
+        together, stats = train_many(stacked_states, batches, 3, inputs)
+        for j, (alone, alone_stats) in enumerate(separate):
+            mine = jax.tree.map(lambda x, j=j: x[j], together)
+            pairs = zip(_host(mine), _host(alone), strict=True)
+            assert float(stats["loss"][j]) == pytest.approx(float(alone_stats["loss"]), 1e-5)
+            for a, b in pairs:
+                np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6, err_msg=strategy)
 
 
 class _SignalAfter:

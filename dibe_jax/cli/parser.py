@@ -224,7 +224,7 @@ def _add_sweep(add: _Add) -> None:
         "sweep",
         help="train loss hyperparameters, learning rates x seeds in one compiled program",
         description="Train every combination of the --sweep values with every seed as the "
-        "members of one jitted program (stacked states; --strategy vmap or lax.map); each "
+        "members of one compiled program (stacked states; --strategy); each "
         "member is a normal run folder WORKDIR/<value>/seed<k> (eval, predict and train "
         "--resume work on it) and WORKDIR/sweep.json summarises the settings by the mean of "
         "the last 3 evaluations of every seed. Only real-valued loss hyperparameters and the "
@@ -247,9 +247,10 @@ def _add_sweep(add: _Add) -> None:
     p.add_argument(
         "--strategy",
         default="auto",
-        choices=["auto", "vmap", "map"],
-        help="members as one vmapped program or a lax.map over them (default: the faster on "
-        "this platform, as benchmarks/sweep.py measured)",
+        choices=["auto", "vmap", "map", "loop"],
+        help="members as one vmapped program, a lax.map over them, or one call per member of "
+        "a program that steps its slot (default: the fastest on this platform, as "
+        "benchmarks/sweep.py measured: loop on a CPU, map on a GPU)",
     )
     p.add_argument(
         "--sweep-chunk", type=int, help="at most this many members per program (default all)"

@@ -1,19 +1,21 @@
-"""K runs in one compiled program: a sweep over loss hyperparameters, optimiser numbers and
-seeds.
+"""K runs compiled once: a sweep over loss hyperparameters, optimiser numbers and seeds.
 
 The members of a sweep share the model, the data, the batch size and the image size, and
 differ only in what is an input of the compiled step (:class:`~dibe_jax.train.step.StepInputs`:
 the loss's real-valued hyperparameters and the augmentation seed) and in their state (the
 parameters drawn from their own seed, BatchNorm statistics, dropout RNG state, and the
 optimiser state with its learning rate, momentum and schedule numbers).
-Their states are stacked along a leading axis ``[K]`` and one jitted program trains them all:
+Their states are stacked along a leading axis ``[K]`` and one compiled program trains them all:
 
 * ``"vmap"``: :func:`jax.vmap` of the run's own train step over the stacked states, batches
   and inputs (XLA batches the members' convolutions into grouped ones);
 * ``"map"``: :func:`jax.lax.map` over the members inside one program (each member's
-  convolutions as in a single run, one after another, without a dispatch per member).
+  convolutions in the body of a loop, one member after another, without a dispatch per
+  member);
+* ``"loop"``: one call per member of a program that steps that member's slot of the stacked
+  state in place (the single run's step, compiled once for every member).
 
-Which is faster depends on the device (``benchmarks/sweep.py`` measures both); ``"auto"``
+Which is fastest depends on the device (``benchmarks/sweep.py`` measures all three); ``"auto"``
 takes :data:`AUTO_STRATEGY` of the platform.
 
 Every member draws its own data order (:class:`~dibe_jax.data.in_memory.Batches` of its seed),
@@ -64,12 +66,13 @@ __all__ = [
 #: The strategy ``"auto"`` picks per platform, as ``benchmarks/sweep.py`` measured it. GPU
 #: (``benchmarks/results/gpu_2026-12-04_library/sweep_gpu.md``, one H200, U-Net width 64,
 #: 160², batch 32): ``"vmap"`` runs K = 2 and 4 members 3× slower than K separate runs (XLA
-#: turns the members' convolutions into grouped convolutions), ``"map"`` within 4 % of them.
-#: CPU (``benchmarks/results/sweep_cpu.md``): ``"map"`` the faster too. TPU: not measured;
-#: ``"map"`` runs each member's convolutions as a single run does, so it never falls far
-#: behind K separate runs.
-AUTO_STRATEGY = {"cpu": "map", "gpu": "map", "tpu": "map"}
-STRATEGIES = ("auto", "vmap", "map")
+#: turns the members' convolutions into grouped convolutions), ``"map"`` within 4 % of them
+#: (``"loop"`` not measured there yet). CPU (``benchmarks/results/sweep_cpu_demo.md``, the
+#: demo's U-Net width 8 at 96², batch 16, K = 2): ``"map"`` 14× and ``"vmap"`` 4× slower
+#: than separate runs, ``"loop"`` as fast as they are. TPU: not measured; ``"map"`` runs each
+#: member's convolutions as a single run does, so it never falls far behind K separate runs.
+AUTO_STRATEGY = {"cpu": "loop", "gpu": "map", "tpu": "map"}
+STRATEGIES = ("auto", "vmap", "map", "loop")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -239,7 +242,7 @@ def train_members(
         :func:`~dibe_jax.train.train_and_evaluate`.
       overwrite: replace previous runs in the members' folders.
       resume: continue members from their latest checkpoints (all at the same epoch end).
-      strategy: ``"vmap"``, ``"map"`` or ``"auto"`` (see the module docstring).
+      strategy: ``"vmap"``, ``"map"``, ``"loop"`` or ``"auto"`` (see the module docstring).
       chunk: at most this many members per program (default: all; fewer when they do not
         fit the device memory).
       log: called with progress lines (chunks, one line per member at the end).
