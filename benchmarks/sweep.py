@@ -93,7 +93,7 @@ def measure(
     from dibe_jax import losses
     from dibe_jax.data.augment import AugmentConfig
     from dibe_jax.data.device_augment import DevicePreprocess
-    from dibe_jax.train import step
+    from dibe_jax.train import member_steps, step
 
     mesh = step.make_mesh(jax.devices()[:1])
     rng = np.random.default_rng(0)
@@ -127,10 +127,10 @@ def measure(
         {key: jnp.stack([m[0].inputs.loss[key] for m in members]) for key in ("alpha", "beta")},
         jnp.stack([m[0].inputs.seed for m in members]),
     )
-    for strategy in step.STRATEGIES:
+    for strategy in member_steps.STRATEGIES:
         if strategy == "vmap" and k > vmap_max:
             continue
-        train_many = step.stacked_steps(pure, strategy)[0]
+        train_many = member_steps.stacked_steps(pure, strategy)[0]
         states = [_state(width, j, num_stages)[2] for j in range(k)]
         box = [jax.tree.map(lambda *xs: jnp.stack(xs), *states)]
 
@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> str:
         f"step of all K members (median of {rounds} steps after compilation). separate: the "
         "single run's jitted step once per member; vmap / map: one program over the stacked "
         "members, loop: one program per member stepping its slot of the stacked state "
-        "(`dibe_jax.train.step.stacked_steps`). Speed-up: separate / that. "
+        "(`dibe_jax.train.member_steps.stacked_steps`). Speed-up: separate / that. "
         f"vmap runs up to K = {vmap_max} (a larger vmapped program compiles for minutes on "
         "a GPU and runs slower than the others already at K = 2).",
         "",

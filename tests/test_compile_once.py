@@ -16,7 +16,7 @@ import pytest
 from dibe_jax import losses, train, tuning
 from dibe_jax.data import device_augment as dev
 from dibe_jax.data.augment import AugmentConfig
-from dibe_jax.train import runs, step, sweep
+from dibe_jax.train import member_steps, runs, step, sweep
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _train_script import make_examples, tiny_config  # noqa: E402
@@ -54,7 +54,7 @@ def test_a_search_of_3_values_and_2_seeds_compiles_each_step_once(
     jax.clear_caches()
     step._STEPS.clear()
     step._JITTED.clear()
-    step.stacked_steps.cache_clear()
+    member_steps.stacked_steps.cache_clear()
     sources = {"train": make_examples(8, 0), "validation": make_examples(4, 1)}
     base = tiny_config(epochs=1, batch_size=4, **{"loss.name": "tversky", "data.augment": True})
     trained = []

@@ -162,7 +162,7 @@ def test_every_strategy_steps_each_member_as_its_separate_run():
     from dibe_jax import losses
     from dibe_jax.data.augment import AugmentConfig
     from dibe_jax.data.device_augment import DevicePreprocess
-    from dibe_jax.train import step
+    from dibe_jax.train import member_steps, step
 
     mesh = train.make_mesh(jax.devices()[:1])
     rng = np.random.default_rng(0)
@@ -186,8 +186,8 @@ def test_every_strategy_steps_each_member_as_its_separate_run():
         jnp.stack([m.inputs.seed for m in members]),
     )
     batches = {"image": jnp.asarray(images), "mask": jnp.asarray(masks)}
-    for strategy in step.STRATEGIES:
-        train_many = step.stacked_steps(members[0].pure, strategy)[0]
+    for strategy in member_steps.STRATEGIES:
+        train_many = member_steps.stacked_steps(members[0].pure, strategy)[0]
         stacked_states = jax.tree.map(lambda *xs: jnp.stack(xs), *map(copy, states))
         together, stats = train_many(stacked_states, batches, 3, inputs)
         for j, (alone, alone_stats) in enumerate(separate):

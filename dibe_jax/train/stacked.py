@@ -2,7 +2,7 @@
 
 :func:`train_chunk` stacks the members' states along a leading axis ``[K]`` (each restored
 from its own latest checkpoint with ``resume``), trains them epoch by epoch with the stacked
-step of :func:`~dibe_jax.train.step.stacked_steps` (every member on its own seed's batches),
+step of :func:`~dibe_jax.train.member_steps.stacked_steps` (every member on its own seed's batches),
 evaluates them on the same validation batches, and writes each member's run folder as
 :func:`~dibe_jax.train.train_and_evaluate` writes one (``config.json``, ``model.json``,
 ``metrics.jsonl``, checkpoints at the epoch ends that ``checkpoint_every_epochs`` asks for,
@@ -37,8 +37,9 @@ from dibe_jax.train.config import Config, ConfigError
 from dibe_jax.train.evaluate import summarize
 from dibe_jax.train.launch import Signals, model_info
 from dibe_jax.train.loop import Interrupted, epoch_end_save
+from dibe_jax.train.member_steps import stacked_steps
 from dibe_jax.train.state import loss_steps, make_state
-from dibe_jax.train.step import StepInputs, read_totals, shard_batch, stacked_steps, zero_totals
+from dibe_jax.train.step import StepInputs, read_totals, shard_batch, zero_totals
 from dibe_jax.train.workdir import existing_outputs
 
 __all__ = ["ChunkTooBig", "Run", "train_chunk"]
@@ -71,7 +72,8 @@ def train_chunk(
       runs: the chunk's members, all of one program (``built``'s).
       dirs: their run folders, in the same order.
       built: the sweep's :class:`~dibe_jax.train.built.Built` (data on the device path).
-      strategy: ``"vmap"`` or ``"map"`` (:func:`~dibe_jax.train.step.stacked_steps`).
+      strategy: ``"vmap"``, ``"map"`` or ``"loop"``
+        (:func:`~dibe_jax.train.member_steps.stacked_steps`).
       overwrite: replace a previous run in a member's folder.
       resume: continue every member from its latest checkpoint (all at one epoch end).
 

@@ -29,8 +29,8 @@ the loss's real-valued hyperparameters (a dict of ``float32`` scalars) and the
 augmentation seed travel as :class:`StepInputs`, so any number of α values and seeds in one
 process compile each step once per input shape (the learning rate lives in the optimiser
 state, the parameters' key in the state's RNG streams). :attr:`Steps.pure` holds the same
-steps unjitted, with the inputs as an argument, for :func:`jax.vmap` over stacked runs
-(:mod:`dibe_jax.train.sweep`).
+steps unjitted, with the inputs as an argument, for the programs over stacked runs
+(:mod:`dibe_jax.train.member_steps`).
 
 Evaluation counts are exact past ``2**31`` pixels: each count accumulates on the device as
 two ``uint32`` words ``[hi, lo]`` (x64 is off), and :func:`read_totals` joins them on the host.
@@ -39,7 +39,6 @@ two ``uint32`` words ``[hi, lo]`` (x64 is off), and :func:`read_totals` joins th
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
@@ -65,7 +64,6 @@ __all__ = [
     "replicate",
     "shard_batch",
     "split_loss_params",
-    "stacked_steps",
     "zero_totals",
 ]
 
@@ -470,105 +468,6 @@ def read_totals(totals: dict[str, Any]) -> dict[str, Any]:
             joined = words[0] * _WORD + words[1]
             out[k] = joined if joined.ndim else int(joined)
     return out
-
-
-#: How :func:`stacked_steps` runs ``K`` members whose states are stacked.
-STRATEGIES = ("vmap", "map", "loop")
-
-
-@functools.lru_cache(maxsize=16)
-def stacked_steps(pure: PureSteps, strategy: str) -> tuple[Callable[..., Any], ...]:
-    """The jitted programs of ``K`` runs whose states are stacked along a leading axis.
-
-    ``train_members(states, batches, step, inputs, *, size=None) -> (states, stats)`` (``states``
-    donated; ``batches`` ``[K, B, ...]``, one per member; ``inputs`` :class:`StepInputs`
-    stacked ``[K]``; ``stats`` ``[K]``), ``evaluate_members(states, batch, totals, inputs, *,
-    size=None) -> totals`` (the same ``batch`` for every member, ``totals`` stacked) and
-    ``add(acc, stats) -> acc`` (per-member sums of the epoch: ``loss_sum``,
-    ``loss_count``, ``skipped``).
-
-    ``strategy``: ``"vmap"`` batches the members (:func:`jax.vmap`: XLA turns their
-    convolutions into grouped ones), ``"map"`` runs them one after another inside the
-    program (:func:`jax.lax.map`: each member's convolutions in the body of a loop), ``"loop"``
-    calls one program per member from the host, each reading member ``j``'s slot of the
-    stacked state and writing it back in place (donated): each member's step is the single
-    run's program, compiled once for every ``j``. On XLA:CPU, convolutions inside a loop body
-    run several times slower than the same convolutions at the top of a program, so
-    ``"loop"`` is there the fastest (``benchmarks/results/sweep_cpu.md``).
-    """
-    if strategy not in STRATEGIES:
-        raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
-    if strategy == "loop":
-        return _member_loop(pure)
-
-    def train_members(states, batches, step, inputs, size=None):
-        one = functools.partial(pure.train, size=size)
-        if strategy == "vmap":
-            return jax.vmap(one, in_axes=(0, 0, None, 0))(states, batches, step, inputs)
-        return jax.lax.map(lambda a: one(a[0], a[1], step, a[2]), (states, batches, inputs))
-
-    def evaluate_members(states, batch, totals, inputs, size=None):
-        one = functools.partial(pure.evaluate, size=size)
-        if strategy == "vmap":
-            return jax.vmap(one, in_axes=(0, None, 0, 0))(states, batch, totals, inputs)
-        return jax.lax.map(lambda a: one(a[0], batch, a[1], a[2]), (states, totals, inputs))
-
-    return (
-        jax.jit(train_members, donate_argnums=0, static_argnames=("size",)),
-        jax.jit(evaluate_members, static_argnames=("size",)),
-        jax.jit(_add_member_stats, donate_argnums=0),
-    )
-
-
-def _slot(tree: Any, j: jax.Array) -> Any:
-    return jax.tree.map(lambda x: jax.lax.dynamic_index_in_dim(x, j, keepdims=False), tree)
-
-
-def _put_slot(tree: Any, new: Any, j: jax.Array) -> Any:
-    return jax.tree.map(lambda x, y: jax.lax.dynamic_update_index_in_dim(x, y, j, 0), tree, new)
-
-
-def _member_loop(pure: PureSteps) -> tuple[Callable[..., Any], ...]:
-    """:func:`stacked_steps`' ``"loop"``: one jitted program per member call (``j`` traced)."""
-
-    def train_member(states, batches, step, inputs, j, size=None):
-        mine = _slot(states, j), _slot(batches, j), step, _slot(inputs, j)
-        state, stats = pure.train(*mine, size=size)
-        return _put_slot(states, state, j), stats
-
-    def evaluate_member(states, batch, totals, inputs, j, size=None):
-        mine = _slot(states, j), batch, _slot(totals, j), _slot(inputs, j)
-        new = pure.evaluate(*mine, size=size)
-        return _put_slot(totals, new, j)
-
-    train_jit = jax.jit(train_member, donate_argnums=0, static_argnames=("size",))
-    evaluate_jit = jax.jit(evaluate_member, donate_argnums=2, static_argnames=("size",))
-    stack = jax.jit(lambda *trees: jax.tree.map(lambda *xs: jnp.stack(xs), *trees))
-
-    def train_members(states, batches, step, inputs, *, size=None):
-        stats = []
-        for j in range(len(inputs.seed)):
-            states, one = train_jit(states, batches, step, inputs, np.int32(j), size=size)
-            stats.append(one)
-        return states, stack(*stats)
-
-    def evaluate_members(states, batch, totals, inputs, *, size=None):
-        for j in range(len(inputs.seed)):
-            totals = evaluate_jit(states, batch, totals, inputs, np.int32(j), size=size)
-        return totals
-
-    return train_members, evaluate_members, jax.jit(_add_member_stats, donate_argnums=0)
-
-
-def _add_member_stats(acc, stats):
-    """Per-member sums of an epoch: ``loss_sum`` and ``loss_count`` of the finite steps,
-    ``skipped`` the others."""
-    ok = stats["nonfinite"] == 0
-    return {
-        "loss_sum": acc["loss_sum"] + jnp.where(ok, stats["loss"], 0.0),
-        "loss_count": acc["loss_count"] + ok.astype(jnp.int32),
-        "skipped": acc["skipped"] + (~ok).astype(jnp.int32),
-    }
 
 
 def _frozen(value: Any) -> Hashable:
