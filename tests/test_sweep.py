@@ -136,7 +136,7 @@ def test_a_resumed_sweep_extends_its_members_in_smaller_chunks(
         lines
     )
     auto = sweep.AUTO_STRATEGY[jax.default_backend()]
-    assert f"sweep: trained members 4-4 of 4 (chunks of 1, strategy {auto})" in lines
+    assert f"sweep: trained member 4 of 4 (chunks of 1, strategy {auto})" in lines
     for before, after in zip(result.records, again.records, strict=True):
         assert [r["epoch"] for r in after] == [1, 2, 3]
         assert after[:2] == before  # the finished epochs are kept as they were
@@ -144,6 +144,39 @@ def test_a_resumed_sweep_extends_its_members_in_smaller_chunks(
     member = copy / "alpha=0.6" / "seed1"
     assert train.evaluate_checkpoint(member, best=False, sources=sources)["epoch"] == 3
     assert json.loads((copy / "sweep.json").read_text())["chunk"] == 1
+
+
+@pytest.mark.slow  # end to end: trains or converts (make test-slow)
+def test_a_resumed_sweep_trains_members_at_different_positions_as_chunks_of_their_own(
+    swept, sources, tmp_path
+):
+    """A member resumed alone (here one epoch ahead of the others) does not stop ``--resume``:
+    the members at each checkpoint position are trained as chunks of their own, each ending
+    at the last epoch with its earlier records kept."""
+    workdir, result = swept
+    copy = tmp_path / "sweep"
+    shutil.copytree(workdir, copy)
+    ahead = copy / "alpha=0.6" / "seed0"
+    config = train.load_config(ahead)
+    config.epochs = 3
+    train.train_and_evaluate(config, ahead, resume=True, sources=sources)
+    lines = []
+    runs = sweep.members(_config(epochs=4), {"loss.alpha": [0.3, 0.6]}, [0, 1])
+    again = sweep.train_members(runs, copy, sources=sources, resume=True, log=lines.append)
+    auto = sweep.AUTO_STRATEGY[jax.default_backend()]
+    assert lines[:4] == [
+        "sweep: members 1-4 continue from 2 different checkpoint positions; "
+        "training members 1, 2, 4 first",
+        f"sweep: trained members 1, 2, 4 of 4 (chunks of 4, strategy {auto})",
+        f"sweep: trained member 3 of 4 (chunks of 4, strategy {auto})",
+        f"{copy / 'alpha=0.3' / 'seed0'}: epoch 4 iou {again.records[0][-1]['iou']:.3f} "
+        f"oii {again.records[0][-1]['oii']:+.3f}",
+    ], lines
+    for before, after in zip(result.records, again.records, strict=True):
+        assert [r["epoch"] for r in after] == [1, 2, 3, 4]
+        assert after[:2] == before
+    member = train.evaluate_checkpoint(ahead, best=False, sources=sources)
+    assert member["epoch"] == 4
 
 
 def _host(tree) -> list[np.ndarray]:

@@ -42,7 +42,7 @@ from dibe_jax.train.state import loss_steps, make_state
 from dibe_jax.train.step import StepInputs, read_totals, shard_batch, zero_totals
 from dibe_jax.train.workdir import existing_outputs
 
-__all__ = ["ChunkTooBig", "Run", "train_chunk"]
+__all__ = ["ChunkTooBig", "MixedPositions", "Run", "train_chunk"]
 
 
 class Run(Protocol):
@@ -55,6 +55,21 @@ class Run(Protocol):
 class ChunkTooBig(Exception):
     """The members of a chunk do not fit the device's memory together (raised by their first
     step, before anything of the chunk was trained)."""
+
+
+class MixedPositions(Exception):
+    """The members of a chunk continue from checkpoints at different positions (a sweep
+    stopped between its chunks, or a member resumed alone), so they cannot step together;
+    raised before anything of the chunk was trained.
+
+    Attributes:
+      groups: the chunk's members by position, as lists of their indices in the chunk,
+        the group of the first member first.
+    """
+
+    def __init__(self, groups: list[list[int]]) -> None:
+        super().__init__(f"the members continue from {len(groups)} different positions")
+        self.groups = groups
 
 
 def train_chunk(
@@ -75,15 +90,17 @@ def train_chunk(
       strategy: ``"vmap"``, ``"map"`` or ``"loop"``
         (:func:`~dibe_jax.train.member_steps.stacked_steps`).
       overwrite: replace a previous run in a member's folder.
-      resume: continue every member from its latest checkpoint (all at one epoch end).
+      resume: continue every member from its latest checkpoint (all at one position: an
+        epoch end, or the batch of an epoch a signal stopped).
 
     Returns:
       Every member's evaluation records (its ``metrics.jsonl``).
 
     Raises:
       ChunkTooBig: the first step ran out of device memory.
-      ConfigError: the members' checkpoints are not at one epoch end, or they have already
-        trained every epoch.
+      MixedPositions: the members' latest checkpoints are not at one position.
+      ConfigError: the members have already trained more than every epoch, or continue a
+        grain loader.
     """
     from tqdm.auto import tqdm
 
@@ -201,13 +218,13 @@ class _Start:
 def _start(metas, epochs: int, k: int) -> _Start:
     """Where the chunk starts: every member's checkpoint at one position (an epoch end, or
     the same batch of an epoch that a signal interrupted)."""
-    positions = {((m or {}).get("epoch", 0), step, (m or {}).get("loader")) for m, step in metas}
-    if len(positions) > 1:
-        raise ConfigError(
-            "--resume: the members' latest checkpoints are not at one position; resume them "
-            "one by one with `dibe-jax train --resume --workdir MEMBER`"
-        )
-    epoch, step, loader = positions.pop()
+    positions = [((m or {}).get("epoch", 0), step, (m or {}).get("loader")) for m, step in metas]
+    if len(set(positions)) > 1:
+        groups: dict[tuple, list[int]] = {}
+        for i, position in enumerate(positions):
+            groups.setdefault(position, []).append(i)
+        raise MixedPositions(list(groups.values()))
+    epoch, step, loader = positions[0]
     batch = 0
     if loader is not None:
         try:

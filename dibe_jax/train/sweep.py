@@ -49,7 +49,7 @@ from dibe_jax.files import atomic_write_json
 from dibe_jax.train import checks
 from dibe_jax.train.config import Config, ConfigError, override
 from dibe_jax.train.seed_runs import SeedRuns
-from dibe_jax.train.stacked import ChunkTooBig, train_chunk
+from dibe_jax.train.stacked import ChunkTooBig, MixedPositions, train_chunk
 from dibe_jax.train.state import build
 from dibe_jax.train.workdir import existing_outputs, load_config
 
@@ -334,11 +334,15 @@ def _train_in_chunks(
     say: Callable[[str], None],
 ) -> tuple[list[list[dict[str, Any]] | None], int]:
     """Train ``runs`` ``size`` members at a time, halving ``size`` when a chunk does not fit
-    the device memory; every member's records and the chunk size that fitted."""
+    the device memory, and training the members of a chunk that continue from different
+    positions (a sweep stopped between its chunks) as chunks of their own; every member's
+    records and the chunk size that fitted."""
     records: list[list[dict[str, Any]] | None] = [None] * len(runs)
-    start = 0
-    while start < len(runs):
-        part = list(range(start, min(len(runs), start + size)))
+    pending = list(range(len(runs)))
+    together: list[int] | None = None  # members known to be at one position
+    while pending:
+        part = together or pending[:size]
+        together = None
         try:
             out = train_chunk(
                 [runs[i] for i in part],
@@ -359,15 +363,33 @@ def _train_in_chunks(
                 f"training in chunks of {size}"
             )
             continue
-        if len(runs) > size:
+        except MixedPositions as e:
+            together = [part[g] for g in e.groups[0]]
             say(
-                f"sweep: trained members {part[0] + 1}-{part[-1] + 1} of {len(runs)} "
-                f"(chunks of {size}, strategy {chosen})"
+                f"sweep: {_numbers(part)} continue from {len(e.groups)} different "
+                f"checkpoint positions; training {_numbers(together)} first"
             )
+            continue
         for i, r in zip(part, out, strict=True):
             records[i] = r
-        start += len(part)
+        pending = [i for i in pending if i not in part]
+        if len(runs) > len(part):
+            say(
+                f"sweep: trained {_numbers(part)} of {len(runs)} "
+                f"(chunks of {size}, strategy {chosen})"
+            )
     return records, size
+
+
+def _numbers(indices: list[int]) -> str:
+    """Members' 0-based ``indices`` as the log names them: ``member 3``, ``members 1-4``,
+    ``members 2, 5``."""
+    numbers = [i + 1 for i in indices]
+    if len(numbers) == 1:
+        return f"member {numbers[0]}"
+    if numbers == list(range(numbers[0], numbers[-1] + 1)):
+        return f"members {numbers[0]}-{numbers[-1]}"
+    return "members " + ", ".join(map(str, numbers))
 
 
 def _diff(a: Config, b: Config) -> list[tuple[str, Any, Any]]:
