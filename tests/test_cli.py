@@ -85,6 +85,30 @@ def test_oii_search_runs_in_one_process(tmp_path, monkeypatch, capsys):
     assert not (tmp_path / "w").exists()
 
 
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["train", "--bogus", "x"], "dibe-jax train: error: unrecognized arguments: --bogus x"),
+        (["train"], "dibe-jax train: error: the following arguments are required: --workdir"),
+        (
+            ["predict", "--workdir", "w", "--bogus"],
+            "dibe-jax predict: error: unrecognized arguments: --bogus",
+        ),
+        (
+            ["predict", "--workdir", "w"],
+            "dibe-jax predict: error: the following arguments are required: --input, --out",
+        ),
+    ],
+)
+def test_an_unknown_flag_is_named_before_a_missing_required_one(argv, needle, capsys):
+    """A mistyped flag is what the error names, even when a required flag is missing too;
+    a missing required flag is still refused (status 2)."""
+    with pytest.raises(SystemExit) as e:
+        cli.main(argv)
+    assert e.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == needle
+
+
 def test_configs_command_and_train_help_name_the_shipped_configs(capsys):
     from dibe_jax import configs
 

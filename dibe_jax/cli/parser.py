@@ -12,6 +12,29 @@ from dibe_jax.cli.options import add_train_options
 _Add = Callable[..., argparse.ArgumentParser]  # adds a subcommand's parser
 
 
+class _Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` that names a flag it does not know before a required one that
+    is missing: ``dibe-jax train --bogus`` says ``unrecognized arguments: --bogus``, not
+    that ``--workdir`` is required."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        required = [a for a in self._actions if a.required and a.option_strings]
+        for a in required:
+            a.required = False
+        try:
+            namespace, extras = super().parse_known_args(args, namespace)
+        finally:
+            for a in required:
+                a.required = True
+        if extras:
+            self.error("unrecognized arguments: " + " ".join(extras))
+        missing = [a for a in required if getattr(namespace, a.dest, None) is None]
+        if missing:
+            names = ", ".join("/".join(a.option_strings) for a in missing)
+            self.error(f"the following arguments are required: {names}")
+        return namespace, extras
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``dibe-jax`` parser; each subcommand sets ``func``, its function of ``commands``."""
     common = argparse.ArgumentParser(add_help=False)
@@ -22,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="do not keep compiled programs between launches (default: a persistent XLA "
         "cache in $DIBE_JAX_CACHE_DIR or ~/.cache/dibe_jax/jax)",
     )
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="dibe-jax",
         description="Losses, metrics and experiments of the DIBE paper in JAX.",
         parents=[common],
