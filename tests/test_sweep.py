@@ -284,6 +284,46 @@ def test_a_signal_saves_every_member_and_the_resumed_sweep_equals_the_uninterrup
         assert _comparable(after) == _comparable(before)
 
 
+@pytest.mark.slow  # end to end: trains or converts (make test-slow)
+def test_a_signal_in_a_later_chunk_names_the_sweep_and_a_resume_finishes_every_member(
+    swept, sources, tmp_path, monkeypatch
+):
+    """Chunks of 2 members (each chunk's members share a setting's folder): SIGINT during
+    the second chunk names the sweep's folder, and ``--resume`` takes the finished first
+    chunk and the interrupted second one together, each from where it stopped."""
+    _, whole = swept
+    runs = sweep.members(_config(), {"loss.alpha": [0.3, 0.6]}, [0, 1])
+    reads: list[int] = []
+    real = in_memory.Batches.host_batch
+
+    def counted(self, index):
+        if self.train:
+            reads.append(index)
+        return real(self, index)
+
+    monkeypatch.setattr(in_memory.Batches, "host_batch", counted)
+    # 2 members x (8 steps of the first chunk + 5 of the second)
+    monkeypatch.setattr(stacked, "Signals", lambda: _SignalAfter(reads, 13, 2))
+    with pytest.raises(train.Interrupted) as stop:
+        sweep.train_members(runs, tmp_path / "s", sources=sources, chunk=2)
+    assert (stop.value.step, stop.value.epoch, stop.value.workdir) == (5, 1, tmp_path / "s")
+    assert f"every member's folder in {tmp_path / 's'}" in str(stop.value)
+    monkeypatch.undo()
+    lines = []
+    again = sweep.train_members(
+        runs, tmp_path / "s", sources=sources, resume=True, log=lines.append
+    )
+    assert lines[0] == (
+        "sweep: members 1-4 continue from 2 different checkpoint positions; "
+        "training members 1-2 first"
+    )
+    for before, after in zip(whole.records, again.records, strict=True):
+        assert [r["epoch"] for r in after] == [1, 2]
+        for a, b in zip(after, before, strict=True):
+            assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
+            assert a["iou"] == pytest.approx(b["iou"], abs=1e-3)
+
+
 def test_an_interrupted_sweep_says_how_to_resume_it(monkeypatch, tmp_path, capsys):
     def interrupted(runs, workdir, **kwargs):
         raise train.Interrupted(signal.SIGINT, 7, 1, Path(workdir), resume="unused")

@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import os
 import shutil
 import time
 from collections.abc import Sequence
@@ -78,6 +77,7 @@ def train_chunk(
     built: Any,
     strategy: str,
     *,
+    workdir: Path,
     overwrite: bool,
     resume: bool,
 ) -> list[list[dict[str, Any]]]:
@@ -89,6 +89,7 @@ def train_chunk(
       built: the sweep's :class:`~dibe_jax.train.built.Built` (data on the device path).
       strategy: ``"vmap"``, ``"map"`` or ``"loop"``
         (:func:`~dibe_jax.train.member_steps.stacked_steps`).
+      workdir: the sweep's folder (named by :class:`~dibe_jax.train.loop.Interrupted`).
       overwrite: replace a previous run in a member's folder.
       resume: continue every member from its latest checkpoint (all at one position: an
         epoch end, or the batch of an epoch a signal stopped).
@@ -141,7 +142,7 @@ def train_chunk(
                     position = json.dumps({"in_memory_batch": end})
                     for j, w in enumerate(writers):
                         w.save_position(epoch, step, position, acc, j, seconds, _member(stacked, j))
-                    raise _interrupted(signals.received, step, epoch, dirs)
+                    raise _interrupted(signals.received, step, epoch, workdir)
                 evaluate = (epoch + 1) % first.eval_every == 0 or epoch + 1 == first.epochs
                 summaries = (
                     _evaluate(built, eval_many, stacked, stacked_inputs, size, len(runs))
@@ -161,7 +162,7 @@ def train_chunk(
                 if summaries is not None:
                     bar.set_postfix(**reporting.postfix(summaries[0]))
                 if signals.received:
-                    raise _interrupted(signals.received, step, epoch + 1, dirs)
+                    raise _interrupted(signals.received, step, epoch + 1, workdir)
         bar.close()
     except BaseException:
         bar.close()
@@ -171,11 +172,8 @@ def train_chunk(
     return [w.close() for w in writers]
 
 
-def _interrupted(signum: int, step: int, epoch: int, dirs: Sequence[Path]) -> Interrupted:
+def _interrupted(signum: int, step: int, epoch: int, workdir: Path) -> Interrupted:
     """The signal that stopped a chunk, after every member saved a checkpoint."""
-    workdir = Path(os.path.commonpath([str(d) for d in dirs]))
-    if len(dirs) == 1:  # the sweep's folder holds the setting's folder, then the seed's
-        workdir = workdir.parent.parent
     return Interrupted(signum, step, epoch, workdir, resume="the same sweep with --resume")
 
 

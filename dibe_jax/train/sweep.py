@@ -288,7 +288,15 @@ def train_members(
     platform = jax.devices()[0].platform
     chosen = AUTO_STRATEGY.get(platform, "map") if strategy == "auto" else strategy
     records, size = _train_in_chunks(
-        runs, dirs, built, chosen, chunk or len(runs), overwrite=overwrite, resume=resume, say=say
+        runs,
+        dirs,
+        built,
+        chosen,
+        chunk or len(runs),
+        workdir=workdir,
+        overwrite=overwrite,
+        resume=resume,
+        say=say,
     )
     wall = time.perf_counter() - t0
     done = [r or [] for r in records]
@@ -329,6 +337,7 @@ def _train_in_chunks(
     chosen: str,
     size: int,
     *,
+    workdir: Path,
     overwrite: bool,
     resume: bool,
     say: Callable[[str], None],
@@ -349,6 +358,7 @@ def _train_in_chunks(
                 [dirs[i] for i in part],
                 built,
                 chosen,
+                workdir=workdir,
                 overwrite=overwrite,
                 resume=resume,
             )
