@@ -262,6 +262,24 @@ def test_refusals_before_anything_trains(monkeypatch, tmp_path, capsys, args, me
     assert not (tmp_path / "w").exists()
 
 
+def test_an_interrupted_search_says_the_same_command_continues_it(monkeypatch, tmp_path, capsys):
+    """Ctrl-C inside a search's training: the run saved, and running the search again (without
+    ``--overwrite``, which would replace what was saved) resumes it."""
+    import signal
+
+    from dibe_jax import train
+
+    def interrupted(config, workdir, seeds, **kwargs):
+        raise train.Interrupted(signal.SIGINT, 3, 0, workdir / "seed0")
+
+    monkeypatch.setattr(runs, "train_seeds", interrupted)
+    wd = str(tmp_path / "w")
+    rc = cli.main(["oii-search", "--workdir", wd, "--epochs", "2", "--overwrite"])
+    err = capsys.readouterr().err
+    assert rc == 130 and "step 3" in err
+    assert err.splitlines()[-1] == f"resume with: dibe-jax oii-search --workdir {wd} --epochs 2"
+
+
 def test_multiclass_runs_log_their_macro_scores(monkeypatch, tmp_path):
     """train_seeds' progress line for multi-class records (no iou/pa/oii keys)."""
     from dibe_jax.train import Config, loop

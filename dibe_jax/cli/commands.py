@@ -156,7 +156,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_oii_search(args: argparse.Namespace) -> int:
     from dibe_jax import tuning
     from dibe_jax.errors import ConfigError
-    from dibe_jax.train import runs
+    from dibe_jax.train import Interrupted, runs
 
     if os.environ.get("JAX_COORDINATOR_ADDRESS"):
         raise ConfigError(
@@ -175,7 +175,11 @@ def cmd_oii_search(args: argparse.Namespace) -> int:
         grid=args.grid,
         fixed={k: getattr(args, k) for k in ("alpha", "beta") if getattr(args, k) is not None},
     )
-    guided, grid = tuning.run_search(plan, workdir, log=print, overwrite=args.overwrite)
+    try:
+        guided, grid = tuning.run_search(plan, workdir, log=print, overwrite=args.overwrite)
+    except Interrupted as e:  # the run saved: the same search, run again, continues it
+        e.resume = _again(args)
+        raise
     print(
         f"Each value: {len(plan.seeds)} seed(s) trained; steered on "
         f"{tuning.steered_words(plan.steer)}; OII, IoU and PA are the mean of the last "
@@ -210,8 +214,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             log=print,
         )
     except train.Interrupted as e:  # every member saved: the same command continues them
-        again = [a for a in args.argv if a not in ("--overwrite", "--resume")]
-        e.resume = shlex.join(["dibe-jax", *again, "--resume"])
+        e.resume = _again(args, "--resume")
         raise
     keys = ("miou", "macro_oii") if "miou" in (result.records[0] or [{}])[-1] else ("iou", "oii")
     print(f"\n| setting | seeds | {keys[0]} (last 3) | {keys[1]} (last 3) |\n|---|---|---|---|")
@@ -296,3 +299,10 @@ def cmd_data_stats(args: argparse.Namespace) -> int:
         )
     )
     return 0
+
+
+def _again(args: argparse.Namespace, *extra: str) -> str:
+    """The command as typed, without ``--overwrite`` (it would delete what was saved) or
+    ``--resume``, plus ``extra``: what continues an interrupted search or sweep."""
+    again = [a for a in args.argv if a not in ("--overwrite", "--resume")]
+    return shlex.join(["dibe-jax", *again, *extra])
