@@ -154,7 +154,7 @@ def train_chunk(
                     train_loss = float(acc["loss_sum"][j]) / count if count else float("nan")
                     summary = None if summaries is None else summaries[j]
                     skipped = int(acc["skipped"][j])
-                    state = _member(stacked, j)
+                    state = functools.partial(_member, stacked, j)  # sliced only to be saved
                     w.epoch_end(
                         epoch, step, train_loss, skipped, seconds, summary, state,
                         save=bool(signals.received),
@@ -371,6 +371,8 @@ class _MemberWriter:
     def epoch_end(
         self, epoch, step, train_loss, skipped, seconds, summary, state, *, save: bool = False
     ) -> None:
+        """Record epoch ``epoch`` (0-based); save ``state()`` (the member's state) when the
+        config's checkpoint rule asks, or ``save``."""
         seconds = self.elapsed0 + seconds
         self.mlog.scalar("train/loss", train_loss, step)
         iou = None
@@ -394,7 +396,7 @@ class _MemberWriter:
             "skipped": skipped,
         }
         if save or epoch_end_save(self.member.config, epoch, evaluated=summary is not None):
-            self.ckpt.save(step, state, meta, iou=iou)
+            self.ckpt.save(step, state(), meta, iou=iou)
 
     def close(self, *, plots: bool = True) -> list[dict[str, Any]]:
         try:
